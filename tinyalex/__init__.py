@@ -1,0 +1,6 @@
+"""tinyalex: AlexNet (Krizhevsky, Sutskever, Hinton, NIPS 2012) from scratch.
+
+NumPy layers with explicit backward passes, Numba for the hot loops, CuPy optional.
+"""
+
+__version__ = "0.1.0"

@@ -1,0 +1,41 @@
+"""One code path for NumPy and CuPy, chosen by the array (as Chainer's get_array_module).
+
+Layers call ``xp = get_array_module(x)`` and never import cupy. CuPy stays an optional
+import here: CPU users never need it.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+try:  # CuPy is the optional `gpu` extra.
+    import cupy as _cupy  # type: ignore
+except Exception:  # ImportError, or a CUDA runtime that fails to load
+    _cupy = None
+
+
+def get_array_module(*arrays):
+    """Return ``cupy`` if any argument is a CuPy array, else ``numpy``."""
+    if _cupy is not None:
+        return _cupy.get_array_module(*arrays)
+    return np
+
+
+def is_gpu_array(x) -> bool:
+    return _cupy is not None and isinstance(x, _cupy.ndarray)
+
+
+def to_numpy(x):
+    """A NumPy copy (or the array itself) of a NumPy or CuPy array."""
+    return _cupy.asnumpy(x) if is_gpu_array(x) else np.asarray(x)
+
+
+def use_fast_kernels() -> bool:
+    """The Numba fast paths are on unless TINYALEX_NO_NUMBA=1.
+
+    Turning them off must give the same results, slower: the readable NumPy bodies are the
+    reference and every kernel is tested equal to them.
+    """
+    return os.environ.get("TINYALEX_NO_NUMBA", "0") not in ("1", "true", "yes")

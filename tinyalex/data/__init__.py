@@ -1,0 +1,1 @@
+"""Data: readers (ILSVRC, Tiny ImageNet, Imagenette), subsets, prepare, augmentation, loader."""

@@ -1,0 +1,185 @@
+"""Numba twins of the hot loops: im2col/col2im, max pooling with argmax, LRN fused.
+
+Each function has exactly the signature and result of the readable NumPy body it replaces
+(named in its docstring), and tests/test_kernels_cpu.py proves them equal. All loops are
+``parallel=True`` over an axis whose iterations write disjoint memory, and ``cache=True`` so
+the compile cost is paid once per machine.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+JIT = dict(parallel=True, cache=True)
+
+
+def _out_size(size, kernel, stride, pad):
+    return (size + 2 * pad - kernel) // stride + 1
+
+
+# ---------------------------------------------------------------- im2col / col2im (conv.py)
+
+@numba.njit(**JIT)
+def _im2col(x, cols, kh, kw, stride, pad, OH, OW):
+    N, C, H, W = x.shape
+    for row in numba.prange(C * kh * kw):
+        c = row // (kh * kw)
+        i = (row // kw) % kh
+        j = row % kw
+        for n in range(N):
+            base = n * OH * OW
+            for oh in range(OH):
+                h = oh * stride - pad + i
+                dst = base + oh * OW
+                if h < 0 or h >= H:
+                    for ow in range(OW):
+                        cols[row, dst + ow] = 0
+                    continue
+                for ow in range(OW):
+                    w = ow * stride - pad + j
+                    cols[row, dst + ow] = x[n, c, h, w] if 0 <= w < W else 0
+
+
+def im2col(x, kh, kw, stride, pad):
+    """Twin of tinyalex.layers.conv.im2col: (N, C, H, W) -> (C*kh*kw, N*OH*OW)."""
+    N, C, H, W = x.shape
+    OH, OW = _out_size(H, kh, stride, pad), _out_size(W, kw, stride, pad)
+    cols = np.empty((C * kh * kw, N * OH * OW), dtype=x.dtype)
+    _im2col(np.ascontiguousarray(x), cols, kh, kw, stride, pad, OH, OW)
+    return cols
+
+
+@numba.njit(**JIT)
+def _col2im(cols, dx, kh, kw, stride, pad, OH, OW):
+    N, C, H, W = dx.shape
+    for c in numba.prange(C):  # each channel of dx is written by its own rows only
+        for n in range(N):
+            for h in range(H):
+                for w in range(W):
+                    dx[n, c, h, w] = 0
+        for i in range(kh):
+            for j in range(kw):
+                row = (c * kh + i) * kw + j
+                for n in range(N):
+                    base = n * OH * OW
+                    for oh in range(OH):
+                        h = oh * stride - pad + i
+                        if h < 0 or h >= H:
+                            continue
+                        for ow in range(OW):
+                            w = ow * stride - pad + j
+                            if 0 <= w < W:
+                                dx[n, c, h, w] += cols[row, base + oh * OW + ow]
+
+
+def col2im(cols, x_shape, kh, kw, stride, pad):
+    """Twin of tinyalex.layers.conv.col2im: (C*kh*kw, N*OH*OW) -> x_shape."""
+    N, C, H, W = x_shape
+    OH, OW = _out_size(H, kh, stride, pad), _out_size(W, kw, stride, pad)
+    dx = np.empty(x_shape, dtype=cols.dtype)
+    _col2im(np.ascontiguousarray(cols), dx, kh, kw, stride, pad, OH, OW)
+    return dx
+
+
+# ---------------------------------------------------------------------- max pool (pool.py)
+
+@numba.njit(**JIT)
+def _maxpool_forward(x, y, argmax, window, stride):
+    N, C, H, W = x.shape
+    OH, OW = y.shape[2], y.shape[3]
+    for plane in numba.prange(N * C):
+        n, c = plane // C, plane % C
+        for oh in range(OH):
+            for ow in range(OW):
+                best = x[n, c, oh * stride, ow * stride]
+                best_k = 0
+                for i in range(window):
+                    for j in range(window):
+                        v = x[n, c, oh * stride + i, ow * stride + j]
+                        if v > best:  # strict: the first maximum wins, as np.argmax
+                            best = v
+                            best_k = i * window + j
+                y[n, c, oh, ow] = best
+                argmax[n, c, oh, ow] = best_k
+
+
+def maxpool_forward(x, window, stride):
+    """Twin of tinyalex.layers.pool.maxpool_forward."""
+    N, C, H, W = x.shape
+    OH, OW = (H - window) // stride + 1, (W - window) // stride + 1
+    y = np.empty((N, C, OH, OW), dtype=x.dtype)
+    argmax = np.empty((N, C, OH, OW), dtype=np.int32)
+    _maxpool_forward(np.ascontiguousarray(x), y, argmax, window, stride)
+    return y, argmax
+
+
+@numba.njit(**JIT)
+def _maxpool_backward(dout, argmax, dx, window, stride):
+    N, C, OH, OW = dout.shape
+    for plane in numba.prange(N * C):
+        n, c = plane // C, plane % C
+        dx[n, c] = 0
+        for oh in range(OH):
+            for ow in range(OW):
+                k = argmax[n, c, oh, ow]
+                dx[n, c, oh * stride + k // window, ow * stride + k % window] += dout[n, c, oh, ow]
+
+
+def maxpool_backward(dout, argmax, x_shape, window, stride):
+    """Twin of tinyalex.layers.pool.maxpool_backward."""
+    dx = np.empty(x_shape, dtype=dout.dtype)
+    _maxpool_backward(np.ascontiguousarray(dout), np.ascontiguousarray(argmax), dx,
+                      window, stride)
+    return dx
+
+
+# ----------------------------------------------------------------------------- LRN (lrn.py)
+
+@numba.njit(**JIT)
+def _lrn_forward(x, y, s, before, after, a, beta, k):
+    N, C, H, W = x.shape
+    for job in numba.prange(N * H):
+        n, h = job // H, job % H
+        for c in range(C):
+            lo, hi = max(0, c - before), min(C - 1, c + after)
+            for w in range(W):
+                acc = 0.0
+                for j in range(lo, hi + 1):
+                    v = x[n, j, h, w]
+                    acc += v * v
+                sc = k + a * acc
+                s[n, c, h, w] = sc
+                y[n, c, h, w] = x[n, c, h, w] * sc ** (-beta)
+
+
+def lrn_forward(x, size, a, beta, k):
+    """Twin of tinyalex.layers.lrn.lrn_forward: returns (y, s)."""
+    x = np.ascontiguousarray(x)
+    y, s = np.empty_like(x), np.empty_like(x)
+    _lrn_forward(x, y, s, size // 2, (size - 1) // 2, a, beta, k)
+    return y, s
+
+
+@numba.njit(**JIT)
+def _lrn_backward(dout, x, y, s, dx, before, after, a, beta):
+    # before/after are the TRANSPOSED window: x_c feeds s_i for i in [c - before, c + after].
+    N, C, H, W = x.shape
+    for job in numba.prange(N * H):
+        n, h = job // H, job % H
+        for c in range(C):
+            lo, hi = max(0, c - before), min(C - 1, c + after)
+            for w in range(W):
+                acc = 0.0
+                for i in range(lo, hi + 1):
+                    acc += dout[n, i, h, w] * y[n, i, h, w] / s[n, i, h, w]
+                dx[n, c, h, w] = (dout[n, c, h, w] * s[n, c, h, w] ** (-beta)
+                                  - 2.0 * a * beta * x[n, c, h, w] * acc)
+
+
+def lrn_backward(dout, x, y, s, size, a, beta):
+    """Twin of tinyalex.layers.lrn.lrn_backward."""
+    dout = np.ascontiguousarray(dout)
+    dx = np.empty_like(dout)
+    _lrn_backward(dout, x, y, s, dx, (size - 1) // 2, size // 2, a, beta)
+    return dx

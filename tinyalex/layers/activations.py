@@ -1,0 +1,57 @@
+"""Non-linearities (paper §3.1).
+
+ReLU f(x) = max(0, x) follows every conv and FC layer of AlexNet; the paper's Figure 1
+shows a 4-layer CNN reaching 25% training error on CIFAR-10 six times faster with ReLU
+than with the saturating tanh, which is here for that experiment.
+"""
+
+from __future__ import annotations
+
+from ..backend import get_array_module
+from .base import Layer
+
+
+class ReLU(Layer):
+    """y = max(0, x);  dx = dout * [y > 0].
+
+    Shapes: any -> same; cache: y (the output; its sign is the mask).
+    """
+
+    def forward(self, x, train=True):
+        xp = get_array_module(x)
+        out = xp.maximum(x, 0)
+        self.cache = out
+        return out
+
+    def backward(self, dout):
+        return dout * (self.cache > 0)
+
+    def flops(self, input_shape):
+        return int(_size(input_shape))
+
+
+class Tanh(Layer):
+    """y = tanh(x);  dx = dout * (1 - y^2).
+
+    Shapes: any -> same; cache: y.
+    """
+
+    def forward(self, x, train=True):
+        xp = get_array_module(x)
+        out = xp.tanh(x)
+        self.cache = out
+        return out
+
+    def backward(self, dout):
+        y = self.cache
+        return dout * (1 - y * y)
+
+    def flops(self, input_shape):
+        return int(_size(input_shape))
+
+
+def _size(shape) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n

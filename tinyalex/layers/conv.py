@@ -1,0 +1,169 @@
+"""Convolution by im2col, with stride, padding and groups (paper §3.2, §3.5).
+
+A convolution is a matrix product once every receptive field is laid out as a column:
+
+    cols[(c, i, j), (n, oh, ow)] = x_pad[n, c, oh*s + i, ow*s + j]      im2col
+    out[n, f, oh, ow]            = sum_k W[f, k] cols[k, (n, oh, ow)] + b[f]
+
+with k = (c, i, j) running over C*kh*kw and OH = (H + 2p - kh) // s + 1. The backward pass
+is two more products and the transpose of im2col (col2im, which ADDS overlapping fields):
+
+    dW    = dout_r @ cols.T         dout_r[f, (n, oh, ow)] = dout[n, f, oh, ow]
+    dcols = W.T @ dout_r            dx = col2im(dcols)
+    db    = dout summed over n, oh, ow
+
+Groups (§3.2, the two-GPU split): channels and kernels are cut into G equal groups and
+group g's kernels see only group g's input channels, so W has shape (F, C/G, kh, kw) and
+each group is its own product over a contiguous block of rows of cols.
+
+Memory stays bounded as in Caffe: the columns are built for a chunk of the batch at a time
+(``COLUMN_BUDGET_BYTES``), and rebuilt in backward instead of cached.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..backend import get_array_module
+from ..kernels import fast
+from .base import Layer
+
+COLUMN_BUDGET_BYTES = 64 * 2**20  # the largest im2col buffer one chunk of the batch may use
+
+
+def conv_output_size(size: int, kernel: int, stride: int, pad: int) -> int:
+    return (size + 2 * pad - kernel) // stride + 1
+
+
+def im2col(x, kh: int, kw: int, stride: int, pad: int):
+    """Receptive fields as columns.
+
+    x: (N, C, H, W) -> cols: (C*kh*kw, N*OH*OW), rows ordered (c, i, j), columns (n, oh, ow).
+    """
+    kernel = fast("im2col", x)
+    if kernel is not None:
+        return kernel(x, kh, kw, stride, pad)
+    xp = get_array_module(x)
+    N, C, H, W = x.shape
+    OH, OW = conv_output_size(H, kh, stride, pad), conv_output_size(W, kw, stride, pad)
+    x_pad = xp.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+    cols = xp.empty((C, kh, kw, N, OH, OW), dtype=x.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            window = x_pad[:, :, i:i + stride * OH:stride, j:j + stride * OW:stride]
+            cols[:, i, j] = window.transpose(1, 0, 2, 3)
+    return cols.reshape(C * kh * kw, N * OH * OW)
+
+
+def col2im(cols, x_shape: tuple, kh: int, kw: int, stride: int, pad: int):
+    """The transpose of im2col: add every column entry back onto the pixel it came from.
+
+    cols: (C*kh*kw, N*OH*OW) -> dx: x_shape = (N, C, H, W). Overlapping fields add up.
+    """
+    kernel = fast("col2im", cols)
+    if kernel is not None:
+        return kernel(cols, x_shape, kh, kw, stride, pad)
+    xp = get_array_module(cols)
+    N, C, H, W = x_shape
+    OH, OW = conv_output_size(H, kh, stride, pad), conv_output_size(W, kw, stride, pad)
+    cols = cols.reshape(C, kh, kw, N, OH, OW)
+    dx_pad = xp.zeros((N, C, H + 2 * pad, W + 2 * pad), dtype=cols.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            # One (i, j) offset never hits a pixel twice, so a strided += is exact here.
+            dx_pad[:, :, i:i + stride * OH:stride, j:j + stride * OW:stride] += \
+                cols[:, i, j].transpose(1, 0, 2, 3)
+    return dx_pad[:, :, pad:pad + H, pad:pad + W]
+
+
+def batch_chunks(n: int, per_example_bytes: int, budget: int | None = None):
+    """Slices of range(n) whose im2col buffers each fit in the budget (at least one example)."""
+    budget = COLUMN_BUDGET_BYTES if budget is None else budget
+    step = max(1, budget // max(1, per_example_bytes))
+    return [slice(start, min(n, start + step)) for start in range(0, n, step)]
+
+
+class Conv2D(Layer):
+    """2-D convolution, NCHW.
+
+    Shapes: x (N, C, H, W) -> out (N, F, OH, OW); params W (F, C/groups, kh, kw), b (F,);
+    cache: x (the columns are rebuilt in backward, chunk by chunk, to bound memory).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
+                 padding: int = 0, groups: int = 1, weight_std: float = 0.01,
+                 bias: float = 0.0, rng=None, dtype=np.float32):
+        super().__init__()
+        if in_channels % groups or out_channels % groups:
+            raise ValueError(f"channels {in_channels}->{out_channels} not divisible by "
+                             f"groups={groups}")
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.kernel_size, self.stride, self.padding, self.groups = \
+            kernel_size, stride, padding, groups
+        rng = np.random.default_rng(rng)
+        shape = (out_channels, in_channels // groups, kernel_size, kernel_size)
+        self.params["W"] = (weight_std * rng.standard_normal(shape)).astype(dtype)
+        self.params["b"] = np.full(out_channels, bias, dtype=dtype)
+
+    def output_shape(self, input_shape):
+        C, H, W = input_shape
+        if C != self.in_channels:
+            raise ValueError(f"{self!r} expects {self.in_channels} channels, got {C}")
+        k, s, p = self.kernel_size, self.stride, self.padding
+        return (self.out_channels, conv_output_size(H, k, s, p), conv_output_size(W, k, s, p))
+
+    def flops(self, input_shape):
+        F, OH, OW = self.output_shape(input_shape)
+        fan_in = self.in_channels // self.groups * self.kernel_size ** 2
+        return 2 * F * OH * OW * fan_in + F * OH * OW
+
+    def _grouped(self, W):
+        """W as G matrices of shape (F/G, K/G), K = C*kh*kw."""
+        G = self.groups
+        return W.reshape(G, self.out_channels // G, -1)
+
+    def forward(self, x, train=True):
+        xp = get_array_module(x)
+        N = x.shape[0]
+        F, OH, OW = self.output_shape(x.shape[1:])
+        k, s, p, G = self.kernel_size, self.stride, self.padding, self.groups
+        Wg = self._grouped(self.params["W"])
+        Kg, Fg = Wg.shape[2], F // G
+        out = xp.empty((N, F, OH, OW), dtype=x.dtype)
+        for chunk in batch_chunks(N, Kg * G * OH * OW * x.itemsize):
+            n = chunk.stop - chunk.start
+            cols = im2col(x[chunk], k, k, s, p)                       # (G*Kg, n*OH*OW)
+            for g in range(G):
+                y = Wg[g] @ cols[g * Kg:(g + 1) * Kg]                 # (Fg, n*OH*OW)
+                out[chunk, g * Fg:(g + 1) * Fg] = y.reshape(Fg, n, OH, OW).transpose(1, 0, 2, 3)
+        out += self.params["b"].reshape(1, F, 1, 1)
+        self.cache = x
+        return out
+
+    def backward(self, dout):
+        xp = get_array_module(dout)
+        x = self.cache
+        N = x.shape[0]
+        F, OH, OW = dout.shape[1:]
+        k, s, p, G = self.kernel_size, self.stride, self.padding, self.groups
+        Wg = self._grouped(self.params["W"])
+        Kg, Fg = Wg.shape[2], F // G
+        dW = xp.zeros_like(Wg)
+        dx = xp.empty_like(x)
+        for chunk in batch_chunks(N, 2 * Kg * G * OH * OW * x.itemsize):
+            n = chunk.stop - chunk.start
+            cols = im2col(x[chunk], k, k, s, p)
+            dout_r = dout[chunk].transpose(1, 0, 2, 3).reshape(F, n * OH * OW)
+            dcols = xp.empty_like(cols)
+            for g in range(G):
+                rows, feats = slice(g * Kg, (g + 1) * Kg), slice(g * Fg, (g + 1) * Fg)
+                dW[g] += dout_r[feats] @ cols[rows].T
+                dcols[rows] = Wg[g].T @ dout_r[feats]
+            dx[chunk] = col2im(dcols, x[chunk].shape, k, k, s, p)
+        self.grads["W"] = dW.reshape(self.params["W"].shape)
+        self.grads["b"] = dout.sum(axis=(0, 2, 3))
+        return dx
+
+    def __repr__(self):
+        return (f"Conv2D({self.in_channels}, {self.out_channels}, k={self.kernel_size}, "
+                f"s={self.stride}, p={self.padding}, groups={self.groups})")

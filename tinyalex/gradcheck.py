@@ -4,14 +4,16 @@ For any scalar function L(x), the central difference
 
     dL/dx_i ~ (L(x + h e_i) - L(x - h e_i)) / (2h)
 
-has error O(h^2). In float64 with h = 1e-6 it agrees with a correct analytic gradient to
+has error O(h^2). In float64 with h = 1e-5 it agrees with a correct analytic gradient to
 about 1e-8 relative; a wrong backward pass is off by order 1. We compare with
 
     rel_error(a, n) = max_i |a_i - n_i| / max_i max(|a_i|, |n_i|)
 
 (the worst error measured against the gradient's own scale, so entries that are zero in
-both do not divide noise by noise) and call a gradient right when it is below ``TOLERANCE`` (1e-6). Always check in float64:
-float32's 1e-7 resolution swamps the difference quotient.
+both do not divide noise by noise) and call a gradient right when it is below
+``TOLERANCE`` (1e-6). Always check in float64: float32's 1e-7 resolution swamps the
+difference quotient. Keep inputs away from kinks (ReLU at 0, ties in a max pool), where
+the function has no derivative and the two sides of the difference disagree.
 
 To check a layer, turn it into a scalar by a fixed random projection of its output,
 L(x) = sum(layer.forward(x) * dout), whose analytic gradient is layer.backward(dout).

@@ -1,0 +1,126 @@
+"""python -m tinyalex.data {prepare,info,download} ...
+
+    prepare   decode a dataset once into the cache (or reuse it) and print where it is
+    info      say what data would be used, without preparing anything
+    download  fetch Tiny ImageNet or Imagenette into ./data (resumable, sha256 checked)
+
+User errors (a missing path, an unknown layout, an impossible subset) print one line on
+stderr and exit with status 2.
+
+Adding a subcommand (e.g. ``bench``): write ``add_arguments(parser)`` and ``run(args) -> int``
+in its module and add one entry to ``COMMANDS`` below.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from tinyalex.data.readers import DataError
+
+SUBSET_HELP = ("100-class (ImageNet-100 on ILSVRC, Tiny-100 on Tiny ImageNet), all, or a file "
+               "with one wnid a line (default: 100-class)")
+
+
+def _data_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", metavar="PATH", default=None,
+                   help="dataset folder or archive, a folder holding one, or a prepared folder "
+                        "(default: $TINYALEX_DATA, else ./data)")
+    p.add_argument("--subset", default="100-class", metavar="100-class|all|FILE", help=SUBSET_HELP)
+    p.add_argument("--size", type=int, default=None, metavar="S",
+                   help="short side and crop size in pixels (default 256; 64 for Tiny ImageNet)")
+    p.add_argument("--cache", metavar="DIR", default=None,
+                   help="cache root (default: $TINYALEX_CACHE, else ~/.cache/tinyalex)")
+    p.add_argument("--max-per-class", type=int, default=None, metavar="N",
+                   help="keep only the first N files per class and split (quick runs)")
+
+
+# ------------------------------------------------------------------ prepare
+
+def _prepare_arguments(p):
+    _data_arguments(p)
+    p.add_argument("--workers", type=int, default=None, help="parallel decoders (default: cores)")
+    p.add_argument("--no-synthetic", action="store_true",
+                   help="fail instead of falling back to the synthetic set when nothing is found")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _prepare_run(args) -> int:
+    from tinyalex.data.find import resolve_dataset
+
+    prepared = resolve_dataset(args.data, subset=args.subset, size=args.size, cache=args.cache,
+                               max_per_class=args.max_per_class,
+                               allow_synthetic=not args.no_synthetic,
+                               progress=not args.quiet, workers=args.workers)
+    print(prepared.path)
+    return 0
+
+
+# ------------------------------------------------------------------ info
+
+def _info_arguments(p):
+    _data_arguments(p)
+
+
+def _info_run(args) -> int:
+    from tinyalex.data.find import inspect
+
+    inspect(args.data, subset=args.subset, size=args.size, cache=args.cache,
+            max_per_class=args.max_per_class)
+    return 0
+
+
+# name -> (help, add_arguments, run) or (help, "module.path") whose module has
+# add_arguments(parser) and run(args); a module that is not there yet is left out.
+COMMANDS: dict[str, tuple] = {
+    "prepare": ("decode a dataset once into the cache (or reuse it)", _prepare_arguments,
+                _prepare_run),
+    "info": ("say what data would be used, without preparing", _info_arguments, _info_run),
+    "download": ("download Tiny ImageNet or Imagenette (resumable, sha256 checked)",
+                 "tinyalex.data.download"),
+    # "bench": ("time the data pipeline", "tinyalex.data.bench"),
+}
+
+
+def _resolve(entry):
+    if isinstance(entry[1], str):
+        try:
+            module = importlib.import_module(entry[1])
+        except ModuleNotFoundError:
+            return None
+        return entry[0], module.add_arguments, module.run
+    return entry
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m tinyalex.data",
+        description="Find, prepare and inspect the image data (ILSVRC-2012, Tiny ImageNet, "
+                    "Imagenette; folders or archives).")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, entry in COMMANDS.items():
+        resolved = _resolve(entry)
+        if resolved is None:
+            continue
+        help_, add_arguments, run = resolved
+        p = sub.add_parser(name, help=help_, description=help_)
+        add_arguments(p)
+        p.set_defaults(_run=run)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args._run(args) or 0)
+    except DataError as err:
+        print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

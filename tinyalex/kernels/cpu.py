@@ -20,6 +20,18 @@ def _out_size(size, kernel, stride, pad):
 
 # ---------------------------------------------------------------- im2col / col2im (conv.py)
 
+@numba.njit(inline="always")
+def _valid_range(out_size, stride, offset, size):
+    """The o in [lo, hi) with 0 <= o*stride + offset < size (offset = kernel tap - pad)."""
+    lo = 0
+    while lo < out_size and lo * stride + offset < 0:
+        lo += 1
+    hi = out_size
+    while hi > lo and (hi - 1) * stride + offset >= size:
+        hi -= 1
+    return lo, hi
+
+
 @numba.njit(**JIT)
 def _im2col(x, cols, kh, kw, stride, pad, OH, OW):
     N, C, H, W = x.shape
@@ -27,18 +39,19 @@ def _im2col(x, cols, kh, kw, stride, pad, OH, OW):
         c = row // (kh * kw)
         i = (row // kw) % kh
         j = row % kw
+        lo, hi = _valid_range(OW, stride, j - pad, W)
         for n in range(N):
             base = n * OH * OW
             for oh in range(OH):
                 h = oh * stride - pad + i
                 dst = base + oh * OW
                 if h < 0 or h >= H:
-                    for ow in range(OW):
-                        cols[row, dst + ow] = 0
+                    cols[row, dst:dst + OW] = 0
                     continue
-                for ow in range(OW):
-                    w = ow * stride - pad + j
-                    cols[row, dst + ow] = x[n, c, h, w] if 0 <= w < W else 0
+                cols[row, dst:dst + lo] = 0
+                cols[row, dst + hi:dst + OW] = 0
+                for ow in range(lo, hi):
+                    cols[row, dst + ow] = x[n, c, h, ow * stride - pad + j]
 
 
 def im2col(x, kh, kw, stride, pad):
@@ -54,23 +67,20 @@ def im2col(x, kh, kw, stride, pad):
 def _col2im(cols, dx, kh, kw, stride, pad, OH, OW):
     N, C, H, W = dx.shape
     for c in numba.prange(C):  # each channel of dx is written by its own rows only
-        for n in range(N):
-            for h in range(H):
-                for w in range(W):
-                    dx[n, c, h, w] = 0
+        dx[:, c] = 0
         for i in range(kh):
             for j in range(kw):
                 row = (c * kh + i) * kw + j
+                lo, hi = _valid_range(OW, stride, j - pad, W)
                 for n in range(N):
                     base = n * OH * OW
                     for oh in range(OH):
                         h = oh * stride - pad + i
                         if h < 0 or h >= H:
                             continue
-                        for ow in range(OW):
-                            w = ow * stride - pad + j
-                            if 0 <= w < W:
-                                dx[n, c, h, w] += cols[row, base + oh * OW + ow]
+                        src = base + oh * OW
+                        for ow in range(lo, hi):
+                            dx[n, c, h, ow * stride - pad + j] += cols[row, src + ow]
 
 
 def col2im(cols, x_shape, kh, kw, stride, pad):
@@ -136,21 +146,37 @@ def maxpool_backward(dout, argmax, x_shape, window, stride):
 
 # ----------------------------------------------------------------------------- LRN (lrn.py)
 
+@numba.njit(inline="always")
+def _inverse_power(s, beta):
+    """s ** -beta, with the paper's beta = 0.75 done by two square roots (pow is slow)."""
+    if beta == 0.75:
+        return 1.0 / np.sqrt(s * np.sqrt(s))
+    return s ** (-beta)
+
+
 @numba.njit(**JIT)
 def _lrn_forward(x, y, s, before, after, a, beta, k):
+    # One (n, h) row of every channel per task: a running window sum over channels,
+    # accumulated in float64 so it matches the reference's direct sums closely.
     N, C, H, W = x.shape
     for job in numba.prange(N * H):
         n, h = job // H, job % H
-        for c in range(C):
-            lo, hi = max(0, c - before), min(C - 1, c + after)
+        window = np.zeros(W, np.float64)
+        for j in range(min(after, C - 1) + 1):
             for w in range(W):
-                acc = 0.0
-                for j in range(lo, hi + 1):
-                    v = x[n, j, h, w]
-                    acc += v * v
-                sc = k + a * acc
+                window[w] += x[n, j, h, w] * x[n, j, h, w]
+        for c in range(C):
+            for w in range(W):
+                sc = k + a * window[w]
                 s[n, c, h, w] = sc
-                y[n, c, h, w] = x[n, c, h, w] * sc ** (-beta)
+                y[n, c, h, w] = x[n, c, h, w] * _inverse_power(sc, beta)
+            enter, leave = c + after + 1, c - before
+            if enter < C:
+                for w in range(W):
+                    window[w] += x[n, enter, h, w] * x[n, enter, h, w]
+            if leave >= 0:
+                for w in range(W):
+                    window[w] -= x[n, leave, h, w] * x[n, leave, h, w]
 
 
 def lrn_forward(x, size, a, beta, k):
@@ -164,17 +190,29 @@ def lrn_forward(x, size, a, beta, k):
 @numba.njit(**JIT)
 def _lrn_backward(dout, x, y, s, dx, before, after, a, beta):
     # before/after are the TRANSPOSED window: x_c feeds s_i for i in [c - before, c + after].
+    # t_i = dout_i * y_i / s_i is computed once per row into a buffer, then window-summed.
     N, C, H, W = x.shape
     for job in numba.prange(N * H):
         n, h = job // H, job % H
+        t = np.empty((C, W), np.float64)
         for c in range(C):
-            lo, hi = max(0, c - before), min(C - 1, c + after)
             for w in range(W):
-                acc = 0.0
-                for i in range(lo, hi + 1):
-                    acc += dout[n, i, h, w] * y[n, i, h, w] / s[n, i, h, w]
-                dx[n, c, h, w] = (dout[n, c, h, w] * s[n, c, h, w] ** (-beta)
-                                  - 2.0 * a * beta * x[n, c, h, w] * acc)
+                t[c, w] = dout[n, c, h, w] * y[n, c, h, w] / s[n, c, h, w]
+        window = np.zeros(W, np.float64)
+        for i in range(min(after, C - 1) + 1):
+            for w in range(W):
+                window[w] += t[i, w]
+        for c in range(C):
+            for w in range(W):
+                dx[n, c, h, w] = (dout[n, c, h, w] * _inverse_power(s[n, c, h, w], beta)
+                                  - 2.0 * a * beta * x[n, c, h, w] * window[w])
+            enter, leave = c + after + 1, c - before
+            if enter < C:
+                for w in range(W):
+                    window[w] += t[enter, w]
+            if leave >= 0:
+                for w in range(W):
+                    window[w] -= t[leave, w]
 
 
 def lrn_backward(dout, x, y, s, size, a, beta):

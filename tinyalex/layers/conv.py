@@ -88,7 +88,11 @@ class Conv2D(Layer):
 
     Shapes: x (N, C, H, W) -> out (N, F, OH, OW); params W (F, C/groups, kh, kw), b (F,);
     cache: x (the columns are rebuilt in backward, chunk by chunk, to bound memory).
+    ``need_input_grad = False`` skips dx (a net's first layer: nothing uses it; backward
+    then returns None and saves a product and a col2im).
     """
+
+    need_input_grad = True
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
                  padding: int = 0, groups: int = 1, weight_std: float = 0.01,
@@ -149,17 +153,17 @@ class Conv2D(Layer):
         Wg = self._grouped(self.params["W"])
         Kg, Fg = Wg.shape[2], F // G
         dW = xp.zeros_like(Wg)
-        dx = xp.empty_like(x)
+        dx = xp.empty_like(x) if self.need_input_grad else None
         for chunk in batch_chunks(N, 2 * Kg * G * OH * OW * x.itemsize):
             n = chunk.stop - chunk.start
             cols = im2col(x[chunk], k, k, s, p)
             dout_r = dout[chunk].transpose(1, 0, 2, 3).reshape(F, n * OH * OW)
-            dcols = xp.empty_like(cols)
             for g in range(G):
-                rows, feats = slice(g * Kg, (g + 1) * Kg), slice(g * Fg, (g + 1) * Fg)
-                dW[g] += dout_r[feats] @ cols[rows].T
-                dcols[rows] = Wg[g].T @ dout_r[feats]
-            dx[chunk] = col2im(dcols, x[chunk].shape, k, k, s, p)
+                dW[g] += dout_r[g * Fg:(g + 1) * Fg] @ cols[g * Kg:(g + 1) * Kg].T
+            if dx is not None:
+                for g in range(G):  # reuse the columns' memory for their gradient
+                    cols[g * Kg:(g + 1) * Kg] = Wg[g].T @ dout_r[g * Fg:(g + 1) * Fg]
+                dx[chunk] = col2im(cols, x[chunk].shape, k, k, s, p)
         self.grads["W"] = dW.reshape(self.params["W"].shape)
         self.grads["b"] = dout.sum(axis=(0, 2, 3))
         return dx

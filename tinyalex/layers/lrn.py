@@ -88,5 +88,5 @@ class LocalResponseNorm(Layer):
         return n * (self.size + 5)  # square, window sum, scale and shift, power, product
 
     def __repr__(self):
-        return (f"LocalResponseNorm(size={self.size}, alpha={self.alpha}, beta={self.beta}, "
-                f"k={self.k}, convention={self.convention!r})")
+        return (f"LocalResponseNorm({self.size}, alpha={self.alpha:g}, beta={self.beta:g}, "
+                f"k={self.k:g}, {self.convention})")

@@ -1,0 +1,29 @@
+"""What every command shares: argparse with --help, user errors as one line and exit 2."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+class UserError(Exception):
+    """A mistake the user can fix (bad path, bad option): printed as one line, exit 2."""
+
+
+def run(main, argv=None) -> int:
+    """Call main(argv); turn UserError (and the data pipeline's DataError) into exit 2."""
+    try:
+        return main(argv) or 0
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:  # noqa: BLE001 - user errors only; others re-raise below
+        if type(err).__name__ in ("UserError", "DataError"):
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        raise
+
+
+def parser(prog: str, description: str) -> argparse.ArgumentParser:
+    return argparse.ArgumentParser(prog=prog, description=description,
+                                   formatter_class=argparse.ArgumentDefaultsHelpFormatter)

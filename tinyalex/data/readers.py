@@ -279,8 +279,8 @@ class Source:
 
     @property
     def classes(self) -> list[str]:
-        """Every class with a training folder, sorted."""
-        return sorted({w for _, w in self.splits["train"]} | set(self.train_class_folders))
+        """Every class with at least one training file, sorted (empty folders are reported)."""
+        return sorted({w for _, w in self.splits["train"]})
 
     def items(self, split: str) -> list[tuple[str, str]]:
         return self.splits[split]
@@ -358,18 +358,24 @@ def _class_files(container, root, inside, split, problems, inner=""):
     return sorted(items, key=lambda t: (t[1], t[0])), folders
 
 
-def _empty_dirs(container, root, split) -> set[str]:
+def _empty_dirs(container, root, split, items, problems) -> set[str]:
+    """Class folders of a split with no file at all (seen only in folder containers)."""
+    have = {w for _, w in items}
+    empty = set()
     if isinstance(container, FolderContainer):
         base = container.path / root / split
         if base.is_dir():
-            return {d.name for d in base.iterdir() if d.is_dir() and WNID_RE.match(d.name)}
-    return set()
+            empty = {d.name for d in base.iterdir()
+                     if d.is_dir() and WNID_RE.match(d.name) and d.name not in have}
+    for wnid in sorted(empty):
+        problems.append((f"{root}{split}/{wnid}/", "empty class folder"))
+    return empty
 
 
 def _read_tiny(container, root, inside) -> Source:
     problems: list[tuple[str, str]] = []
     train, folders = _class_files(container, root, inside, "train", problems, inner="images/")
-    folders |= _empty_dirs(container, root, "train")
+    folders |= _empty_dirs(container, root, "train", train, problems)
     words = {}
     if "words.txt" in inside:
         try:
@@ -395,8 +401,9 @@ def _read_tiny(container, root, inside) -> Source:
 def _read_folders(container, root, inside, names) -> Source:
     problems: list[tuple[str, str]] = []
     train, folders = _class_files(container, root, inside, "train", problems)
-    folders |= _empty_dirs(container, root, "train")
+    folders |= _empty_dirs(container, root, "train", train, problems)
     val, _ = _class_files(container, root, inside, "val", problems)
+    _empty_dirs(container, root, "val", val, problems)
     label_file = None
     flat = {n[len("val/"):]: root + n for n in inside
             if n.startswith("val/") and n.count("/") == 1 and is_image_name(n)}

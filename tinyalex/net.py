@@ -154,7 +154,7 @@ def init_paper(net: Sequential, seed=0) -> Sequential:
     for name, layer in net.layers:
         if "W" in layer.params:
             W = layer.params["W"]
-            W[...] = 0.01 * rng.standard_normal(W.shape)
+            W[...] = 0.01 * rng.standard_normal(W.shape, dtype=W.dtype)
             layer.params["b"][...] = 1.0 if name in PAPER_BIAS_ONE else 0.0
     return net
 

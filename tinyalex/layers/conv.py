@@ -106,7 +106,7 @@ class Conv2D(Layer):
             kernel_size, stride, padding, groups
         rng = np.random.default_rng(rng)
         shape = (out_channels, in_channels // groups, kernel_size, kernel_size)
-        self.params["W"] = (weight_std * rng.standard_normal(shape)).astype(dtype)
+        self.params["W"] = weight_std * rng.standard_normal(shape, dtype=dtype)
         self.params["b"] = np.full(out_channels, bias, dtype=dtype)
 
     def output_shape(self, input_shape):

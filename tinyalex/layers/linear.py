@@ -19,8 +19,8 @@ class Linear(Layer):
         super().__init__()
         self.in_features, self.out_features = in_features, out_features
         rng = np.random.default_rng(rng)
-        self.params["W"] = (weight_std * rng.standard_normal((out_features, in_features))
-                            ).astype(dtype)
+        self.params["W"] = weight_std * rng.standard_normal((out_features, in_features),
+                                                            dtype=dtype)
         self.params["b"] = np.full(out_features, bias, dtype=dtype)
 
     def forward(self, x, train=True):

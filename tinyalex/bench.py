@@ -1,0 +1,264 @@
+"""``python -m tinyalex.bench``: how fast is each layer, and the whole training step?
+
+Times every layer's forward and backward at the training batch size, then a whole SGD
+training step (forward, loss, backward, update) in img/s, with its peak memory (RSS of a
+fresh process that runs only that step). ``--compare-torch`` measures the same layers and
+step in PyTorch CPU in the same run and prints the ratios: on a machine whose CPU model
+can change, only a ratio measured in one run means anything.
+
+Run it as a user's machine would: if OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE are set for old
+OpenBLAS builds, unset them for this command. The BLAS kernel that ran is printed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+from . import cli
+from .layers import SoftmaxCrossEntropy
+from .net import ARCHITECTURES, build, train_step
+from .optim import SGD
+
+
+def blas_info() -> str:
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return "threadpoolctl not installed (pip install threadpoolctl to see the BLAS kernel)"
+    parts = []
+    for pool in threadpool_info():
+        if pool.get("user_api") == "blas":
+            parts.append(f"{pool.get('internal_api')} {pool.get('version')} "
+                         f"kernel={pool.get('architecture')} threads={pool.get('num_threads')}")
+    return "; ".join(parts) or "no BLAS found by threadpoolctl"
+
+
+def cpu_name() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def median_time(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def batch_for(net, batch_size: int, num_classes: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((batch_size,) + net.input_shape, dtype=np.float32)
+    y = rng.integers(0, num_classes, batch_size).astype(np.int32)
+    return x, y
+
+
+# ---------------------------------------------------------------------------- per layer
+
+def layer_times(net, x, repeats: int) -> list[tuple[str, float, float]]:
+    """(name, forward s, backward s) per layer, each on its real input from the layer before."""
+    rows = []
+    rng = np.random.default_rng(1)
+    for index, (name, layer) in enumerate(net.layers):
+        if hasattr(layer, "need_input_grad"):
+            layer.need_input_grad = index > 0
+        layer.forward(x, True)  # warm up (compiles kernels on first use)
+        fwd = median_time(lambda: layer.forward(x, True), repeats)  # noqa: B023
+        out = layer.forward(x, True)
+        dout = rng.standard_normal(out.shape, dtype=np.float32)
+        layer.backward(dout)
+        bwd = median_time(lambda: layer.backward(dout), repeats)  # noqa: B023
+        rows.append((name, fwd, bwd))
+        x = out
+    return rows
+
+
+def torch_layer_times(net, x, repeats: int) -> list[tuple[str, float, float]]:
+    import torch
+
+    from .interop import torch_module
+
+    rows = []
+    rng = np.random.default_rng(1)
+    for index, (name, layer) in enumerate(net.layers):
+        module = torch_module(layer)
+        if layer.params:
+            module.load_state_dict({"weight": torch.from_numpy(layer.params["W"]),
+                                    "bias": torch.from_numpy(layer.params["b"])})
+        xt = torch.from_numpy(np.ascontiguousarray(x)).requires_grad_(index > 0)
+
+        def fwd_once():
+            return module(xt)  # noqa: B023
+
+        fwd_once()
+        fwd = median_time(fwd_once, repeats)
+        out = module(xt)
+        dout = torch.from_numpy(rng.standard_normal(tuple(out.shape), dtype=np.float32))
+
+        def bwd_once():
+            y = module(xt)  # noqa: B023
+            start = time.perf_counter()
+            y.backward(dout)  # noqa: B023
+            return time.perf_counter() - start
+
+        bwd_once()
+        bwd = float(np.median([bwd_once() for _ in range(repeats)]))
+        rows.append((name, fwd, bwd))
+        x = out.detach().numpy()
+    return rows
+
+
+# ----------------------------------------------------------- the whole step, in a child
+
+def step_child(framework: str, arch: str, batch_size: int, num_classes: int,
+               steps: int) -> dict:
+    """Time `steps` training steps after one warm-up; report img/s and peak RSS."""
+    net = build(arch, num_classes)
+    x, y = batch_for(net, batch_size, num_classes)
+    if framework == "tinyalex":
+        loss_fn = SoftmaxCrossEntropy()
+        opt = SGD(net.params)
+
+        def step():
+            train_step(net, loss_fn, x, y)
+            opt.step(net.grads)
+    else:
+        import torch
+
+        from .interop import to_torch
+        torch.set_num_threads(os.cpu_count() or 1)
+        model = to_torch(net)
+        model.train()
+        del net
+        opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+        xt, yt = torch.from_numpy(x), torch.from_numpy(y.astype(np.int64))
+        loss_fn = torch.nn.CrossEntropyLoss()
+
+        def step():
+            opt.zero_grad(set_to_none=True)
+            loss_fn(model(xt), yt).backward()
+            opt.step()
+    step()
+    seconds = median_time(step, steps)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+    return {"framework": framework, "seconds": seconds, "img_per_s": batch_size / seconds,
+            "peak_rss_bytes": peak}
+
+
+def run_step_in_child(framework: str, args) -> dict:
+    cmd = [sys.executable, "-m", "tinyalex.bench", "_step", "--framework", framework,
+           "--arch", args.arch, "--batch-size", str(args.batch_size),
+           "--num-classes", str(args.num_classes), "--steps", str(args.steps)]
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"{framework} step benchmark failed:\n{result.stderr[-2000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+# ------------------------------------------------------------------------------ report
+
+def format_layers(ours, theirs=None) -> str:
+    head = f"{'layer':<9} {'fwd ms':>9} {'bwd ms':>9}"
+    if theirs:
+        head += f" {'torch fwd':>10} {'torch bwd':>10} {'speed-up':>9}"
+    lines = [head, "-" * len(head)]
+    for i, (name, f, b) in enumerate(ours):
+        line = f"{name:<9} {f * 1e3:>9.1f} {b * 1e3:>9.1f}"
+        if theirs:
+            _, tf, tb = theirs[i]
+            line += f" {tf * 1e3:>10.1f} {tb * 1e3:>10.1f} {(tf + tb) / max(f + b, 1e-9):>8.2f}x"
+        lines.append(line)
+    total = sum(f + b for _, f, b in ours)
+    line = f"{'sum':<9} {sum(f for _, f, _ in ours) * 1e3:>9.1f} {sum(b for *_, b in ours) * 1e3:>9.1f}"
+    if theirs:
+        ttotal = sum(f + b for _, f, b in theirs)
+        line += (f" {sum(f for _, f, _ in theirs) * 1e3:>10.1f} "
+                 f"{sum(b for *_, b in theirs) * 1e3:>10.1f} {ttotal / total:>8.2f}x")
+    lines.append(line)
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    p = cli.parser("python -m tinyalex.bench", "Time each layer and the whole training step.")
+    p.add_argument("what", nargs="?", default="step", choices=["step", "_step"],
+                   help="step: layers + training step (the _step form is internal)")
+    p.add_argument("--arch", default="alexnet", choices=sorted(ARCHITECTURES))
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--num-classes", type=int, default=100)
+    p.add_argument("--repeats", type=int, default=3, help="timings per layer (median)")
+    p.add_argument("--steps", type=int, default=3, help="timed training steps (median)")
+    p.add_argument("--compare-torch", action="store_true",
+                   help="also time PyTorch CPU on the same layers and step")
+    p.add_argument("--no-layers", action="store_true", help="skip the per-layer table")
+    p.add_argument("--framework", default="tinyalex", choices=["tinyalex", "torch"],
+                   help=argparse_hidden())
+    args = p.parse_args(argv)
+    if args.batch_size < 1 or args.steps < 1 or args.repeats < 1:
+        raise cli.UserError("--batch-size, --steps and --repeats must be at least 1")
+
+    if args.what == "_step":
+        print(json.dumps(step_child(args.framework, args.arch, args.batch_size,
+                                    args.num_classes, args.steps)))
+        return 0
+
+    if args.compare_torch:
+        try:
+            import torch
+        except ImportError:
+            raise cli.UserError("--compare-torch needs PyTorch: pip install torch==2.13.0 "
+                                "(the CPU build; torch is never a runtime dependency)") from None
+        torch.set_num_threads(os.cpu_count() or 1)
+
+    import numba
+    print(f"CPU: {cpu_name()} ({os.cpu_count()} cores); numba threads {numba.get_num_threads()}")
+    print(f"BLAS: {blas_info()}")
+    for var in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"):
+        if os.environ.get(var):
+            print(f"note: {var}={os.environ[var]} is set; a user's machine would not set it")
+    print(f"net: {args.arch}, {args.num_classes} classes, batch {args.batch_size}, float32")
+
+    if not args.no_layers:
+        net = build(args.arch, args.num_classes)
+        x, _ = batch_for(net, args.batch_size, args.num_classes)
+        ours = layer_times(net, x, args.repeats)
+        theirs = torch_layer_times(net, x, args.repeats) if args.compare_torch else None
+        print(f"\nper layer (median of {args.repeats}; speed-up = torch time / tinyalex time):")
+        print(format_layers(ours, theirs))
+        del net, x
+
+    print(f"\ntraining step (forward, loss, backward, SGD update; median of {args.steps}, "
+          "each framework in a fresh process for its peak RSS):")
+    results = [run_step_in_child("tinyalex", args)]
+    if args.compare_torch:
+        results.append(run_step_in_child("torch", args))
+    for r in results:
+        print(f"  {r['framework']:<9} {r['img_per_s']:>7.1f} img/s  "
+              f"({r['seconds']:.2f} s/step)  peak RSS {r['peak_rss_bytes'] / 2**30:.2f} GiB")
+    if args.compare_torch:
+        ours, theirs = results
+        print(f"  tinyalex / torch: {ours['img_per_s'] / theirs['img_per_s']:.2f}x the img/s, "
+              f"{ours['peak_rss_bytes'] / theirs['peak_rss_bytes']:.2f}x the peak RSS")
+    return 0
+
+
+def argparse_hidden():
+    import argparse
+    return argparse.SUPPRESS
+
+
+if __name__ == "__main__":
+    raise SystemExit(cli.run(main))

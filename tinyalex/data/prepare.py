@@ -160,6 +160,10 @@ def _decode_batch(batch, size, max_pixels):
             out.append((row, decode_image(data, size, max_pixels), None))
         except MemoryError:
             out.append((row, None, "MemoryError: too big to decode"))
+        except BadImage as err:
+            out.append((row, None, str(err)))
+        except Image.UnidentifiedImageError:
+            out.append((row, None, "not an image format Pillow can read"))
         except Exception as err:  # noqa: BLE001 - every kind of bad file is skipped
             msg = str(err).splitlines()[0] if str(err) else ""
             out.append((row, None, f"{type(err).__name__}: {msg}"[:200]))

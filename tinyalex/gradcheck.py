@@ -43,15 +43,16 @@ def numerical_gradient(f, x: np.ndarray, h: float = STEP) -> np.ndarray:
     if x.dtype != np.float64:
         raise TypeError("gradient checks need float64 arrays (float32 is too coarse)")
     grad = np.zeros_like(x)
-    flat, gflat = x.reshape(-1), grad.reshape(-1)
-    for i in range(flat.size):
-        old = flat[i]
-        flat[i] = old + h
+    # Index x itself (not x.reshape(-1), which is a copy for a non-C-contiguous x such as a
+    # transposed parameter: the perturbation would never reach f).
+    for i in np.ndindex(x.shape):
+        old = x[i]
+        x[i] = old + h
         plus = f()
-        flat[i] = old - h
+        x[i] = old - h
         minus = f()
-        flat[i] = old
-        gflat[i] = (plus - minus) / (2 * h)
+        x[i] = old
+        grad[i] = (plus - minus) / (2 * h)
     return grad
 
 

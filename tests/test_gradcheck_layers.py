@@ -1,0 +1,400 @@
+"""Gradient checks of every layer, written to be worked through as exercises.
+
+How a learner uses this file
+----------------------------
+Write your own layers with tinyalex's contract (see tinyalex/layers/base.py):
+
+    y  = layer.forward(x, train)      # NCHW or (N, D) arrays; remember what backward needs
+    dx = layer.backward(dout)         # and fill layer.grads with the same keys as layer.params
+    layer.astype(np.float64)          # cast the parameters (the checks run in float64)
+
+in a module of your own, say ``mylayers.py``, with classes named as tinyalex's (``Conv2D``,
+``ReLU``, ``Tanh``, ``LocalResponseNorm``, ``MaxPool2D``, ``Dropout``, ``Linear``,
+``Flatten``, ``SoftmaxCrossEntropy``) and the same constructor arguments. Then point this
+suite at it:
+
+    TINYALEX_EXERCISE=mylayers python -m pytest tests/test_gradcheck_layers.py
+    TINYALEX_EXERCISE=path/to/mylayers.py python -m pytest tests/test_gradcheck_layers.py
+
+Every class your module defines replaces tinyalex's; the ones it does not define fall back
+to tinyalex's, so you can do the layers one at a time (start with ReLU and Linear, end with
+Conv2D with groups and LRN). ``pytest -k Conv2D`` runs one family. The module must be
+importable: put it in the folder you run ``python -m pytest`` from, or give a file path.
+
+What a gradient check is
+------------------------
+``tinyalex.gradcheck.check_layer`` turns a layer into a scalar L(x) = sum(forward(x) * dout)
+for a fixed random dout, so that backward(dout) must equal dL/dx, and compares that (and
+every parameter gradient) with the central difference (L(x + h) - L(x - h)) / 2h, h = 1e-5,
+one entry at a time. In float64 a right backward pass agrees to about 1e-8 relative; a
+wrong one is off by order 1. The bar is ``gradcheck.TOLERANCE`` (1e-6). Inputs are chosen
+away from kinks (ReLU at 0, ties in a max pool), where there is no derivative to check.
+
+Each test runs twice: with tinyalex's Numba fast paths ("numba") and with the readable
+NumPy bodies only (TINYALEX_NO_NUMBA=1, "numpy"). Your own layers run the same way twice.
+Sizes are tiny on purpose: a numerical gradient costs two forward passes per entry.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import tinyalex.layers as reference
+from tinyalex import gradcheck
+from tinyalex.kernels import fast
+
+LAYER_NAMES = ("Conv2D", "ReLU", "Tanh", "LocalResponseNorm", "MaxPool2D", "Dropout",
+               "Linear", "Flatten", "SoftmaxCrossEntropy")
+
+
+def load_layers(spec: str | None = None) -> tuple[dict[str, type], list[str]]:
+    """The layer classes under test: tinyalex's, overridden by those of TINYALEX_EXERCISE.
+
+    spec is a module path (``mylayers``, ``pkg.mylayers``) or a ``.py`` file. Returns the
+    {name: class} factory and the names taken from the exercise module.
+    """
+    layers = {name: getattr(reference, name) for name in LAYER_NAMES}
+    spec = os.environ.get("TINYALEX_EXERCISE", "") if spec is None else spec
+    if not spec:
+        return layers, []
+    if spec.endswith(".py"):
+        path = Path(spec).resolve()
+        module_spec = importlib.util.spec_from_file_location(path.stem, path)
+        module = importlib.util.module_from_spec(module_spec)
+        sys.modules[path.stem] = module
+        module_spec.loader.exec_module(module)
+    else:
+        if os.getcwd() not in sys.path:
+            sys.path.insert(0, os.getcwd())
+        module = importlib.import_module(spec)
+    overridden = []
+    for name in LAYER_NAMES:
+        candidate = getattr(module, name, None)
+        if isinstance(candidate, type):
+            layers[name] = candidate
+            overridden.append(name)
+    return layers, overridden
+
+
+LAYERS, OVERRIDDEN = load_layers()
+TOL = gradcheck.TOLERANCE
+
+
+@pytest.fixture(params=["numba", "numpy"], autouse=True)
+def fast_path(request, monkeypatch):
+    """Every test twice: Numba fast paths on, and TINYALEX_NO_NUMBA=1 (readable bodies)."""
+    if request.param == "numpy":
+        monkeypatch.setenv("TINYALEX_NO_NUMBA", "1")
+        assert fast("im2col", np.zeros((1, 1, 1, 1))) is None
+    else:
+        monkeypatch.delenv("TINYALEX_NO_NUMBA", raising=False)
+        assert fast("im2col", np.zeros((1, 1, 1, 1))) is not None
+    return request.param
+
+
+def make(name: str, *args, **kwargs):
+    """Build layer ``name`` from the factory, parameters cast to float64."""
+    layer = LAYERS[name](*args, **kwargs)
+    if hasattr(layer, "astype"):
+        layer = layer.astype(np.float64)
+    return layer
+
+
+def assert_gradients_ok(layer, x, train=True, seed=0):
+    """check_layer, and every error below TOLERANCE, for dx and every parameter."""
+    errors = gradcheck.check_layer(layer, x, seed=seed, train=train)
+    assert set(errors) == {"x"} | set(layer.params), \
+        f"grads must have the keys of params: checked {sorted(errors)}"
+    bad = {name: err for name, err in errors.items() if not err < TOL}
+    assert not bad, f"{layer!r}: relative errors above {TOL:g}: {bad} (all: {errors})"
+    return errors
+
+
+def away_from_zero(rng, shape, margin=0.1):
+    """Standard normal entries pushed at least ``margin`` away from 0 (the ReLU kink)."""
+    x = rng.standard_normal(shape)
+    return np.where(x >= 0, x + margin, x - margin)
+
+
+def distinct(rng, shape, spacing=0.01):
+    """A random arrangement of equally spaced values: no ties, gaps >> the step 1e-5."""
+    n = int(np.prod(shape))
+    return (rng.permutation(n) - n / 2).reshape(shape) * spacing
+
+
+def test_exercise_module_is_used():
+    """If TINYALEX_EXERCISE is set, it must define at least one of the layer classes.
+
+    (A typo in a class name would otherwise silently test tinyalex's own layer.)
+    """
+    if not os.environ.get("TINYALEX_EXERCISE"):
+        assert OVERRIDDEN == []
+        return
+    assert OVERRIDDEN, (f"TINYALEX_EXERCISE={os.environ['TINYALEX_EXERCISE']} defines none of "
+                        f"{', '.join(LAYER_NAMES)}")
+    print("layers under test from the exercise module:", ", ".join(OVERRIDDEN))
+
+
+def test_exercise_override_mechanism(tmp_path, monkeypatch):
+    """The factory takes classes of the same name from the module and falls back otherwise."""
+    (tmp_path / "my_exercise_layers.py").write_text(
+        "from tinyalex.layers import ReLU as _R\n\nclass ReLU(_R):\n    pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    layers, overridden = load_layers("my_exercise_layers")
+    assert overridden == ["ReLU"]
+    assert layers["ReLU"].__module__ == "my_exercise_layers"
+    assert layers["Conv2D"] is reference.Conv2D
+    layers, overridden = load_layers(str(tmp_path / "my_exercise_layers.py"))
+    assert overridden == ["ReLU"] and layers["Linear"] is reference.Linear
+
+
+# ------------------------------------------------------------------------- Conv2D (§3.2, 3.5)
+
+CONV_CASES = {
+    #                  N, C, H, W,  F, k, stride, pad, groups
+    "plain":          (2, 3, 6, 6, 4, 3, 1, 0, 1),
+    "stride2":        (2, 3, 7, 7, 4, 3, 2, 0, 1),
+    "padding":        (2, 2, 5, 5, 3, 3, 1, 2, 1),
+    "groups2":        (2, 4, 5, 5, 6, 3, 1, 0, 2),
+    "groups2-s2-p1":  (2, 4, 7, 7, 4, 3, 2, 1, 2),
+    "1x1":            (2, 4, 3, 3, 5, 1, 1, 0, 1),
+    "non-square":     (2, 3, 5, 8, 4, 3, 2, 1, 1),
+    "stride>kernel":  (1, 2, 7, 7, 3, 2, 3, 0, 1),
+}
+
+
+@pytest.mark.parametrize("case", list(CONV_CASES))
+def test_conv2d(case):
+    """Conv2D: dx, dW, db by im2col/col2im, for stride, padding, groups, 1x1, non-square.
+
+    Stride and padding change which pixels feed which outputs (col2im must ADD the
+    overlapping receptive fields back, and drop the padding); groups cut W into G
+    independent blocks (§3.2); 1x1 kernels are a plain matrix product per pixel; a
+    non-square input catches H and W swapped anywhere; stride > kernel leaves pixels that
+    no output sees (their gradient must be exactly 0, which the check covers).
+    """
+    N, C, H, W, F, k, s, p, G = CONV_CASES[case]
+    rng = np.random.default_rng(1)
+    layer = make("Conv2D", C, F, k, stride=s, padding=p, groups=G, weight_std=0.5, rng=2)
+    layer.params["b"] = rng.standard_normal(F)  # a nonzero bias, to check db honestly
+    assert_gradients_ok(layer, rng.standard_normal((N, C, H, W)))
+
+
+def test_conv2d_groups_do_not_mix():
+    """Groups (§3.2): the two GPUs' halves never see each other.
+
+    With groups=2 kernel maps of group 0 read only input channels of group 0. So with a
+    dout that is nonzero only on group 1's outputs, group 0's kernels must get an exactly
+    zero gradient and group 0's input channels an exactly zero dx; and changing group 0's
+    input must leave group 1's output unchanged. (A numerically right gradient could still
+    hide a group bug if the wrong block happened to be used consistently; this cannot.)
+    """
+    rng = np.random.default_rng(3)
+    N, C, F, G = 2, 4, 6, 2
+    layer = make("Conv2D", C, F, 3, stride=2, padding=1, groups=G, weight_std=0.5, rng=4)
+    x = rng.standard_normal((N, C, 7, 7))
+    y = layer.forward(x, True)
+    dout = rng.standard_normal(y.shape)
+    dout[:, :F // 2] = 0                         # only group 1's outputs matter
+    dx = layer.backward(dout)
+    assert np.all(layer.grads["W"][:F // 2] == 0), "group 0's kernels got gradient from group 1"
+    assert np.all(dx[:, :C // 2] == 0), "group 0's input channels got gradient from group 1"
+    assert np.any(layer.grads["W"][F // 2:] != 0) and np.any(dx[:, C // 2:] != 0)
+
+    x2 = x.copy()
+    x2[:, :C // 2] = rng.standard_normal((N, C // 2, 7, 7))  # change group 0's input only
+    y2 = layer.forward(x2, True)
+    np.testing.assert_array_equal(y2[:, F // 2:], y[:, F // 2:])
+    assert not np.allclose(y2[:, :F // 2], y[:, :F // 2])
+    assert layer.params["W"].shape == (F, C // G, 3, 3)
+
+
+# ----------------------------------------------------------------------- ReLU, Tanh (§3.1)
+
+@pytest.mark.parametrize("name", ["ReLU", "Tanh"])
+def test_activation(name):
+    """ReLU: dx = dout where y > 0; Tanh: dx = dout (1 - y^2).
+
+    Inputs are kept at least 0.1 away from 0, where ReLU has a kink (the two sides of a
+    central difference straddling 0 would average the slopes 0 and 1 to 0.5).
+    """
+    rng = np.random.default_rng(5)
+    assert_gradients_ok(make(name), away_from_zero(rng, (2, 3, 4, 4)))
+
+
+# ---------------------------------------------------------------------- LRN (§3.3)
+
+@pytest.mark.parametrize("convention", ["paper", "alpha/n"])
+@pytest.mark.parametrize("size", [2, 3, 4, 5])
+def test_lrn(size, convention):
+    """LRN: y_i = x_i s_i^-beta with s_i summing x_j^2 over a window of neighbouring channels.
+
+    Both conventions (paper: k + alpha sum; Caffe/PyTorch: k + alpha/n sum) and odd AND
+    even sizes (an even window is asymmetric: n//2 channels before, (n-1)//2 after, and the
+    backward pass must use the transposed window). C = 7 so the window is clipped at both
+    ends. alpha = 0.1, k = 1: at the paper's alpha = 1e-4 the normaliser is ~k^-beta for
+    every input and the check would pass for a backward that forgot the cross-channel term
+    (LRN would be near a constant scaling); here we also assert that term is large.
+    """
+    rng = np.random.default_rng(6)
+    alpha, beta, k = 0.1, 0.75, 1.0
+    if convention == "alpha/n":
+        alpha *= size  # the same coefficient a = 0.1 on the sum: the term matters equally
+    layer = make("LocalResponseNorm", size=size, alpha=alpha, beta=beta, k=k,
+                 convention=convention)
+    x = 1.5 * rng.standard_normal((2, 7, 3, 3))
+    assert_gradients_ok(layer, x)
+
+    # Non-trivial: the cross-channel part of dx is a sizeable fraction of dx.
+    dout = rng.standard_normal(x.shape)
+    layer.forward(x, True)
+    dx = layer.backward(dout)
+    a = alpha if convention == "paper" else alpha / size
+    before, after = size // 2, (size - 1) // 2
+    s = k + a * np.stack([(x[:, max(0, i - before):i + after + 1] ** 2).sum(axis=1)
+                          for i in range(x.shape[1])], axis=1)
+    diagonal_only = dout * s ** (-beta)
+    assert np.abs(dx - diagonal_only).max() > 0.1 * np.abs(dx).max()
+
+
+@pytest.mark.parametrize("convention", ["paper", "alpha/n"])
+def test_lrn_paper_constants(convention):
+    """The paper's k=2, n=5, alpha=1e-4, beta=0.75: passes, but nearly trivially.
+
+    With alpha = 1e-4, s ~ 2 everywhere and y ~ 2^-0.75 x; this is a smoke test that the
+    AlexNet configuration runs, the real check is test_lrn above.
+    """
+    rng = np.random.default_rng(7)
+    layer = make("LocalResponseNorm", size=5, alpha=1e-4, beta=0.75, k=2.0,
+                 convention=convention)
+    assert_gradients_ok(layer, rng.standard_normal((2, 7, 3, 3)))
+
+
+# ---------------------------------------------------------------------- MaxPool2D (§3.4)
+
+@pytest.mark.parametrize("window,stride,shape", [
+    pytest.param(3, 2, (2, 3, 7, 9), id="3/2-overlapping"),     # the paper's, non-square
+    pytest.param(2, 2, (2, 3, 6, 8), id="2/2"),                 # classic, non-overlapping
+    pytest.param(3, 2, (1, 2, 8, 8), id="3/2-leftover-row"),    # (H - z) % s != 0
+])
+def test_maxpool(window, stride, shape):
+    """Max pooling routes each dout to its window's winner, adding where windows overlap.
+
+    With z=3, s=2 neighbouring windows share a row/column and one pixel can win several
+    windows: backward must ADD, not overwrite. The inputs have no ties (equally spaced
+    values, gaps much larger than the step), where the max has no derivative.
+    """
+    rng = np.random.default_rng(8)
+    assert_gradients_ok(make("MaxPool2D", window, stride), distinct(rng, shape))
+
+
+def test_maxpool_overlap_adds():
+    """A pixel that wins two overlapping 3/2 windows gets the sum of both douts."""
+    x = np.zeros((1, 1, 5, 3))
+    x[0, 0, 2, 1] = 1.0               # row 2 lies in both windows along H (rows 0-2, 2-4)
+    layer = make("MaxPool2D", 3, 2)
+    y = layer.forward(x, True)
+    assert y.shape == (1, 1, 2, 1)
+    dx = layer.backward(np.array([[[[2.0], [3.0]]]]))
+    assert dx[0, 0, 2, 1] == 5.0 and dx.sum() == 5.0
+
+
+# ---------------------------------------------------------------------- Dropout (§4.2)
+
+@pytest.mark.parametrize("mode", ["inverted", "paper"])
+def test_dropout_train(mode):
+    """Dropout in training with a fixed mask: dx = dout * (the same scaled mask).
+
+    A random mask would change between the two forward passes of a difference quotient, so
+    the check fixes it (``layer.fixed_mask``). Inverted mode scales kept units by 1/(1-p).
+    """
+    rng = np.random.default_rng(9)
+    layer = make("Dropout", p=0.5, mode=mode)
+    shape = (4, 10)
+    layer.fixed_mask = rng.random(shape) >= 0.5
+    assert 0 < layer.fixed_mask.sum() < layer.fixed_mask.size
+    assert_gradients_ok(layer, rng.standard_normal(shape), train=True)
+
+
+@pytest.mark.parametrize("mode", ["inverted", "paper"])
+def test_dropout_test_time(mode):
+    """Dropout at test time is a fixed scaling: 1 (inverted) or 1 - p (the paper's 0.5)."""
+    rng = np.random.default_rng(10)
+    assert_gradients_ok(make("Dropout", p=0.5, mode=mode), rng.standard_normal((4, 10)),
+                        train=False)
+
+
+# ----------------------------------------------------------------- Linear, Flatten (§3.5)
+
+def test_linear():
+    """Linear y = x W^T + b: dx = dout W, dW = dout^T x, db = sum over the batch."""
+    rng = np.random.default_rng(11)
+    layer = make("Linear", 5, 4, weight_std=0.5, rng=12)
+    layer.params["b"] = rng.standard_normal(4)
+    assert_gradients_ok(layer, rng.standard_normal((3, 5)))
+
+
+def test_flatten():
+    """Flatten is a reshape: backward is the reverse reshape (C, H, W order)."""
+    rng = np.random.default_rng(13)
+    assert_gradients_ok(make("Flatten"), rng.standard_normal((2, 3, 2, 4)))
+
+
+# --------------------------------------------------------------- SoftmaxCrossEntropy (§3)
+
+@pytest.mark.parametrize("dloss", [1.0, 2.5])
+def test_softmax_cross_entropy(dloss):
+    """The loss: dz = dloss * (softmax(z) - onehot(y)) / N, the mean over the batch.
+
+    The loss is already a scalar, so compare backward(dloss) with dloss times the numerical
+    gradient of the loss itself. Logits spread over +-10 to exercise the stable log-sum-exp.
+    """
+    rng = np.random.default_rng(14)
+    z = 5 * rng.standard_normal((4, 6))
+    y = np.array([0, 5, 2, 2])
+    loss = LAYERS["SoftmaxCrossEntropy"]()
+
+    def f():
+        return float(loss.forward(z, y))
+
+    f()
+    dz = loss.backward(dloss)
+    numeric = dloss * gradcheck.numerical_gradient(f, z)
+    err = gradcheck.rel_error(dz, numeric)
+    assert err < TOL, f"dz relative error {err:g}"
+
+
+# ------------------------------------------------------------------ the checker itself
+
+def test_checker_catches_a_wrong_backward():
+    """The checker must fail a wrong backward: ReLU whose backward passes everything through."""
+    class LeakyBackward(reference.ReLU):
+        def backward(self, dout):
+            return dout
+
+    errors = gradcheck.check_layer(LeakyBackward(), away_from_zero(np.random.default_rng(15),
+                                                                    (2, 5)))
+    assert errors["x"] > 0.1
+
+
+def test_numerical_gradient_non_contiguous():
+    """Parameters stored as views (a transposed W) are perturbed in place too.
+
+    (numerical_gradient once flattened with x.reshape(-1), a copy for such arrays: the
+    perturbation never reached f, the numeric gradient was 0 and a right layer failed.)
+    """
+    rng = np.random.default_rng(16)
+    x = rng.standard_normal((4, 3)).T
+    assert not x.flags.c_contiguous
+    numeric = gradcheck.numerical_gradient(lambda: float(np.sum(x ** 3)), x)
+    np.testing.assert_allclose(numeric, 3 * x ** 2, rtol=1e-8)
+    layer = make("Linear", 3, 2, rng=17)
+    layer.params["W"] = np.asfortranarray(layer.params["W"])
+    assert_gradients_ok(layer, rng.standard_normal((2, 3)))

@@ -1,0 +1,282 @@
+"""The Numba fast paths (tinyalex/kernels/cpu.py) equal the readable NumPy bodies.
+
+Each kernel is called directly (``cpu.im2col``) and compared with the layer module's
+function of the same name run with TINYALEX_NO_NUMBA=1, which takes the readable body.
+
+Exact (bitwise) equality is required where both do the same arithmetic in the same order:
+im2col (a copy), col2im (each pixel adds its contributions in the same (i, j) order in
+both), max pool forward and its argmax (the first maximum in row-major window order wins,
+ties included), and max pool backward when windows do not overlap or the gradients are
+small integers (sums then exact in any order).
+
+Tolerances, measured as the largest error relative to the largest entry (gradcheck's
+``rel_error``), where the order or the precision of the arithmetic differs:
+
+- max pool backward with overlapping windows: a pixel winning up to four 3/2 windows sums
+  their gradients in a different order (readable: by window offset; Numba: by output
+  position): 4 machine epsilons (float32 ~5e-7, float64 ~9e-16).
+- LRN forward/backward: the Numba twin accumulates the window sum in float64 even for
+  float32 input: 2e-6 (float32), 1e-14 (float64).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tinyalex.gradcheck import rel_error
+from tinyalex.kernels import cpu, fast
+from tinyalex.layers import Conv2D, LocalResponseNorm, MaxPool2D, conv, lrn, pool
+
+DTYPES = [np.float32, np.float64]
+KERNELS = ["im2col", "col2im", "maxpool_forward", "maxpool_backward", "lrn_forward",
+           "lrn_backward"]
+LRN_TOL = {np.float32: 2e-6, np.float64: 1e-14}
+
+
+def eps4(dtype):
+    return 4 * float(np.finfo(dtype).eps)
+
+
+@pytest.fixture
+def readable(monkeypatch):
+    """Call a layer-module function with the fast paths off (its readable body)."""
+    def call(fn, *args):
+        monkeypatch.setenv("TINYALEX_NO_NUMBA", "1")
+        try:
+            assert fast("im2col", np.zeros((1, 1, 1, 1))) is None
+            return fn(*args)
+        finally:
+            monkeypatch.delenv("TINYALEX_NO_NUMBA")
+    return call
+
+
+@pytest.fixture
+def fast_on(monkeypatch):
+    monkeypatch.delenv("TINYALEX_NO_NUMBA", raising=False)
+
+
+def assert_identical(a, b, what=""):
+    assert a.shape == b.shape and a.dtype == b.dtype, f"{what}: {a.shape}/{a.dtype} vs {b.shape}/{b.dtype}"
+    np.testing.assert_array_equal(a, b, err_msg=what, strict=True)
+
+
+@pytest.mark.parametrize("name", KERNELS)
+def test_dispatch_picks_the_twin(name, monkeypatch):
+    """fast() hands out cpu.<name> for float NumPy arrays, and nothing when switched off."""
+    monkeypatch.delenv("TINYALEX_NO_NUMBA", raising=False)
+    for dtype in DTYPES:
+        assert fast(name, np.zeros(3, dtype)) is getattr(cpu, name)
+    assert fast(name, np.zeros(3, np.int64)) is None
+    monkeypatch.setenv("TINYALEX_NO_NUMBA", "1")
+    assert fast(name, np.zeros(3)) is None
+
+
+# --------------------------------------------------------------------- im2col / col2im
+
+IM2COL_CASES = {
+    #                    x shape,           k, stride, pad
+    "conv1-alexnet":   ((2, 3, 227, 227), 11, 4, 0),
+    "conv2-alexnet":   ((2, 96, 27, 27), 5, 1, 2),
+    "conv3-like":      ((2, 8, 13, 13), 3, 1, 1),
+    "stride>kernel":   ((2, 2, 10, 10), 2, 3, 0),
+    "pad>0-nonsquare": ((2, 3, 8, 11), 3, 2, 2),
+    "pad>kernel/2":    ((1, 2, 6, 6), 3, 2, 3),    # whole rows of columns are padding
+    "kernel=input":    ((3, 2, 5, 5), 5, 1, 0),
+    "1x1":             ((3, 4, 5, 7), 1, 1, 0),
+    "leftover":        ((1, 2, 10, 9), 3, 4, 1),   # (H + 2p - k) % s != 0
+}
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("case", list(IM2COL_CASES))
+def test_im2col_col2im(case, dtype, readable):
+    """im2col is a copy and col2im adds in the same order: both bitwise equal."""
+    shape, k, s, p = IM2COL_CASES[case]
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(shape).astype(dtype)
+    cols = cpu.im2col(x, k, k, s, p)
+    assert_identical(cols, readable(conv.im2col, x, k, k, s, p), "im2col")
+    dcols = rng.standard_normal(cols.shape).astype(dtype)
+    assert_identical(cpu.col2im(dcols, shape, k, k, s, p),
+                     readable(conv.col2im, dcols, shape, k, k, s, p), "col2im")
+
+
+def test_im2col_non_contiguous(readable):
+    """A strided view (e.g. a batch slice with a step) gives the same columns."""
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((4, 3, 9, 9))[::2, :, ::-1]
+    assert not x.flags.c_contiguous
+    assert_identical(cpu.im2col(x, 3, 3, 2, 1), readable(conv.im2col, x, 3, 3, 2, 1))
+
+
+# ------------------------------------------------------------------------------ max pool
+
+POOL_CASES = {
+    #                      x shape,          window, stride
+    "pool1-alexnet":     ((2, 96, 55, 55), 3, 2),
+    "pool5-alexnet":     ((2, 16, 13, 13), 3, 2),
+    "2/2":               ((2, 3, 8, 8), 2, 2),
+    "stride>window":     ((2, 2, 9, 9), 2, 3),
+    "window3-stride1":   ((2, 3, 7, 10), 3, 1),
+    "window=input":      ((1, 2, 4, 4), 4, 1),
+    "leftover":          ((1, 2, 8, 9), 3, 2),
+}
+
+
+def pool_input(kind, shape, dtype, rng):
+    if kind == "distinct":
+        return rng.standard_normal(shape).astype(dtype)
+    if kind == "ties":          # values in {0, 1, 2}: most windows have a tied maximum
+        return rng.integers(0, 3, shape).astype(dtype)
+    return np.full(shape, -1.5, dtype)  # "constant": every position ties
+
+
+@pytest.mark.parametrize("kind", ["distinct", "ties", "constant"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("case", list(POOL_CASES))
+def test_maxpool(case, dtype, kind, readable):
+    """Forward values AND argmax identical, ties included (the first maximum wins).
+
+    Backward: identical for integer-valued gradients (any summation order is exact) and
+    for non-overlapping windows; otherwise within 4 eps (summation order differs).
+    """
+    shape, z, s = POOL_CASES[case]
+    rng = np.random.default_rng(2)
+    x = pool_input(kind, shape, dtype, rng)
+    y, argmax = cpu.maxpool_forward(x, z, s)
+    y_r, argmax_r = readable(pool.maxpool_forward, x, z, s)
+    assert_identical(y, y_r, "maxpool forward")
+    assert_identical(argmax, argmax_r, "argmax")
+    if kind == "constant":
+        assert np.all(argmax == 0)
+
+    d_int = rng.integers(-8, 9, y.shape).astype(dtype)
+    assert_identical(cpu.maxpool_backward(d_int, argmax, shape, z, s),
+                     readable(pool.maxpool_backward, d_int, argmax, shape, z, s),
+                     "maxpool backward, integer dout")
+    d = rng.standard_normal(y.shape).astype(dtype)
+    dx = cpu.maxpool_backward(d, argmax, shape, z, s)
+    dx_r = readable(pool.maxpool_backward, d, argmax, shape, z, s)
+    assert dx.dtype == dx_r.dtype == dtype
+    if z <= s:
+        assert_identical(dx, dx_r, "maxpool backward, non-overlapping")
+    else:
+        assert rel_error(dx, dx_r) <= eps4(dtype)
+    np.testing.assert_allclose(dx.sum(), d.sum(), rtol=1e-4)  # every dout lands somewhere
+
+
+def test_maxpool_argmax_first_max_convention(readable):
+    """With a tie the first maximum in row-major window order wins (as np.argmax), in both."""
+    x = np.zeros((1, 1, 3, 3))
+    x[0, 0, 1, 2] = x[0, 0, 2, 0] = 5.0       # window positions 5 and 6 tie
+    for y, argmax in (cpu.maxpool_forward(x, 3, 1), readable(pool.maxpool_forward, x, 3, 1)):
+        assert y[0, 0, 0, 0] == 5.0 and argmax[0, 0, 0, 0] == 1 * 3 + 2
+
+
+def test_maxpool_non_contiguous(readable):
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 4, 9, 11)).transpose(0, 1, 3, 2)
+    assert not x.flags.c_contiguous
+    y, am = cpu.maxpool_forward(x, 3, 2)
+    y_r, am_r = readable(pool.maxpool_forward, x, 3, 2)
+    assert_identical(y, y_r)
+    assert_identical(am, am_r)
+
+
+# ----------------------------------------------------------------------------------- LRN
+
+LRN_SHAPES = {
+    "small": (2, 7, 5, 4),
+    "few-channels": (1, 3, 4, 4),        # sizes 4..6 are wider than the channel count
+    "norm1-alexnet": (1, 96, 55, 55),
+}
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("size", [1, 2, 3, 4, 5, 6])
+@pytest.mark.parametrize("shape", list(LRN_SHAPES))
+def test_lrn(shape, size, dtype, readable):
+    """LRN forward (y and s) and backward: equal within the stated tolerance, sizes 1..6."""
+    rng = np.random.default_rng(4)
+    x = (2 * rng.standard_normal(LRN_SHAPES[shape])).astype(dtype)
+    tol = LRN_TOL[dtype]
+    for a, beta, k in [(0.1, 0.75, 1.0), (1e-4, 0.75, 2.0)]:
+        y, s = cpu.lrn_forward(x, size, a, beta, k)
+        y_r, s_r = readable(lrn.lrn_forward, x, size, a, beta, k)
+        assert y.dtype == s.dtype == y_r.dtype == s_r.dtype == dtype
+        assert rel_error(y, y_r) < tol and rel_error(s, s_r) < tol
+        dout = rng.standard_normal(x.shape).astype(dtype)
+        dx = cpu.lrn_backward(dout, x, y_r, s_r, size, a, beta)
+        dx_r = readable(lrn.lrn_backward, dout, x, y_r, s_r, size, a, beta)
+        assert dx.dtype == dx_r.dtype == dtype
+        assert rel_error(dx, dx_r) < tol
+
+
+def test_lrn_non_contiguous(readable):
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((3, 6, 5, 5))[:, ::-1]
+    y, s = cpu.lrn_forward(x, 5, 0.1, 0.75, 1.0)
+    y_r, s_r = readable(lrn.lrn_forward, x, 5, 0.1, 0.75, 1.0)
+    assert rel_error(y, y_r) < 1e-14 and rel_error(s, s_r) < 1e-14
+    dout = rng.standard_normal(x.shape)[::-1]
+    assert rel_error(cpu.lrn_backward(dout, x, y, s, 5, 0.1, 0.75),
+                     readable(lrn.lrn_backward, dout, x, y, s, 5, 0.1, 0.75)) < 1e-14
+
+
+# ---------------------------------------------------------------------- whole layers
+
+def run_layer(layer, x, dout):
+    """(y, dx, grads, cache) of one forward+backward; the cache copied (it is overwritten)."""
+    y = layer.forward(x, True)
+    cache = tuple(np.array(c) for c in layer.cache) if isinstance(layer.cache, tuple) else None
+    dx = layer.backward(dout)
+    return y, dx, {name: g.copy() for name, g in layer.grads.items()}, cache
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("config", [
+    pytest.param(((2, 16, 27, 27), dict(in_channels=16, out_channels=32, kernel_size=5,
+                                        padding=2, groups=2)), id="conv2-like"),
+    pytest.param(((2, 3, 67, 67), dict(in_channels=3, out_channels=8, kernel_size=11,
+                                       stride=4)), id="conv1-like"),
+])
+def test_conv2d_layer(config, dtype, monkeypatch, fast_on):
+    """A Conv2D forward+backward is bitwise equal fast vs readable (same BLAS products)."""
+    shape, kwargs = config
+    rng = np.random.default_rng(6)
+    layer = Conv2D(**kwargs, weight_std=0.1, rng=7, dtype=dtype)
+    x = rng.standard_normal(shape).astype(dtype)
+    dout = rng.standard_normal((shape[0],) + layer.output_shape(shape[1:])).astype(dtype)
+    fast_result = run_layer(layer, x, dout)
+    monkeypatch.setenv("TINYALEX_NO_NUMBA", "1")
+    slow_result = run_layer(layer, x, dout)
+    for a, b, what in zip(fast_result[:2], slow_result[:2], ["forward", "dx"], strict=True):
+        assert_identical(a, b, what)
+    for name in fast_result[2]:
+        assert_identical(fast_result[2][name], slow_result[2][name], f"d{name}")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+def test_lrn_and_maxpool_layers(dtype, monkeypatch, fast_on):
+    """LRN (both conventions) and MaxPool2D layers: fast vs readable, forward+backward."""
+    rng = np.random.default_rng(8)
+    x = np.maximum(rng.standard_normal((2, 12, 15, 15)), 0).astype(dtype)  # after ReLU
+    dout_pool = rng.standard_normal((2, 12, 7, 7)).astype(dtype)
+    dout_lrn = rng.standard_normal(x.shape).astype(dtype)
+    layers = [LocalResponseNorm(5, alpha=0.1, k=1.0), LocalResponseNorm(4, convention="alpha/n"),
+              MaxPool2D(3, 2)]
+    douts = [dout_lrn, dout_lrn, dout_pool]
+    fast_results = [run_layer(layer, x, d) for layer, d in zip(layers, douts, strict=True)]
+    monkeypatch.setenv("TINYALEX_NO_NUMBA", "1")
+    slow_results = [run_layer(layer, x, d) for layer, d in zip(layers, douts, strict=True)]
+    for layer, f, s in zip(layers, fast_results, slow_results, strict=True):
+        if isinstance(layer, MaxPool2D):
+            assert_identical(f[0], s[0], "pool forward")
+            assert_identical(f[3][0], s[3][0], "argmax")
+            assert rel_error(f[1], s[1]) <= eps4(dtype)
+        else:
+            assert rel_error(f[0], s[0]) < LRN_TOL[dtype]
+            assert rel_error(f[1], s[1]) < LRN_TOL[dtype]
+            assert rel_error(f[3][2], s[3][2]) < LRN_TOL[dtype]  # the cached s
+        assert f[0].dtype == f[1].dtype == dtype

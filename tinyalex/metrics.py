@@ -1,0 +1,52 @@
+"""Top-1 / top-5 error (§2) and evaluation of a net over a loader (centre or ten crops, §4.1).
+
+top-k error = fraction of images whose true label is not among the k classes the model
+considers most probable. With ten crops the softmax outputs of the ten patches are averaged
+before ranking, as the paper does.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .backend import get_array_module, to_numpy
+from .layers.loss import log_softmax, softmax
+
+
+def topk_correct(scores, labels, k: int) -> np.ndarray:
+    """Boolean (N,): is labels[n] among the k highest scores[n]? scores (N, K)."""
+    scores, labels = to_numpy(scores), to_numpy(labels)
+    k = min(k, scores.shape[1])
+    top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    return (top == labels[:, None]).any(axis=1)
+
+
+def evaluate_net(net, loader, ten_crop: bool = False, progress=None, max_batches=None) -> dict:
+    """Run the net in test mode over a loader; return errors, mean loss and the count.
+
+    loader yields (x, y) with x (B, 3, c, c), or (10, B, 3, c, c) when ten_crop.
+    progress: an optional callable(batch_size) called after each batch (e.g. tqdm.update).
+    Returns {"top1_err", "top5_err", "loss", "n"}.
+    """
+    n = top1 = top5 = 0
+    loss_sum = 0.0
+    for b, (x, y) in enumerate(loader):
+        if max_batches is not None and b >= max_batches:
+            break
+        if ten_crop:
+            probs = sum(softmax(net.forward(crop, train=False)) for crop in x) / len(x)
+            xp = get_array_module(probs)
+            logp = xp.log(xp.maximum(probs, 1e-30))
+        else:
+            logp = log_softmax(net.forward(x, train=False))
+        logp = to_numpy(logp).astype(np.float64)
+        y = to_numpy(y).astype(np.int64)
+        loss_sum += float(-logp[np.arange(len(y)), y].sum())
+        top1 += int(topk_correct(logp, y, 1).sum())
+        top5 += int(topk_correct(logp, y, 5).sum())
+        n += len(y)
+        if progress is not None:
+            progress(len(y))
+    if n == 0:
+        raise ValueError("nothing to evaluate: the loader gave no images")
+    return {"top1_err": 1 - top1 / n, "top5_err": 1 - top5 / n, "loss": loss_sum / n, "n": n}

@@ -316,31 +316,41 @@ def _shrink_npy(path: Path, keep: np.ndarray) -> int:
     return kept
 
 
-def _fill_split(split, plan_: Plan, tmp: Path, executor, workers, progress, problems, log):
-    """Decode one split into <tmp>/<split>_images.npy; returns the labels of the kept rows."""
-    items = plan_.splits[split]
-    n, s = len(items), plan_.size
-    if n == 0:
-        raise DataError(f"{plan_.source.describe()}: the {split} split has no images for the "
-                        f"chosen classes{_why_empty(plan_.source, split)}")
-    path = tmp / f"{split}_images.npy"
-    mm = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=(n, s, s, 3))
-    ok = np.zeros(n, bool)
-    row_of = {name: row for row, (name, _) in enumerate(items)}
-    labels = np.array([label for _, label in items], np.int32)
+def _fill(plan_: Plan, tmp: Path, executor, workers, progress, problems) -> dict:
+    """Decode both splits into <tmp>/<split>_images.npy in ONE pass over the source (a .tgz
+    is streamed once). Returns split -> labels of the kept rows; problems[split] gets the
+    skipped files."""
+    s = plan_.size
+    for split in ("train", "val"):
+        if not plan_.splits[split]:
+            raise DataError(f"{plan_.source.describe()}: the {split} split has no images for "
+                            f"the chosen classes{_why_empty(plan_.source, split)}")
+    mms = {split: np.lib.format.open_memmap(tmp / f"{split}_images.npy", mode="w+",
+                                            dtype=np.uint8, shape=(len(items), s, s, 3))
+           for split, items in plan_.splits.items()}
+    ok = {split: np.zeros(len(items), bool) for split, items in plan_.splits.items()}
+    # one global row number per file: train rows first, then val
+    splits, rows, names = [], [], []
+    for split, items in plan_.splits.items():
+        for row, (name, _) in enumerate(items):
+            splits.append(split)
+            rows.append(row)
+            names.append(name)
+    index_of = {name: i for i, name in enumerate(names)}
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=n, desc=f"{split:5s} {plan_.source.kind}", unit="img", disable=not progress,
-               mininterval=1.0, smoothing=0.1)
+    bar = tqdm(total=len(names), desc=f"prepare {plan_.source.kind} {s}px", unit="img",
+               disable=not progress, mininterval=1.0, smoothing=0.1)
     inflight: deque = deque()
 
-    def collect(results, mm=mm):
-        for row, arr, why in results:
+    def collect(results, mms=mms):
+        for i, arr, why in results:
+            split, row = splits[i], rows[i]
             if why is None:
-                mm[row] = arr
-                ok[row] = True
+                mms[split][row] = arr
+                ok[split][row] = True
             else:
-                problems.append((items[row][0], why))
+                problems[split].append((names[i], why))
         bar.update(len(results))
 
     def submit(batch):
@@ -353,13 +363,13 @@ def _fill_split(split, plan_: Plan, tmp: Path, executor, workers, progress, prob
 
     try:
         batch = []
-        for name, data in plan_.source.iter_read(name for name, _ in items):
-            row = row_of[name]
+        for name, data in plan_.source.iter_read(names):
+            i = index_of[name]
             if isinstance(data, Exception):
-                problems.append((name, f"unreadable: {type(data).__name__}: {data}"[:200]))
+                problems[splits[i]].append((name, f"unreadable: {type(data).__name__}: {data}"[:200]))
                 bar.update(1)
                 continue
-            batch.append((row, data))
+            batch.append((i, data))
             if len(batch) >= BATCH:
                 submit(batch)
                 batch = []
@@ -371,14 +381,19 @@ def _fill_split(split, plan_: Plan, tmp: Path, executor, workers, progress, prob
         for fut in inflight:
             fut.cancel()
         bar.close()
-    mm.flush()
-    del mm
-    kept = int(ok.sum())
-    if kept == 0:
-        raise DataError(f"{plan_.source.describe()}: none of the {n} {split} images could be "
-                        f"decoded (first: {problems[-1][0]}: {problems[-1][1]})")
-    _shrink_npy(path, ok)
-    return labels[ok]
+    labels = {}
+    for split, items in plan_.splits.items():
+        mms[split].flush()
+        kept, n = int(ok[split].sum()), len(items)
+        if kept == 0:
+            first = problems[split][0] if problems[split] else ("?", "?")
+            raise DataError(f"{plan_.source.describe()}: none of the {n} {split} images could be "
+                            f"decoded (first: {first[0]}: {first[1]})")
+    mms.clear()  # drop the memmaps before the files are shrunk
+    for split, items in plan_.splits.items():
+        _shrink_npy(tmp / f"{split}_images.npy", ok[split])
+        labels[split] = np.array([label for _, label in items], np.int32)[ok[split]]
+    return labels
 
 
 def _why_empty(source: Source, split: str) -> str:
@@ -428,15 +443,13 @@ def prepare(source: Source, subset: str = "100-class", size: int | None = None, 
             if workers > 1:
                 pool = (ProcessPoolExecutor(workers, initializer=_init_process_worker)
                         if executor == "process" else ThreadPoolExecutor(workers))
-            skipped = {}
-            labels = {}
-            for split in ("train", "val"):
-                probs: list = []
-                labels[split] = _fill_split(split, p, tmp, pool, workers, progress, probs, log)
-                skipped[split] = probs
+            skipped: dict = {"train": [], "val": []}
+            labels = _fill(p, tmp, pool, workers, progress, skipped)
         np.save(tmp / "train_labels.npy", labels["train"])
         np.save(tmp / "val_labels.npy", labels["val"])
-        mean, eigvals, eigvecs = rgb_statistics(np.load(tmp / "train_images.npy", mmap_mode="r"))
+        # chunks of ~16 MB of float64: much faster than huge blocks for big images
+        mean, eigvals, eigvecs = rgb_statistics(np.load(tmp / "train_images.npy", mmap_mode="r"),
+                                                chunk=max(1, 2**21 // (s * s * 3)))
         np.save(tmp / "mean.npy", mean)
         np.save(tmp / "pca_eigvals.npy", eigvals)
         np.save(tmp / "pca_eigvecs.npy", eigvecs)

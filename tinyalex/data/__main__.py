@@ -79,7 +79,7 @@ COMMANDS: dict[str, tuple] = {
     "info": ("say what data would be used, without preparing", _info_arguments, _info_run),
     "download": ("download Tiny ImageNet or Imagenette (resumable, sha256 checked)",
                  "tinyalex.data.download"),
-    # "bench": ("time the data pipeline", "tinyalex.data.bench"),
+    # "bench": ("time the data pipeline", "tinyalex.data.bench"),  <- to be added
 }
 
 
@@ -87,7 +87,9 @@ def _resolve(entry):
     if isinstance(entry[1], str):
         try:
             module = importlib.import_module(entry[1])
-        except ModuleNotFoundError:
+        except ModuleNotFoundError as err:
+            if err.name != entry[1]:  # the module is there but something it imports is not
+                raise
             return None
         return entry[0], module.add_arguments, module.run
     return entry

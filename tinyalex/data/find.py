@@ -114,13 +114,13 @@ def locate(data=None, log=print) -> Found:
     raise DataError(f"nothing usable in {path}: " + " | ".join(failures))
 
 
-def banner(looked_at: list[str]) -> str:
+def banner(looked_at: list[str], uses: str = "This run uses") -> str:
     line = "=" * 78
     return "\n".join([
         line,
         "  NO DATASET FOUND. Looked at: " + "; ".join(looked_at),
         f"  (and ${DATA_ENV} is {'set' if os.environ.get(DATA_ENV) else 'not set'}).",
-        "  This run uses the built-in SYNTHETIC 100-class dataset: it exercises the code,",
+        f"  {uses} the built-in SYNTHETIC 100-class dataset: it exercises the code,",
         "  but its accuracy says NOTHING about real images.",
         "  To train on real photographs, get one of:",
         "    Tiny ImageNet  tiny-imagenet-200.zip (cs231n.stanford.edu), 64x64, 200 classes",
@@ -200,7 +200,7 @@ def inspect(data=None, subset: str = "100-class", size: int | None = None, cache
     info: dict = {"what": found.what, "looked_at": found.looked_at,
                   "path": str(found.path) if found.path else None}
     if found.what == "none":
-        log(banner(found.looked_at))
+        log(banner(found.looked_at, uses="A run would use"))
         return info
     if found.what == "prepared":
         p = open_prepared(found.path)

@@ -186,6 +186,15 @@ def test_unrecognised_layout_is_a_data_error_that_lists_the_layouts(tmp_path):
         open_source(tmp_path / "empty.zip")
 
 
+def test_official_ilsvrc_train_tar_of_tars_gets_a_hint(tmp_path):
+    """The official ILSVRC train archive is a tar of per-class tars: the error says how to
+    extract it rather than just 'unknown layout'."""
+    inner = {f"{w}.tar": b"x" * 10 for w in CLASSES}
+    path = materialise(inner, tmp_path / "ILSVRC2012_img_train", "tar")
+    with pytest.raises(DataError, match="extract each <wnid>.tar into train/<wnid>/"):
+        open_source(path)
+
+
 def test_flat_val_without_label_file_is_reported(tmp_path):
     """Flat ILSVRC val images with no label file: val is empty and the reason is reported."""
     files = {k: v for k, v in layout("ilsvrc-flat-txt").items() if not k.endswith(".txt")}

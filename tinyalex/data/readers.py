@@ -323,6 +323,10 @@ def detect(container: Container, names: list[str] | None = None) -> Source:
     names = container.names() if names is None else names
     roots = _candidate_roots([n for n in names if not _hidden(n)])
     if not roots:
+        if sum(1 for n in names if re.search(r"(^|/)n\d{8}\.tar$", n)) >= 2:
+            raise DataError(f"{container.path} looks like the official ILSVRC2012_img_train.tar "
+                            "(one tar per class): extract each <wnid>.tar into train/<wnid>/ "
+                            "first, then pass the folder")
         raise DataError(f"{container.path}: no train/ folder found; {LAYOUTS_HELP}")
     # the deepest-populated root wins; ties by shortest prefix (deterministic)
     root = sorted(roots.items(), key=lambda kv: (-kv[1], len(kv[0]), kv[0]))[0][0]

@@ -32,6 +32,20 @@ def to_numpy(x):
     return _cupy.asnumpy(x) if is_gpu_array(x) else np.asarray(x)
 
 
+def gpu_available() -> tuple[bool, str]:
+    """(True, "") when CuPy imports and sees a CUDA device, else (False, why)."""
+    if _cupy is None:
+        return False, ("CuPy is not installed; install the gpu extra "
+                       "(pip install 'tinyalex[gpu]') on a machine with an NVIDIA GPU")
+    try:
+        count = _cupy.cuda.runtime.getDeviceCount()
+    except Exception as err:  # CUDA driver missing or broken
+        return False, f"CuPy found no usable CUDA device ({err})"
+    if count == 0:
+        return False, "CuPy found no CUDA device"
+    return True, ""
+
+
 def use_fast_kernels() -> bool:
     """The Numba fast paths are on unless TINYALEX_NO_NUMBA=1.
 

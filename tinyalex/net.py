@@ -159,29 +159,70 @@ def init_paper(net: Sequential, seed=0) -> Sequential:
     return net
 
 
-def _alexnet_layers(conv1: Conv2D, fc6_in: int, num_classes: int, width: int,
-                    lrn: dict, dropout: float, dtype) -> list:
-    c = lambda *a, **k: Conv2D(*a, dtype=dtype, **k)  # noqa: E731
+def init_pytorch(net: Sequential, seed=0) -> Sequential:
+    """PyTorch's default for Conv2d/Linear (torchvision's AlexNet uses it): weights and
+    biases ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)), fan_in = C/groups*kh*kw or in_features.
+
+    Fan-in scaling keeps each layer's output on the scale of its input whatever the
+    layer's width; §5's fixed std 0.01 shrinks the signal ~10x per layer here, and the
+    net sits at chance (see the README's measurements).
+    """
+    rng = np.random.default_rng(seed)
+    for _, layer in net.layers:
+        if "W" in layer.params:
+            W, b = layer.params["W"], layer.params["b"]
+            bound = 1.0 / np.sqrt(W[0].size)
+            W[...] = rng.uniform(-bound, bound, W.shape).astype(W.dtype)
+            b[...] = rng.uniform(-bound, bound, b.shape).astype(b.dtype)
+    return net
+
+
+INITS = {"paper": init_paper, "pytorch": init_pytorch}
+
+
+#: The paper's widths (§3.5): conv1..conv5 kernels and the hidden FC units.
+PAPER_WIDTHS = (96, 256, 384, 384, 256, 4096)
+
+
+def _alexnet_layers(conv1_kernel: tuple, input_size: int, num_classes: int, widths: tuple,
+                    lrn: dict, dropout: float, dtype) -> tuple[list, int]:
+    """The §3.5 stack after the input; conv1_kernel = (size, stride, pad)."""
+    c1, c2, c3, c4, c5, fc = widths
+    k, s, p = conv1_kernel
+    side = conv_output_size(input_size, k, s, p)
+    for _ in ("pool1", "pool2", "pool5"):  # conv2..conv5 keep the size
+        side = pool_output_size(side, 3, 2)
+    if side < 1:
+        raise ValueError(f"input_size {input_size} is too small for this net")
+
+    def conv(*a, **kw):
+        return Conv2D(*a, dtype=dtype, **kw)
+
     return [
-        ("conv1", conv1), ("relu1", ReLU()), ("lrn1", LocalResponseNorm(**lrn)),
-        ("pool1", MaxPool2D(3, 2)),
-        ("conv2", c(96, 256, 5, padding=2, groups=2)), ("relu2", ReLU()),
+        ("conv1", conv(3, c1, k, stride=s, padding=p)), ("relu1", ReLU()),
+        ("lrn1", LocalResponseNorm(**lrn)), ("pool1", MaxPool2D(3, 2)),
+        ("conv2", conv(c1, c2, 5, padding=2, groups=2)), ("relu2", ReLU()),
         ("lrn2", LocalResponseNorm(**lrn)), ("pool2", MaxPool2D(3, 2)),
-        ("conv3", c(256, 384, 3, padding=1)), ("relu3", ReLU()),
-        ("conv4", c(384, 384, 3, padding=1, groups=2)), ("relu4", ReLU()),
-        ("conv5", c(384, 256, 3, padding=1, groups=2)), ("relu5", ReLU()),
+        ("conv3", conv(c2, c3, 3, padding=1)), ("relu3", ReLU()),
+        ("conv4", conv(c3, c4, 3, padding=1, groups=2)), ("relu4", ReLU()),
+        ("conv5", conv(c4, c5, 3, padding=1, groups=2)), ("relu5", ReLU()),
         ("pool5", MaxPool2D(3, 2)),
         ("flatten", Flatten()),
-        ("fc6", Linear(fc6_in, width, dtype=dtype)), ("relu6", ReLU()),
+        ("fc6", Linear(c5 * side * side, fc, dtype=dtype)), ("relu6", ReLU()),
         ("drop6", Dropout(dropout)),
-        ("fc7", Linear(width, width, dtype=dtype)), ("relu7", ReLU()),
+        ("fc7", Linear(fc, fc, dtype=dtype)), ("relu7", ReLU()),
         ("drop7", Dropout(dropout)),
-        ("fc8", Linear(width, num_classes, dtype=dtype)),
+        ("fc8", Linear(fc, num_classes, dtype=dtype)),
     ]
 
 
+def _lrn(convention: str) -> dict:
+    """§3.3's constants: k=2, n=5, alpha=1e-4, beta=0.75."""
+    return dict(size=5, alpha=1e-4, beta=0.75, k=2.0, convention=convention)
+
+
 def alexnet(num_classes: int = 1000, seed=0, lrn_convention: str = "paper",
-            dropout: float = 0.5, dtype=np.float32) -> Sequential:
+            dropout: float = 0.5, init: str = "paper", dtype=np.float32) -> Sequential:
     """The paper's net, §3.5 (Figure 2), for 3x227x227 inputs, with the paper's init (§5).
 
     conv1 96x11x11/4 -> ReLU, LRN, pool 3/2 (96x27x27); conv2 256x5x5 pad 2 groups 2 ->
@@ -190,15 +231,14 @@ def alexnet(num_classes: int = 1000, seed=0, lrn_convention: str = "paper",
     fc8 4096->num_classes. 60,965,224 parameters for 1000 classes. (The paper's "224x224"
     input only adds up with 227, as in Caffe.)
     """
-    lrn = dict(size=5, alpha=1e-4, beta=0.75, k=2.0, convention=lrn_convention)
-    layers = _alexnet_layers(Conv2D(3, 96, 11, stride=4, dtype=dtype), 256 * 6 * 6,
-                             num_classes, 4096, lrn, dropout, dtype)
-    return init_paper(Sequential(layers, (3, 227, 227)), seed)
+    layers = _alexnet_layers((11, 4, 0), 227, num_classes, PAPER_WIDTHS,
+                             _lrn(lrn_convention), dropout, dtype)
+    return _init(Sequential(layers, (3, 227, 227)), init, seed)
 
 
 def alexnet_small(num_classes: int = 100, input_size: int = 56, seed=0,
-                  lrn_convention: str = "paper", dropout: float = 0.5,
-                  dtype=np.float32) -> Sequential:
+                  lrn_convention: str = "paper", dropout: float = 0.5, init: str = "paper",
+                  width: float = 1.0, dtype=np.float32) -> Sequential:
     """AlexNet for 64-px images (Tiny ImageNet; 56-px crops by default).
 
     Every layer after conv1 is the paper's, with the same widths, LRN, overlapping pools and
@@ -207,19 +247,29 @@ def alexnet_small(num_classes: int = 100, input_size: int = 56, seed=0,
     (the same 2-3 pixel receptive-field-to-image ratio shrunk with the image). For a 56-px
     crop the maps are 28 -> 13 (pool1) -> 13 -> 6 (pool2) -> 6 -> 2 (pool5), so fc6 sees
     256x2x2 = 1024 inputs; for the full 64 px, 256x3x3.
+
+    ``width`` scales every layer's number of kernels and hidden units (1.0 = the paper's).
     """
-    lrn = dict(size=5, alpha=1e-4, beta=0.75, k=2.0, convention=lrn_convention)
-    side = conv_output_size(input_size, 5, 2, 2)   # conv1
-    for _ in ("pool1", "pool2", "pool5"):          # conv2..conv5 keep the size
-        side = pool_output_size(side, 3, 2)
-    if side < 1:
-        raise ValueError(f"input_size {input_size} is too small for alexnet_small")
-    conv1 = Conv2D(3, 96, 5, stride=2, padding=2, dtype=dtype)
-    layers = _alexnet_layers(conv1, 256 * side * side, num_classes, 4096, lrn, dropout, dtype)
-    return init_paper(Sequential(layers, (3, input_size, input_size)), seed)
+    widths = tuple(max(2, 2 * round(w * width / 2)) for w in PAPER_WIDTHS)  # even: groups=2
+    layers = _alexnet_layers((5, 2, 2), input_size, num_classes, widths, _lrn(lrn_convention),
+                             dropout, dtype)
+    return _init(Sequential(layers, (3, input_size, input_size)), init, seed)
 
 
-ARCHITECTURES = {"alexnet": alexnet, "alexnet-small": alexnet_small}
+def _init(net: Sequential, init: str, seed) -> Sequential:
+    if init not in INITS:
+        raise ValueError(f"unknown init {init!r}; choose one of {', '.join(INITS)}")
+    return INITS[init](net, seed)
+
+
+def alexnet_mini(num_classes: int = 100, input_size: int = 56, **kwargs) -> Sequential:
+    """alexnet_small at a quarter of the width (24-64-96-96-64 kernels, 1024 hidden units):
+    every kind of layer of the paper, ~1.5 M parameters, for quick experiments, the
+    notebooks and the tests on a laptop CPU."""
+    return alexnet_small(num_classes, input_size, width=0.25, **kwargs)
+
+
+ARCHITECTURES = {"alexnet": alexnet, "alexnet-small": alexnet_small, "alexnet-mini": alexnet_mini}
 
 
 def build(arch: str, num_classes: int, **kwargs) -> Sequential:

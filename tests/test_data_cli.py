@@ -174,3 +174,16 @@ def test_real_info_on_shared_folder(real_data, capsys):
     assert main(["info", "--data", str(real_data), "--subset", "all"]) == 0
     out = capsys.readouterr().out
     assert "using imagenette2-224.tgz" in out and "10 classes, 5000 train / 3000 val" in out
+
+
+def test_shared_data_flags_for_other_clis(clean_env):
+    """add_data_arguments + resolve_from_args: the flags train/evaluate CLIs reuse give the same
+    prepared dataset as the prepare command."""
+    import argparse
+    ds = materialise(layout("ilsvrc"), clean_env / "ilsvrc", "zip")
+    parser = argparse.ArgumentParser()
+    find.add_data_arguments(parser)
+    args = parser.parse_args(["--data", str(ds), "--subset", "all", "--size", "8",
+                              "--max-per-class", "1"])
+    d = find.resolve_from_args(args, log=lambda m: None, progress=False)
+    assert d.train_images.shape == (3, 8, 8, 3) and d.meta["max_per_class"] == 1

@@ -19,21 +19,11 @@ import sys
 
 from tinyalex.data.readers import DataError
 
-SUBSET_HELP = ("100-class (ImageNet-100 on ILSVRC, Tiny-100 on Tiny ImageNet), all, or a file "
-               "with one wnid a line (default: 100-class)")
-
 
 def _data_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", metavar="PATH", default=None,
-                   help="dataset folder or archive, a folder holding one, or a prepared folder "
-                        "(default: $TINYALEX_DATA, else ./data)")
-    p.add_argument("--subset", default="100-class", metavar="100-class|all|FILE", help=SUBSET_HELP)
-    p.add_argument("--size", type=int, default=None, metavar="S",
-                   help="short side and crop size in pixels (default 256; 64 for Tiny ImageNet)")
-    p.add_argument("--cache", metavar="DIR", default=None,
-                   help="cache root (default: $TINYALEX_CACHE, else ~/.cache/tinyalex)")
-    p.add_argument("--max-per-class", type=int, default=None, metavar="N",
-                   help="keep only the first N files per class and split (quick runs)")
+    from tinyalex.data.find import add_data_arguments
+
+    add_data_arguments(p)
 
 
 # ------------------------------------------------------------------ prepare

@@ -27,7 +27,7 @@ from tinyalex.data.prepare import cache_root, plan, prepare
 from tinyalex.data.readers import LAYOUTS_HELP, DataError, Source, looks_like_archive, open_source
 
 __all__ = ["DataError", "DATA_ENV", "Found", "locate", "resolve_dataset", "inspect",
-           "synthetic_dataset"]
+           "synthetic_dataset", "add_data_arguments", "resolve_from_args"]
 
 DATA_ENV = "TINYALEX_DATA"
 DEFAULT_DIR = "data"
@@ -235,3 +235,30 @@ def inspect(data=None, subset: str = "100-class", size: int | None = None, cache
         return info
     finally:
         src.close()
+
+
+SUBSET_HELP = ("100-class (ImageNet-100 on ILSVRC, Tiny-100 on Tiny ImageNet), all, or a file "
+               "with one wnid a line (default: 100-class)")
+
+
+def add_data_arguments(parser) -> None:
+    """The data flags every CLI shares: --data --subset --size --cache --max-per-class."""
+    parser.add_argument("--data", metavar="PATH", default=None,
+                        help="dataset folder or archive, a folder holding one, or a prepared "
+                             "folder (default: $TINYALEX_DATA, else ./data; synthetic if none)")
+    parser.add_argument("--subset", default="100-class", metavar="100-class|all|FILE",
+                        help=SUBSET_HELP)
+    parser.add_argument("--size", type=int, default=None, metavar="S",
+                        help="short side and crop size in pixels (default 256; 64 for Tiny "
+                             "ImageNet and the synthetic set)")
+    parser.add_argument("--cache", metavar="DIR", default=None,
+                        help="cache root (default: $TINYALEX_CACHE, else ~/.cache/tinyalex)")
+    parser.add_argument("--max-per-class", type=int, default=None, metavar="N",
+                        help="keep only the first N files per class and split (quick runs)")
+
+
+def resolve_from_args(args, log=print, allow_synthetic: bool = True, **kwargs) -> Prepared:
+    """resolve_dataset() from the flags of add_data_arguments()."""
+    return resolve_dataset(args.data, subset=args.subset, size=args.size, cache=args.cache,
+                           max_per_class=args.max_per_class, allow_synthetic=allow_synthetic,
+                           log=log, **kwargs)

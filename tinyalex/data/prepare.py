@@ -414,8 +414,10 @@ def prepare(source: Source, subset: str = "100-class", size: int | None = None, 
             force: bool = False) -> Prepared:
     """Decode ``source`` into the cache once (or reuse the complete folder) and open it.
 
-    executor: "thread" (default; Pillow releases the GIL while decoding and resizing) or
-    "process". workers: parallel decoders, default the number of CPU cores.
+    executor: "thread" (default: Pillow releases the GIL in its resize and decoder loops, and
+    threads pickle nothing; measured as fast or faster than "process" on 2 cores) or
+    "process". workers: parallel decoders, default the number of CPU cores. Decoded images
+    stream into memory-mapped .npy files: memory stays bounded whatever the dataset size.
     """
     p = plan(source, subset, size, cache, max_per_class)
     final = p.folder

@@ -386,3 +386,24 @@ def test_real_prepare_small(real_data, tmp_path):
         assert np.abs(np.abs(d.pca_eigvecs[:, 0]) - 3 ** -0.5).max() < 0.15
         assert d.train_images.std() > 20  # real photographs, not blank
         assert d.meta["skipped"]["count"] == 0
+
+
+def test_real_full_size_samples(real_data):
+    """The full-size ImageNet samples (about 100 to 2400 px, some greyscale): every one becomes
+    256x256x3 uint8, and for the largest ones the fast JPEG draft decode stays within a few
+    grey levels of decoding at full size then resizing (so draft mode changes nothing that
+    matters)."""
+    files = sorted((real_data / "imagenet-samples-100").glob("*.JPEG"))
+    assert len(files) == 100
+    sizes = []
+    for f in files:
+        data = f.read_bytes()
+        out = prep.decode_image(data, 256)
+        assert out.shape == (256, 256, 3) and out.dtype == np.uint8
+        sizes.append((Image.open(io.BytesIO(data)).size, f))
+    largest = sorted(sizes, key=lambda t: -t[0][0] * t[0][1])[:8]
+    assert largest[0][0][0] * largest[0][0][1] > 1024 * 1024
+    for _, f in largest:
+        fast = prep.decode_image(f.read_bytes(), 256).astype(float)
+        slow = prep.preprocess(Image.open(f), 256).astype(float)
+        assert np.abs(fast - slow).mean() < 2.0, f.name

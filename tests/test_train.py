@@ -1,0 +1,167 @@
+"""python -m tinyalex.train end to end on small data the tests build: files, exact resume
+after SIGKILL, Ctrl-C, divergence, user errors; and a short real-data run (CI)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tinyalex import checkpoint
+from tinyalex.data.cache import write_prepared
+
+
+@pytest.fixture(scope="module")
+def tiny_prepared(tmp_path_factory) -> Path:
+    """4 classes x 16 training / 4 validation 64-px images whose colour tells the class."""
+    rng = np.random.default_rng(0)
+    colours = np.array([[200, 40, 40], [40, 200, 40], [40, 40, 200], [200, 200, 40]])
+
+    def images(n_per_class):
+        labels = np.repeat(np.arange(4), n_per_class)
+        noise = rng.integers(-60, 60, (len(labels), 64, 64, 3))
+        return np.clip(colours[labels][:, None, None, :] + noise, 0, 255).astype(np.uint8), labels
+
+    train_x, train_y = images(16)
+    val_x, val_y = images(4)
+    path = tmp_path_factory.mktemp("data") / "prepared"
+    meta = {"classes": ["c0", "c1", "c2", "c3"], "names": ["red", "green", "blue", "yellow"],
+            "kind": "test", "source": "tests", "subset": "all"}
+    return write_prepared(path, train_x, train_y, val_x, val_y, meta)
+
+
+def train_cmd(data: Path, out: Path, *extra) -> list:
+    return [sys.executable, "-m", "tinyalex.train", "--data", str(data), "--out", str(out),
+            "--arch", "alexnet-mini", "--batch-size", "8", "--log-every", "1",
+            "--no-figures", *extra]
+
+
+def run(cmd, **kw):
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=600, **kw)
+
+
+def final_params(out: Path) -> dict:
+    return checkpoint.load(out / "last.npz").params
+
+
+def test_kill_and_resume_is_bit_identical(tiny_prepared, tmp_path):
+    """A run killed with SIGKILL at an arbitrary step and resumed ends with exactly the
+    weights of an uninterrupted run: same data order, augmentation, dropout masks, momentum
+    and schedule, restored from the last checkpoint."""
+    common = ("--epochs", "2", "--checkpoint-every", "3", "--seed", "5")
+    straight = tmp_path / "straight"
+    r = run(train_cmd(tiny_prepared, straight, *common))
+    assert r.returncode == 0, r.stderr
+
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(train_cmd(tiny_prepared, killed, *common),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    metrics = killed / "metrics.jsonl"
+    deadline = time.time() + 300
+    while time.time() < deadline:  # kill once step 5 is logged: past the step-3 checkpoint
+        if metrics.is_file() and sum(1 for _ in open(metrics)) >= 5:
+            break
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    ckpt = checkpoint.load(killed / "last.npz")
+    assert 3 <= ckpt.meta["step"] < 16, "the kill should land mid-run, after a checkpoint"
+
+    r = run(train_cmd(tiny_prepared, killed, "--resume", str(killed)))
+    assert r.returncode == 0, r.stderr
+    a, b = final_params(straight), final_params(killed)
+    assert set(a) == set(b)
+    for name in a:
+        assert np.array_equal(a[name], b[name]), f"{name} differs after resume"
+    steps = [json.loads(line)["step"] for line in open(metrics)
+             if json.loads(line)["kind"] == "train"]
+    assert steps == sorted(steps) and steps[-1] == 16, "metrics are redone, not duplicated"
+
+
+def test_run_folder_checkpoint_and_metrics(tiny_prepared, tmp_path):
+    """One epoch writes last.npz, best.npz, metrics.jsonl (train lines and an epoch line
+    with validation errors) and config.json; the checkpoint is readable by numpy alone."""
+    out = tmp_path / "run"
+    r = run(train_cmd(tiny_prepared, out, "--epochs", "1"))
+    assert r.returncode == 0, r.stderr
+    for name in ("last.npz", "best.npz", "metrics.jsonl", "config.json", "train.log"):
+        assert (out / name).is_file(), name
+    records = [json.loads(line) for line in open(out / "metrics.jsonl")]
+    epoch = [r for r in records if r["kind"] == "epoch"]
+    assert len(epoch) == 1 and 0 <= epoch[0]["val_top1_err"] <= 1
+    assert epoch[0]["val_top5_err"] <= epoch[0]["val_top1_err"]
+    with np.load(out / "last.npz") as f:  # numpy alone
+        assert "params/conv1.W" in f.files and "velocity/fc8.b" in f.files
+        meta = json.loads(str(f["meta"]))
+    assert meta["epoch"] == 1 and meta["step"] == 8 and meta["classes"] == ["c0", "c1", "c2", "c3"]
+
+
+def test_sigint_saves_and_exits_cleanly(tiny_prepared, tmp_path):
+    """Ctrl-C stops at the next step boundary, saves last.npz and says how to resume."""
+    out = tmp_path / "run"
+    proc = subprocess.Popen(train_cmd(tiny_prepared, out, "--epochs", "50"),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics = out / "metrics.jsonl"
+    deadline = time.time() + 300
+    while time.time() < deadline and not (metrics.is_file() and metrics.stat().st_size > 0):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130
+    assert "Traceback" not in stderr
+    assert "--resume" in stdout + stderr
+    assert checkpoint.load(out / "last.npz").meta["step"] >= 1
+
+
+def test_divergence_stops_with_a_message_and_keeps_the_last_good_checkpoint(
+        tiny_prepared, tmp_path):
+    """An absurd learning rate makes the loss non-finite: exit 1, a clear message, and the
+    last checkpoint on disk is from before the blow-up (finite weights)."""
+    out = tmp_path / "run"
+    r = run(train_cmd(tiny_prepared, out, "--epochs", "20", "--lr", "1e6",
+                      "--checkpoint-every", "1"))
+    assert r.returncode == 1
+    assert "loss became" in r.stderr and "Traceback" not in r.stderr
+    if (out / "last.npz").exists():
+        for value in final_params(out).values():
+            assert np.all(np.isfinite(value))
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--data", "/no/such/place"], "does not exist"),
+    (["--epochs", "0"], "--epochs"),
+    (["--resume", "/no/such/run"], "no checkpoint"),
+])
+def test_user_errors_are_one_line_exit_2(tmp_path, args, message):
+    r = run([sys.executable, "-m", "tinyalex.train", *args, "--out", str(tmp_path / "o")])
+    assert r.returncode == 2, r.stderr
+    assert message in r.stderr and "Traceback" not in r.stderr
+
+
+def test_help():
+    r = run([sys.executable, "-m", "tinyalex.train", "--help"])
+    assert r.returncode == 0 and "--resume" in r.stdout and "--max-steps" in r.stdout
+
+
+def test_short_real_data_run_learns(real_data, tmp_path):
+    """CI: a few dozen steps on the real Tiny ImageNet (100 classes, 64 px): the loss falls
+    and the run's files appear, figures included."""
+    out = tmp_path / "run"
+    cache = tmp_path / "cache"
+    r = run([sys.executable, "-m", "tinyalex.train",
+             "--data", str(real_data / "tiny-imagenet-100.zip"), "--cache", str(cache),
+             "--max-per-class", "40", "--arch", "alexnet-mini", "--batch-size", "32",
+             "--max-steps", "60", "--log-every", "5", "--val-max-images", "256",
+             "--out", str(out)])
+    assert r.returncode == 0, r.stderr[-3000:]
+    losses = [json.loads(line)["loss"] for line in open(out / "metrics.jsonl")
+              if json.loads(line)["kind"] == "train"]
+    assert len(losses) == 12
+    assert np.mean(losses[-3:]) < np.mean(losses[:3]) - 0.05, losses
+    for name in ("last.npz", "curves.png", "conv1_filters.png"):
+        assert (out / name).is_file(), name

@@ -115,9 +115,20 @@ def make_run(root: Path) -> dict:
             "run": run, "root": root}
 
 
+_SHARED: dict = {}
+
+
+def shared_run(tmp_path_factory) -> dict:
+    """make_run once per test session: test_evaluate, test_predict and test_figures share
+    it (none of them changes it), which saves building and probing the net three times."""
+    if "run" not in _SHARED:
+        _SHARED["run"] = make_run(tmp_path_factory.mktemp("shared-run"))
+    return _SHARED["run"]
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    return make_run(tmp_path_factory.mktemp("evaluate"))
+    return shared_run(tmp_path_factory)
 
 
 def quiet(*_):

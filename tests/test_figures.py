@@ -23,20 +23,21 @@ from tinyalex.figures import (
     nearest_neighbours,
     plot_curves,
     plot_filters,
+    plot_predictions,
     read_metrics,
     relu7_features,
     smooth,
 )
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_evaluate import make_run, metrics_lines  # noqa: E402
+from test_evaluate import metrics_lines, shared_run  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    return make_run(tmp_path_factory.mktemp("figures"))
+    return shared_run(tmp_path_factory)
 
 
 def assert_png(path, min_w=300, min_h=200, max_side=4000):
@@ -141,12 +142,24 @@ def test_nearest_neighbours_figure(trained, tmp_path):
     assert w > h          # 5 columns, 3 rows
 
 
+def test_plot_predictions(trained, tmp_path):
+    """Figure 4 (left): images with top-5 bars (6 images: two rows of up to 4); fewer
+    validation images than asked is fine."""
+    aug = checkpoint.augmenter(checkpoint.load(trained["ckpt"]))
+    w, h = assert_png(plot_predictions(trained["net"], trained["prepared"], tmp_path / "p.png",
+                                       count=6, augmenter=aug))
+    assert w > 500 and h > 500
+    assert_png(plot_predictions(trained["net"], trained["prepared"], tmp_path / "q.png",
+                                count=100, top=3, augmenter=aug))
+
+
 # --------------------------------------------------------------------------- all + CLI
 def test_make_all(trained, tmp_path):
-    """filters, curves (the run's metrics.jsonl) and neighbours (the recorded data)."""
+    """filters, curves (the run's metrics.jsonl), predictions and neighbours (the data
+    recorded in the checkpoint), all in the folder asked for."""
     written = make_all(trained["ckpt"], tmp_path / "figs", queries=2, neighbours=3,
                        max_train=10, log=lambda *_: None)
-    assert set(written) == {"filters", "curves", "neighbours"}
+    assert set(written) == {"filters", "curves", "predictions", "neighbours"}
     for path in written.values():
         assert Path(path).parent == tmp_path / "figs"
         assert_png(path)

@@ -17,14 +17,14 @@ from tinyalex.layers.loss import softmax
 from tinyalex.predict import format_result, main, predict_images, read_image
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_evaluate import CLASSES, NAMES, SIZE, K, class_images, make_run  # noqa: E402
+from test_evaluate import CLASSES, NAMES, SIZE, K, class_images, shared_run  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    return make_run(tmp_path_factory.mktemp("predict"))
+    return shared_run(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

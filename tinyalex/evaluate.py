@@ -187,8 +187,11 @@ def format_table(result: dict) -> str:
 def describe(ckpt: ckpt_mod.Checkpoint) -> str:
     m = ckpt.meta
     net = m.get("net", {})
+    best = m.get("best_val_top1_err")
     return (f"checkpoint {ckpt.path}: {net.get('arch', '?')}, {len(m.get('classes', []))} classes, "
-            f"epoch {m.get('epoch', '?')}, step {m.get('step', '?')}")
+            f"epoch {m.get('epoch', '?')}, step {m.get('step', '?')}"
+            + (f", best val top-1 err in training {100 * best:.2f}%"
+               if isinstance(best, (int, float)) else ""))
 
 
 def main(argv=None) -> int:

@@ -6,6 +6,7 @@
   48, even when conv1 here is one group.
 * ``plot_curves``: training loss per logged step (raw and smoothed), train/val top-1 and
   val top-5 error per epoch, and the learning rate, from a run's ``metrics.jsonl``.
+* ``plot_predictions``: Figure 4 (left): validation images with their top-5 classes.
 * ``nearest_neighbours``: Figure 4 (right): for a few validation images, the training
   images whose last-hidden-layer (relu7, 4096-d) codes are closest in Euclidean distance.
 * ``make_all``: all of them for a checkpoint; ``python -m tinyalex.figures CKPT``.
@@ -296,6 +297,54 @@ def nearest_neighbours(net, prepared, path, queries: int = 6, neighbours: int = 
     return _save(fig, path)
 
 
+def plot_predictions(net, prepared, path, count: int = 8, top: int = 5, seed: int = 0,
+                     augmenter=None) -> Path:
+    """Figure 4 (left): validation images with the net's top-5 classes (centre crop, test
+    mode) as bars; the true class is written under each image and its bar is red when it
+    is among the five (the paper's convention)."""
+    from .layers.loss import softmax
+
+    plt = _pyplot()
+    if augmenter is None:
+        from .data.augment import Augmenter
+
+        augmenter = Augmenter.from_prepared(prepared, crop=net.input_shape[-1])
+    n_val = len(prepared.val_labels)
+    if n_val == 0:
+        raise ValueError("plot_predictions needs validation images")
+    rng = np.random.default_rng(seed)
+    idx = np.sort(rng.choice(n_val, min(count, n_val), replace=False))
+    imgs = np.asarray(prepared.val_images[idx])
+    labels = np.asarray(prepared.val_labels)[idx]
+    xp = get_array_module(next(iter(net.params.values())))
+    probs = to_numpy(softmax(net.forward(xp.asarray(augmenter.center(imgs)), train=False)))
+    names = prepared.names
+    k = min(top, probs.shape[1])
+    cols = min(4, len(idx))
+    rows = math.ceil(len(idx) / cols)
+    fig = plt.figure(figsize=(3.0 * cols, 3.9 * rows), dpi=100)
+    grid = fig.add_gridspec(2 * rows, cols, height_ratios=[2.2, 1.3] * rows)
+    for i in range(len(idx)):
+        r, c = divmod(i, cols)
+        ax = fig.add_subplot(grid[2 * r, c])
+        ax.imshow(imgs[i])
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_xlabel(_short(names[labels[i]], 28), fontsize=8, fontweight="bold")
+        order = np.argsort(-probs[i], kind="stable")[:k]
+        bx = fig.add_subplot(grid[2 * r + 1, c])
+        colours = ["tab:red" if j == labels[i] else "tab:blue" for j in order]
+        bx.barh(np.arange(k), probs[i][order], color=colours)
+        bx.set_yticks(np.arange(k), [_short(names[j], 22) for j in order], fontsize=7)
+        bx.invert_yaxis()
+        bx.set_xlim(0, 1)
+        bx.tick_params(axis="x", labelsize=6)
+    fig.suptitle("top-5 predictions on validation images (centre crop); true class under each "
+                 "image, its bar in red", fontsize=9)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
 def _short(name: str, width: int = 18) -> str:
     name = str(name).split(",")[0]
     return name if len(name) <= width else name[:width - 1] + "…"
@@ -304,8 +353,8 @@ def _short(name: str, width: int = 18) -> str:
 # --------------------------------------------------------------------------- all of them
 def make_all(ckpt_path, out_dir=None, data=None, queries: int = 6, neighbours: int = 6,
              max_train: int = 2000, log=print) -> dict:
-    """filters.png, curves.png (when the run folder has metrics.jsonl) and neighbours.png
-    (when the dataset can be found) for a checkpoint; returns {name: path}.
+    """filters.png, curves.png (when the run folder has metrics.jsonl), predictions.png and
+    neighbours.png (when the dataset can be found) for a checkpoint; returns {name: path}.
 
     out_dir defaults to ``<run folder>/figures``. Raises cli.UserError for a bad checkpoint.
     """
@@ -329,6 +378,8 @@ def make_all(ckpt_path, out_dir=None, data=None, queries: int = 6, neighbours: i
             raise
         log(f"no nearest-neighbour figure: {err}")
         return written
+    written["predictions"] = plot_predictions(net, prepared, out / "predictions.png",
+                                              count=8, augmenter=ckpt_mod.augmenter(ckpt))
     written["neighbours"] = nearest_neighbours(
         net, prepared, out / "neighbours.png", queries=queries, neighbours=neighbours,
         max_train=max_train, augmenter=ckpt_mod.augmenter(ckpt), progress=True)

@@ -16,8 +16,12 @@ gets an uneven illumination (a brightness ramp) and pixel noise.
 
 Why it is learnable but not trivial: the label is in the image (shape, colour, texture
 orientation), but the shape moves, turns and changes size, and the stripes have a random
-phase, so no single pixel means anything on its own; a linear classifier on raw pixels
-does poorly while a small convnet can learn it (see the project's notes / tests).
+phase, so no single pixel means anything on its own. Measured on the defaults (100
+classes, 64 px, seed 0; chance 1%): a linear softmax classifier on raw pixels (Adam, 30
+epochs) fits 88% of the training images but gets only 9-10% of the validation images;
+a small 4-layer convnet (BatchNorm, random 56-px crops and flips) gets 29%, 87%, 97%,
+99% validation accuracy after epochs 1, 2, 3, 4: easy for a convnet, so a net that does
+not learn it has a bug. tests/test_data_synthetic.py has a quick version of this contrast.
 
 Same bytes on every machine for a seed: the only randomness is NumPy's Generator
 (``random`` and ``integers``, no normal or other distributions whose tails call libm),
@@ -281,7 +285,9 @@ def generate(num_classes: int = 100, size: int = 64, seed: int = 0, per_class: i
     s = _SPLITS[split]
     images = np.empty((num_classes * per_class, size, size, 3), np.uint8)
     labels = np.repeat(np.arange(num_classes, dtype=np.int32), per_class)
-    chunk = max(1, 100_000 // (size * size))        # small float32 temporaries
+    # Small float32 temporaries. The chunk size decides how draws are grouped, so it is
+    # part of the byte-exact recipe: changing it changes the images (bump VERSION).
+    chunk = max(1, 100_000 // (size * size))
 
     def draw(k: int) -> None:                      # one class, its own stream
         rng = _stream(seed, _IMAGE_STREAM, k, s)

@@ -139,7 +139,9 @@ def test_pca_offset_is_eigvecs_times_alpha_times_eigvals():
                      [0.0, np.sin(0.4), np.cos(0.4)]])
     vecs = rot @ tilt                       # orthonormal, eigenvectors in the columns
     vals = np.array([900.0, 40.0, 5.0])
-    aug = Augmenter(np.zeros((S, S, 3)), vals, vecs, crop=C, dtype=np.float64)
+    # "paper-255": the formula exactly as printed, on our pixel scale (no /255)
+    aug = Augmenter(np.zeros((S, S, 3)), vals, vecs, crop=C, dtype=np.float64,
+                    pca_scale="paper-255")
     alphas = np.array([[0.1, -0.2, 0.3], [0.0, 0.0, 0.0], [-0.05, 0.01, 0.2]])
     offsets = np.array([[1, 1]] * 3)
     base = aug.apply(imgs, offsets, np.zeros(3, bool), np.zeros((3, 3)))
@@ -154,7 +156,7 @@ def test_pca_offset_is_eigvecs_times_alpha_times_eigvals():
     assert not np.allclose(diff[0, :, 0, 0], alphas[0] * vals)
     assert not np.allclose(diff[0, :, 0, 0], vecs.T @ (alphas[0] * vals))
     # pca_offsets is the same formula for a whole batch
-    np.testing.assert_allclose(pca_offsets(alphas, vals, vecs),
+    np.testing.assert_allclose(pca_offsets(alphas, vals, vecs, "paper-255"),
                                [vecs @ (a * vals) for a in alphas])
 
 
@@ -163,7 +165,20 @@ def test_pca_sqrt_scale_uses_the_square_root_of_the_eigenvalues():
     vals, vecs = np.array([900.0, 16.0, 4.0]), np.eye(3)
     alphas = np.array([[0.1, 0.2, 0.3]])
     np.testing.assert_allclose(pca_offsets(alphas, vals, vecs, "sqrt"), [[3.0, 0.8, 0.6]])
-    np.testing.assert_allclose(pca_offsets(alphas, vals, vecs, "paper"), [[90.0, 3.2, 1.2]])
+    np.testing.assert_allclose(pca_offsets(alphas, vals, vecs, "paper-255"), [[90.0, 3.2, 1.2]])
+    # the default: the paper's formula on [0, 1] values, brought back to 0..255
+    np.testing.assert_allclose(pca_offsets(alphas, vals, vecs, "paper"),
+                               [[90.0 / 255, 3.2 / 255, 1.2 / 255]])
+
+
+def test_paper_pca_shifts_photo_colours_by_a_few_levels_not_hundreds():
+    """With eigenvalues typical of photos on the 0..255 scale (Tiny ImageNet's: ~13,000,
+    1,300, 280), the default offsets move colours by a few grey levels (std ~5), while the
+    literal 0..255 reading moves them by over a thousand: more than the whole range."""
+    vals, vecs = np.array([13029.0, 1295.0, 278.0]), np.eye(3)
+    alphas = np.random.default_rng(0).normal(0, 0.1, (4000, 3))
+    assert 3 < pca_offsets(alphas, vals, vecs, "paper").std(axis=0)[0] < 8
+    assert pca_offsets(alphas, vals, vecs, "paper-255").std(axis=0)[0] > 1000
 
 
 def test_train_matches_the_formula_for_the_drawn_parameters():

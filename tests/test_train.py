@@ -149,19 +149,23 @@ def test_help():
 
 
 def test_short_real_data_run_learns(real_data, tmp_path):
-    """CI: a few dozen steps on the real Tiny ImageNet (100 classes, 64 px): the loss falls
-    and the run's files appear, figures included."""
+    """CI: a few dozen steps on real Tiny ImageNet images (64 px; 10 of the Tiny-100
+    classes through --subset FILE, so that a few dozen steps are enough to move the loss
+    off ln 10): the loss falls and the run's files appear, figures included."""
+    from tinyalex.data.subsets import shipped_list
+
     out = tmp_path / "run"
-    cache = tmp_path / "cache"
+    subset = tmp_path / "ten.txt"
+    subset.write_text("\n".join(shipped_list("tiny-imagenet-100.txt")[:10]) + "\n")
     r = run([sys.executable, "-m", "tinyalex.train",
-             "--data", str(real_data / "tiny-imagenet-100.zip"), "--cache", str(cache),
-             "--max-per-class", "40", "--arch", "alexnet-mini", "--batch-size", "32",
-             "--max-steps", "60", "--log-every", "5", "--val-max-images", "256",
+             "--data", str(real_data / "tiny-imagenet-100.zip"), "--cache", str(tmp_path / "c"),
+             "--subset", str(subset), "--max-per-class", "100", "--arch", "alexnet-mini",
+             "--batch-size", "32", "--max-steps", "60", "--log-every", "5",
              "--out", str(out)])
     assert r.returncode == 0, r.stderr[-3000:]
     losses = [json.loads(line)["loss"] for line in open(out / "metrics.jsonl")
               if json.loads(line)["kind"] == "train"]
-    assert len(losses) == 12
+    assert len(losses) >= 12
     assert np.mean(losses[-3:]) < np.mean(losses[:3]) - 0.05, losses
     for name in ("last.npz", "curves.png", "conv1_filters.png"):
         assert (out / name).is_file(), name

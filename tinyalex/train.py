@@ -37,7 +37,7 @@ DEFAULTS = dict(data=None, subset="100-class", arch=None, epochs=30, batch_size=
                 momentum=0.9, weight_decay=5e-4, seed=0, device="cpu", out=None,
                 max_steps=None, init="pytorch", checkpoint_every=500, log_every=20,
                 size=None, cache=None, max_per_class=None, val_max_images=None,
-                pca_std=0.1, no_flip=False, mean_mode="pixel", lrn_convention="paper",
+                pca_std=0.1, pca_scale="paper", no_flip=False, mean_mode="pixel", lrn_convention="paper",
                 patience=1, no_figures=False)
 #: What may change when resuming; everything else comes from the checkpoint.
 RESUMABLE = ("epochs", "max_steps", "checkpoint_every", "log_every", "no_figures",
@@ -61,6 +61,10 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
                    help="use at most N images per class (quick runs)")
     g.add_argument("--pca-std", type=float, default=d("pca_std"),
                    help="std of the PCA colour alphas (§4.1; 0 turns it off)")
+    g.add_argument("--pca-scale", choices=["paper", "paper-255", "sqrt"],
+                   default=d("pca_scale"),
+                   help="PCA colour: the paper's alpha*lambda on [0,1] RGB, literally on "
+                        "0..255 (far too strong), or alpha*sqrt(lambda)")
     g.add_argument("--no-flip", action="store_true", default=d("no_flip"),
                    help="no random horizontal reflections")
     g.add_argument("--mean-mode", choices=["pixel", "channel"], default=d("mean_mode"),
@@ -233,7 +237,8 @@ class Trainer:
         self.cfg, self.prepared, self.out, self.log = cfg, prepared, out, log
         num_classes = prepared.num_classes
         self.augmenter = Augmenter.from_prepared(
-            prepared, pca_std=cfg["pca_std"], flip=not cfg["no_flip"], mean_mode=cfg["mean_mode"])
+            prepared, pca_std=cfg["pca_std"], pca_scale=cfg.get("pca_scale", "paper"),
+            flip=not cfg["no_flip"], mean_mode=cfg["mean_mode"])
         crop = self.augmenter.crop
         arch = cfg["arch"]
         kwargs = {"lrn_convention": cfg["lrn_convention"]}

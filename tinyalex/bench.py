@@ -51,6 +51,18 @@ def cpu_name() -> str:
     return platform.processor() or "unknown CPU"
 
 
+def peak_rss_bytes() -> int:
+    """This process's peak resident memory. /proc's VmHWM starts afresh at exec, unlike
+    getrusage's ru_maxrss, which a child inherits from the parent that forked it."""
+    try:
+        for line in open("/proc/self/status"):
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
+
+
 def median_time(fn, repeats: int) -> float:
     times = []
     for _ in range(repeats):
@@ -154,9 +166,8 @@ def step_child(framework: str, arch: str, batch_size: int, num_classes: int,
             opt.step()
     step()
     seconds = median_time(step, steps)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
     return {"framework": framework, "seconds": seconds, "img_per_s": batch_size / seconds,
-            "peak_rss_bytes": peak}
+            "peak_rss_bytes": peak_rss_bytes()}
 
 
 def run_step_in_child(framework: str, args) -> dict:

@@ -146,6 +146,11 @@ def maxpool_backward(dout, argmax, x_shape, window, stride):
 
 # ----------------------------------------------------------------------------- LRN (lrn.py)
 
+# Vectorising these loops needs LLVM to reorder float arithmetic a little; the results stay
+# within a few ulps of the readable body (tests: 2e-6 float32, 1e-14 float64).
+LRN_JIT = dict(parallel=True, cache=True, fastmath={"nsz", "arcp", "contract", "reassoc"})
+
+
 @numba.njit(inline="always")
 def _inverse_power(s, beta):
     """s ** -beta, with the paper's beta = 0.75 done by two square roots (pow is slow)."""
@@ -154,70 +159,65 @@ def _inverse_power(s, beta):
     return s ** (-beta)
 
 
-@numba.njit(**JIT)
+@numba.njit(**LRN_JIT)
 def _lrn_forward(x, y, s, before, after, a, beta, k):
-    # One (n, h) row of every channel per task: a running window sum over channels,
-    # accumulated in float64 so it matches the reference's direct sums closely.
+    # One (n, h) row of every channel per task; the squares of that row are kept in a
+    # small buffer and each window is summed directly (no running sum to drift).
     N, C, H, W = x.shape
     for job in numba.prange(N * H):
         n, h = job // H, job % H
-        window = np.zeros(W, np.float64)
-        for j in range(min(after, C - 1) + 1):
-            for w in range(W):
-                window[w] += x[n, j, h, w] * x[n, j, h, w]
+        sq = np.empty((C, W), x.dtype)
         for c in range(C):
             for w in range(W):
-                sc = k + a * window[w]
+                sq[c, w] = x[n, c, h, w] * x[n, c, h, w]
+        acc = np.empty(W, x.dtype)
+        for c in range(C):
+            lo, hi = max(0, c - before), min(C - 1, c + after)
+            acc[:] = sq[lo]
+            for j in range(lo + 1, hi + 1):  # row by row: the w loop vectorises
+                for w in range(W):
+                    acc[w] += sq[j, w]
+            for w in range(W):
+                sc = k + a * acc[w]
                 s[n, c, h, w] = sc
                 y[n, c, h, w] = x[n, c, h, w] * _inverse_power(sc, beta)
-            enter, leave = c + after + 1, c - before
-            if enter < C:
-                for w in range(W):
-                    window[w] += x[n, enter, h, w] * x[n, enter, h, w]
-            if leave >= 0:
-                for w in range(W):
-                    window[w] -= x[n, leave, h, w] * x[n, leave, h, w]
 
 
 def lrn_forward(x, size, a, beta, k):
     """Twin of tinyalex.layers.lrn.lrn_forward: returns (y, s)."""
     x = np.ascontiguousarray(x)
     y, s = np.empty_like(x), np.empty_like(x)
-    _lrn_forward(x, y, s, size // 2, (size - 1) // 2, a, beta, k)
+    _lrn_forward(x, y, s, size // 2, (size - 1) // 2, x.dtype.type(a), x.dtype.type(beta),
+                 x.dtype.type(k))
     return y, s
 
 
-@numba.njit(**JIT)
+@numba.njit(**LRN_JIT)
 def _lrn_backward(dout, x, y, s, dx, before, after, a, beta):
     # before/after are the TRANSPOSED window: x_c feeds s_i for i in [c - before, c + after].
     # t_i = dout_i * y_i / s_i is computed once per row into a buffer, then window-summed.
     N, C, H, W = x.shape
+    coef = 2 * a * beta
     for job in numba.prange(N * H):
         n, h = job // H, job % H
-        t = np.empty((C, W), np.float64)
+        t = np.empty((C, W), x.dtype)
         for c in range(C):
             for w in range(W):
                 t[c, w] = dout[n, c, h, w] * y[n, c, h, w] / s[n, c, h, w]
-        window = np.zeros(W, np.float64)
-        for i in range(min(after, C - 1) + 1):
+        for c in range(C):  # (summing row by row, as in forward, measured slower here)
+            lo, hi = max(0, c - before), min(C - 1, c + after)
             for w in range(W):
-                window[w] += t[i, w]
-        for c in range(C):
-            for w in range(W):
+                acc = t[lo, w]
+                for i in range(lo + 1, hi + 1):
+                    acc += t[i, w]
                 dx[n, c, h, w] = (dout[n, c, h, w] * _inverse_power(s[n, c, h, w], beta)
-                                  - 2.0 * a * beta * x[n, c, h, w] * window[w])
-            enter, leave = c + after + 1, c - before
-            if enter < C:
-                for w in range(W):
-                    window[w] += t[enter, w]
-            if leave >= 0:
-                for w in range(W):
-                    window[w] -= t[leave, w]
+                                  - coef * x[n, c, h, w] * acc)
 
 
 def lrn_backward(dout, x, y, s, size, a, beta):
     """Twin of tinyalex.layers.lrn.lrn_backward."""
     dout = np.ascontiguousarray(dout)
     dx = np.empty_like(dout)
-    _lrn_backward(dout, x, y, s, dx, (size - 1) // 2, size // 2, a, beta)
+    t = dout.dtype.type
+    _lrn_backward(dout, x, y, s, dx, (size - 1) // 2, size // 2, t(a), t(beta))
     return dx

@@ -55,10 +55,10 @@ def reuse_freed_memory() -> bool:
     the paper net's step ran at 19 img/s that way and 23 img/s with freed memory reused
     (the im2col of conv1 alone went from 254 ms to 73 ms). Peak memory is unchanged; the
     process just keeps its high-water mark. Called once on ``import tinyalex``; set
-    TINYALEX_SYSTEM_MALLOC=1 to leave malloc alone. A no-op off glibc. Returns True if
+    TINYALEX_NO_TUNING=1 to leave malloc alone. A no-op off glibc. Returns True if
     applied.
     """
-    if os.environ.get("TINYALEX_SYSTEM_MALLOC", "0") not in ("0", ""):
+    if os.environ.get("TINYALEX_NO_TUNING", "0") not in ("0", ""):
         return False
     try:
         import ctypes

@@ -170,11 +170,18 @@ def step_child(framework: str, arch: str, batch_size: int, num_classes: int,
             "peak_rss_bytes": peak_rss_bytes()}
 
 
-def run_step_in_child(framework: str, args) -> dict:
+def run_step_in_child(framework: str, args, tuned: bool = True) -> dict:
+    """One framework's step in a fresh process. tuned=False runs it with
+    TINYALEX_NO_TUNING=1: the malloc and OpenBLAS settings tinyalex makes on import are
+    left alone, as for a plain PyTorch user."""
     cmd = [sys.executable, "-m", "tinyalex.bench", "_step", "--framework", framework,
            "--arch", args.arch, "--batch-size", str(args.batch_size),
            "--num-classes", str(args.num_classes), "--steps", str(args.steps)]
-    result = subprocess.run(cmd, capture_output=True, text=True)
+    env = dict(os.environ)
+    if not tuned:
+        env["TINYALEX_NO_TUNING"] = "1"
+        env.pop("OPENBLAS_THREAD_TIMEOUT", None)
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if result.returncode != 0:
         raise RuntimeError(f"{framework} step benchmark failed:\n{result.stderr[-2000:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])
@@ -236,7 +243,8 @@ def main(argv=None) -> int:
 
     import numba
     print(f"CPU: {cpu_name()} ({os.cpu_count()} cores); numba threads {numba.get_num_threads()}")
-    print(f"BLAS: {blas_info()}")
+    print(f"BLAS: {blas_info()}; OPENBLAS_THREAD_TIMEOUT="
+          f"{os.environ.get('OPENBLAS_THREAD_TIMEOUT', 'unset')}")
     for var in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"):
         if os.environ.get(var):
             print(f"note: {var}={os.environ[var]} is set; a user's machine would not set it")
@@ -253,15 +261,18 @@ def main(argv=None) -> int:
 
     print(f"\ntraining step (forward, loss, backward, SGD update; median of {args.steps}, "
           "each framework in a fresh process for its peak RSS):")
-    results = [run_step_in_child("tinyalex", args)]
+    rows = [("tinyalex", run_step_in_child("tinyalex", args))]
     if args.compare_torch:
-        results.append(run_step_in_child("torch", args))
-    for r in results:
-        print(f"  {r['framework']:<9} {r['img_per_s']:>7.1f} img/s  "
-              f"({r['seconds']:.2f} s/step)  peak RSS {r['peak_rss_bytes'] / 2**30:.2f} GiB")
+        rows.append(("torch", run_step_in_child("torch", args, tuned=False)))
+        rows.append(("torch + tinyalex's malloc/OpenBLAS settings",
+                     run_step_in_child("torch", args, tuned=True)))
+    for label, r in rows:
+        print(f"  {label:<45} {r['img_per_s']:>6.1f} img/s ({r['seconds']:.2f} s/step)  "
+              f"peak RSS {r['peak_rss_bytes'] / 2**30:.2f} GiB")
     if args.compare_torch:
-        ours, theirs = results
-        print(f"  tinyalex / torch: {ours['img_per_s'] / theirs['img_per_s']:.2f}x the img/s, "
+        ours, theirs, tuned = (r for _, r in rows)
+        print(f"  tinyalex / torch: {ours['img_per_s'] / theirs['img_per_s']:.2f}x the img/s "
+              f"({ours['img_per_s'] / tuned['img_per_s']:.2f}x against the tuned torch), "
               f"{ours['peak_rss_bytes'] / theirs['peak_rss_bytes']:.2f}x the peak RSS")
     return 0
 

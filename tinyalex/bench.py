@@ -187,6 +187,46 @@ def run_step_in_child(framework: str, args, tuned: bool = True) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+# ------------------------------------------------------------------------------ loader
+
+def loader_report(args) -> int:
+    """The background loader (random crop, flip, PCA colour, mean, batching) must deliver
+    at least 3x the images per second the training step eats, or training waits on it.
+    Random uint8 images stand in for a dataset: the work does not depend on the pixels."""
+    import tempfile
+
+    from .data.cache import open_prepared, write_prepared
+    from .data.loader import measure_throughput, train_loader
+
+    rng = np.random.default_rng(0)
+    print(f"CPU: {cpu_name()} ({os.cpu_count()} cores)")
+    print(f"{'images':<8} {'arch':<14} {'loader img/s':>13} {'step img/s':>11} {'ratio':>7}")
+    for size, arch, count in ((64, "alexnet-small", 4096), (256, "alexnet", 768)):
+        with tempfile.TemporaryDirectory() as tmp:
+            images = rng.integers(0, 256, (count, size, size, 3), dtype=np.uint8)
+            labels = rng.integers(0, 100, count).astype(np.int32)
+            path = write_prepared(f"{tmp}/set", images, labels, images[:8], labels[:8],
+                                  {"classes": [f"c{i}" for i in range(100)], "kind": "bench"})
+            loader = train_loader(open_prepared(path), batch_size=args.batch_size)
+            loader_rate = measure_throughput(loader, n_batches=len(loader) - 1)
+            del loader
+        child = argparse_namespace(args, arch=arch)
+        step_rate = run_step_in_child("tinyalex", child)["img_per_s"]
+        print(f"{size:>4} px  {arch:<14} {loader_rate:>13.0f} {step_rate:>11.1f} "
+              f"{loader_rate / step_rate:>6.1f}x")
+    print("the loader keeps up when the ratio is at least 3x (it shares the cores with "
+          "the step)")
+    return 0
+
+
+def argparse_namespace(args, **changes):
+    import argparse
+
+    values = dict(vars(args))
+    values.update(changes)
+    return argparse.Namespace(**values)
+
+
 # ------------------------------------------------------------------------------ report
 
 def format_layers(ours, theirs=None) -> str:
@@ -212,8 +252,9 @@ def format_layers(ours, theirs=None) -> str:
 
 def main(argv=None) -> int:
     p = cli.parser("python -m tinyalex.bench", "Time each layer and the whole training step.")
-    p.add_argument("what", nargs="?", default="step", choices=["step", "_step"],
-                   help="step: layers + training step (the _step form is internal)")
+    p.add_argument("what", nargs="?", default="step", choices=["step", "loader", "_step"],
+                   help="step: layers + training step; loader: the data loader's img/s "
+                        "against the training step's (the _step form is internal)")
     p.add_argument("--arch", default="alexnet", choices=sorted(ARCHITECTURES))
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--num-classes", type=int, default=100)
@@ -232,6 +273,9 @@ def main(argv=None) -> int:
         print(json.dumps(step_child(args.framework, args.arch, args.batch_size,
                                     args.num_classes, args.steps)))
         return 0
+
+    if args.what == "loader":
+        return loader_report(args)
 
     if args.compare_torch:
         try:

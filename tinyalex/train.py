@@ -399,7 +399,8 @@ class Trainer:
         figures.plot_curves(self.metrics, self.out / "curves.png")
         figures.plot_filters(self.net, self.out / "conv1_filters.png")
         if final:
-            figures.nearest_neighbours(self.net, self.prepared, self.out / "neighbours.png")
+            figures.nearest_neighbours(self.net, self.prepared, self.out / "neighbours.png",
+                                       augmenter=self.augmenter)
 
 
 # ---------------------------------------------------------------------------------- main

@@ -136,6 +136,7 @@ def test_divergence_stops_with_a_message_and_keeps_the_last_good_checkpoint(
     (["--data", "/no/such/place"], "does not exist"),
     (["--epochs", "0"], "--epochs"),
     (["--resume", "/no/such/run"], "no checkpoint"),
+    (["--device", "gpu"], "--device gpu"),
 ])
 def test_user_errors_are_one_line_exit_2(tmp_path, args, message):
     r = run([sys.executable, "-m", "tinyalex.train", *args, "--out", str(tmp_path / "o")])

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from .backend import to_numpy
+from .data.cache import fsync_directory
 
 FORMAT = 1
 
@@ -47,11 +48,7 @@ def save(path, params: dict, meta: dict, velocity: dict | None = None,
     finally:
         if tmp.exists():
             tmp.unlink()
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    fsync_directory(path.parent)
     return path
 
 

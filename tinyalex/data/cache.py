@@ -148,12 +148,17 @@ def commit_folder(tmp: Path, final: Path) -> Path:
     if final.exists():
         shutil.rmtree(final)
     os.rename(tmp, final)
-    dir_fd = os.open(final.parent, os.O_RDONLY)
+    fsync_directory(final.parent)
+    return final
+
+
+def fsync_directory(path) -> None:
+    """Make a rename inside ``path`` durable (POSIX: the directory entry is data too)."""
+    dir_fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
-    return final
 
 
 def is_prepared(path) -> bool:

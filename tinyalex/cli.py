@@ -11,17 +11,15 @@ class UserError(Exception):
 
 
 def run(main, argv=None) -> int:
-    """Call main(argv); turn UserError (and the data pipeline's DataError) into exit 2."""
+    """Call main(argv); turn a UserError (the data pipeline's DataError is one) into exit 2."""
     try:
         return main(argv) or 0
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except Exception as err:  # noqa: BLE001 - user errors only; others re-raise below
-        if type(err).__name__ in ("UserError", "DataError"):
-            print(f"error: {err}", file=sys.stderr)
-            return 2
-        raise
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
 
 
 def parser(prog: str, description: str) -> argparse.ArgumentParser:

@@ -44,10 +44,11 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
+from tinyalex.cli import UserError
 from tinyalex.data.subsets import IMAGENETTE_WNIDS, imagenet_classes
 
 
-class DataError(Exception):
+class DataError(UserError):
     """A user mistake about data (missing path, unknown layout, impossible subset...).
 
     CLIs print its message on one line and exit with status 2, without a traceback.

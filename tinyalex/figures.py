@@ -6,6 +6,8 @@
   48, even when conv1 here is one group.
 * ``plot_curves``: training loss per logged step (raw and smoothed), train/val top-1 and
   val top-5 error per epoch, and the learning rate, from a run's ``metrics.jsonl``.
+* ``plot_diagnostics``: activation and gradient RMS per layer and dead ReLUs over steps,
+  from the ``diag`` lines of ``metrics.jsonl`` (``tinyalex.diagnostics``).
 * ``plot_predictions``: Figure 4 (left): validation images with their top-5 classes.
 * ``nearest_neighbours``: Figure 4 (right): for a few validation images, the training
   images whose last-hidden-layer (relu7, 4096-d) codes are closest in Euclidean distance.
@@ -195,6 +197,76 @@ def plot_curves(metrics_path, path) -> Path:
                     transform=ax.transAxes, color="grey")
         ax.grid(alpha=0.3)
     fig.suptitle(f"{Path(metrics_path).parent.name}: {len(rows)} log lines", fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+
+# --------------------------------------------------------------------------- diagnostics
+def _diag_layers(rows, suffix: str) -> list[str]:
+    names = []
+    for r in rows:
+        for k in r:
+            if k.endswith(suffix) and k[: -len(suffix)] not in names:
+                names.append(k[: -len(suffix)])
+    return names
+
+
+def plot_diagnostics(metrics_path, path) -> Path | None:
+    """The ``diag`` lines of a run's metrics.jsonl (``tinyalex.diagnostics``) over steps:
+    per learnable layer the activation RMS (solid) and its input-dependent part (dashed),
+    the weight-gradient RMS and the update/weight ratio, all on log scales; per ReLU the
+    fraction of dead units. Returns None (and draws nothing) when there is no diag line.
+    """
+    rows = [r for r in read_metrics(metrics_path) if r.get("kind") == "diag"]
+    if not rows:
+        return None
+    plt = _pyplot()
+    fig, axes = plt.subplots(2, 2, figsize=(12, 8), dpi=100)
+    (ax_act, ax_grad), (ax_ratio, ax_dead) = axes
+    layers = _diag_layers(rows, ".weight_rms")
+    cmap = plt.get_cmap("viridis")
+    colour = {n: cmap(i / max(len(layers) - 1, 1)) for i, n in enumerate(layers)}
+    mark = dict(marker="o", markersize=3) if len(rows) == 1 else {}
+
+    def draw(ax, key, name, **kw):
+        s, v = _series(rows, "diag", "step", f"{name}.{key}")
+        keep = v > 0  # log scale
+        if keep.any():
+            ax.plot(s[keep], v[keep], color=colour.get(name), **{**mark, **kw})
+
+    for name in layers:
+        draw(ax_act, "act_rms", name, label=name)
+        draw(ax_act, "act_signal", name, linestyle="--", linewidth=0.9)
+        draw(ax_grad, "grad_rms", name, label=name)
+        draw(ax_ratio, "update_ratio", name, label=name)
+    ax_act.set(title="activation RMS after each layer's ReLU (logits for the last)\n"
+                     "solid: all; dashed: the part that varies with the image",
+               xlabel="step", ylabel="RMS")
+    ax_grad.set(title="RMS of dL/dW per layer", xlabel="step", ylabel="RMS")
+    ax_ratio.set(title="update / weight: RMS(v) / RMS(W) per step", xlabel="step",
+                 ylabel="ratio")
+    relus = _diag_layers(rows, ".dead")
+    rcolour = {n: cmap(i / max(len(relus) - 1, 1)) for i, n in enumerate(relus)}
+    for name in relus:
+        s, v = _series(rows, "diag", "step", f"{name}.dead")
+        if len(s):
+            ax_dead.plot(s, 100 * v, color=rcolour[name], label=name, **mark)
+    ax_dead.set(title="dead ReLU units (0 for every example of the batch; conv: per channel)",
+                xlabel="step", ylabel="% of units", ylim=(-3, 103))
+    for ax in (ax_act, ax_grad, ax_ratio):
+        if ax.lines:
+            ax.set_yscale("log")
+    for ax in axes.flat:
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7, ncol=2)
+        if not ax.lines:
+            ax.text(0.5, 0.5, "nothing logged", ha="center", va="center",
+                    transform=ax.transAxes, color="grey")
+        ax.grid(alpha=0.3)
+        ax.title.set_fontsize(9)
+    fig.suptitle(f"{Path(metrics_path).parent.name}: diagnostics, {len(rows)} checks "
+                 f"(steps {rows[0].get('step')}..{rows[-1].get('step')})", fontsize=10)
     fig.tight_layout()
     return _save(fig, path)
 

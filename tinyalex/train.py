@@ -7,7 +7,7 @@
 The loop is the paper's §5: SGD with momentum 0.9 and weight decay 5e-4 on batches of 128
 augmented crops (§4.1), the learning rate divided by 10 when the validation error stops
 improving (three times at most). Every epoch: validation top-1/top-5 error, metrics.jsonl
-and curves.png in the run folder, `last.npz` (also every --checkpoint-every steps) and
+and curves.png (and diagnostics.png, see --diagnostics-every) in the run folder, `last.npz` (also every --checkpoint-every steps) and
 `best.npz`. Ctrl-C saves and stops cleanly; `--resume` continues exactly where it stopped
 (same data order, augmentation and dropout masks: on the CPU the weights come out
 bit-identical to an uninterrupted run).
@@ -38,10 +38,10 @@ DEFAULTS = dict(data=None, subset="100-class", arch=None, epochs=30, batch_size=
                 max_steps=None, init="pytorch", checkpoint_every=500, log_every=20,
                 size=None, cache=None, max_per_class=None, val_max_images=None,
                 pca_std=0.1, pca_scale="paper", no_flip=False, mean_mode="pixel", lrn_convention="paper",
-                patience=1, no_figures=False)
+                patience=1, no_figures=False, diagnostics_every=50, show_diagnostics=False)
 #: What may change when resuming; everything else comes from the checkpoint.
 RESUMABLE = ("epochs", "max_steps", "checkpoint_every", "log_every", "no_figures",
-             "val_max_images")
+             "val_max_images", "diagnostics_every", "show_diagnostics")
 
 
 def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
@@ -100,6 +100,13 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
                    help="save last.npz every N steps (and at every epoch end)")
     g.add_argument("--log-every", type=int, default=d("log_every"), metavar="N",
                    help="write a train line to metrics.jsonl every N steps")
+    g.add_argument("--diagnostics-every", type=int, default=d("diagnostics_every"),
+                   metavar="N",
+                   help="at step 1 and every N steps write a 'diag' line to metrics.jsonl "
+                        "(activation and gradient RMS per layer, dead ReLUs; "
+                        "diagnostics.png); 0 turns it off")
+    g.add_argument("--show-diagnostics", action="store_true", default=d("show_diagnostics"),
+                   help="also print each diag line as a compact table row")
     g.add_argument("--val-max-images", type=int, default=d("val_max_images"), metavar="N",
                    help="validate on the first N validation images only")
     g.add_argument("--no-figures", action="store_true", default=d("no_figures"),
@@ -178,6 +185,8 @@ def check_config(cfg: dict) -> None:
                 "val_max_images", "size"):
         if cfg.get(key) is not None and cfg[key] < 1:
             raise cli.UserError(f"--{key.replace('_', '-')} must be at least 1")
+    if cfg.get("diagnostics_every", 0) < 0:
+        raise cli.UserError("--diagnostics-every must be at least 0 (0 turns it off)")
     if not cfg["lr"] > 0:
         raise cli.UserError("--lr must be positive")
     if cfg["device"] == "gpu":
@@ -274,6 +283,7 @@ class Trainer:
                                 f"full batch of {cfg['batch_size']}; lower --batch-size")
         self.val_loader = eval_loader(prepared, self.augmenter, batch_size=cfg["batch_size"])
         self.metrics = out / "metrics.jsonl"
+        self._diag_header_shown = False
 
     # -- checkpoints
     def meta(self) -> dict:
@@ -322,6 +332,8 @@ class Trainer:
                     self.opt.step(self.net.grads)
                     self.step += 1
                     self.batch += 1
+                    if self.diagnostics_due():
+                        self.write_diagnostics(epoch, logits)
                     correct = int(topk_correct(to_numpy(logits), y, 1).sum())
                     window_loss += loss * len(y)
                     window_correct += correct
@@ -366,6 +378,24 @@ class Trainer:
         self.figures(final=True)
         return 0
 
+    def diagnostics_due(self) -> bool:
+        every = self.cfg.get("diagnostics_every", DEFAULTS["diagnostics_every"])
+        return bool(every) and (self.step == 1 or self.step % every == 0)
+
+    def write_diagnostics(self, epoch: int, logits) -> None:
+        """After the update: read-only (no RNG, nothing training uses), so exact resume
+        and the weights are the same with or without it."""
+        from .diagnostics import diagnostics, format_header, format_row
+
+        diag = diagnostics(self.net, logits, self.opt)
+        append_jsonl(self.metrics, {"kind": "diag", "epoch": epoch, "step": self.step,
+                                    **diag, "time": time.time()})
+        if self.cfg.get("show_diagnostics"):
+            if not self._diag_header_shown:
+                self.log(format_header(diag))
+                self._diag_header_shown = True
+            self.log(format_row(diag, self.step))
+
     def validate(self, epoch, loss_sum, correct, n, t_epoch, partial=False) -> None:
         max_batches = None
         if self.cfg["val_max_images"]:
@@ -402,6 +432,7 @@ class Trainer:
         from . import figures
 
         figures.plot_curves(self.metrics, self.out / "curves.png")
+        figures.plot_diagnostics(self.metrics, self.out / "diagnostics.png")  # if diag lines
         figures.plot_filters(self.net, self.out / "conv1_filters.png")
         if final:
             figures.nearest_neighbours(self.net, self.prepared, self.out / "neighbours.png",

@@ -38,7 +38,7 @@ DEFAULTS = dict(data=None, subset="100-class", arch=None, epochs=30, batch_size=
                 max_steps=None, init="pytorch", checkpoint_every=500, log_every=20,
                 size=None, cache=None, max_per_class=None, val_max_images=None,
                 pca_std=0.1, pca_scale="paper", no_flip=False, mean_mode="pixel", lrn_convention="paper",
-                patience=1, no_figures=False, diagnostics_every=50, show_diagnostics=False)
+                patience=3, no_figures=False, diagnostics_every=50, show_diagnostics=False)
 #: What may change when resuming; everything else comes from the checkpoint.
 RESUMABLE = ("epochs", "max_steps", "checkpoint_every", "log_every", "no_figures",
              "val_max_images", "diagnostics_every", "show_diagnostics")
@@ -84,7 +84,9 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
     g.add_argument("--momentum", type=float, default=d("momentum"))
     g.add_argument("--weight-decay", type=float, default=d("weight_decay"))
     g.add_argument("--patience", type=int, default=d("patience"),
-                   help="epochs without validation improvement before lr /= 10")
+                   help="epochs without validation improvement before lr /= 10 (3: a "
+                        "patience of 1 cut the lr during the first epochs' plateau on "
+                        "Tiny-100, before anything was learnt)")
     g.add_argument("--seed", type=int, default=d("seed"))
     g.add_argument("--device", choices=["cpu", "gpu"], default=d("device"),
                    help="gpu needs CuPy (pip install 'tinyalex[gpu]') and an NVIDIA GPU")

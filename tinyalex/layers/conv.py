@@ -165,7 +165,9 @@ class Conv2D(Layer):
                     cols[g * Kg:(g + 1) * Kg] = Wg[g].T @ dout_r[g * Fg:(g + 1) * Fg]
                 dx[chunk] = col2im(cols, x[chunk].shape, k, k, s, p)
         self.grads["W"] = dW.reshape(self.params["W"].shape)
-        self.grads["b"] = dout.sum(axis=(0, 2, 3))
+        # float64 accumulation: a float32 sum of N*OH*OW nearly cancelling terms loses
+        # digits (measured ~2x further from a float64 run than PyTorch's bias grads)
+        self.grads["b"] = dout.sum(axis=(0, 2, 3), dtype="float64").astype(dout.dtype)
         return dx
 
     def __repr__(self):

@@ -30,7 +30,7 @@ class Linear(Layer):
     def backward(self, dout):
         x = self.cache
         self.grads["W"] = dout.T @ x
-        self.grads["b"] = dout.sum(axis=0)
+        self.grads["b"] = dout.sum(axis=0, dtype="float64").astype(dout.dtype)  # as in Conv2D
         return dout @ self.params["W"]
 
     def output_shape(self, input_shape):

@@ -251,10 +251,19 @@ def format_layers(ours, theirs=None) -> str:
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "twin" in argv:  # its own options: see tinyalex/twin.py
+        from . import twin
+
+        argv.remove("twin")
+        return twin.main(argv)
     p = cli.parser("python -m tinyalex.bench", "Time each layer and the whole training step.")
-    p.add_argument("what", nargs="?", default="step", choices=["step", "loader", "_step"],
+    p.add_argument("what", nargs="?", default="step", choices=["step", "loader", "twin", "_step"],
                    help="step: layers + training step; loader: the data loader's img/s "
-                        "against the training step's (the _step form is internal)")
+                        "against the training step's; twin: train tinyalex and its PyTorch "
+                        "twin on the same batches, compare val error and time per epoch "
+                        "(its own options: python -m tinyalex.bench twin --help; the _step "
+                        "form is internal)")
     p.add_argument("--arch", default="alexnet", choices=sorted(ARCHITECTURES))
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--num-classes", type=int, default=100)

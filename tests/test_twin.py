@@ -1,0 +1,96 @@
+"""python -m tinyalex.bench twin: tinyalex and its PyTorch twin trained side by side on a
+tiny class-coloured prepared set (the numbers are not judged, only their shape; the
+accuracy comparison is read off real-data runs)."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch", reason="the twin is PyTorch (pip install torch==2.13.0)")
+
+from tinyalex import twin  # noqa: E402
+from tinyalex.data.cache import open_prepared, write_prepared  # noqa: E402
+
+CLASSES, TRAIN, VAL, SIZE = 4, 16, 8, 40  # 35-px crops: the smallest alexnet-mini takes
+COLOURS = np.array([[220, 40, 40], [40, 220, 40], [40, 40, 220], [220, 220, 40]])
+
+
+def _images(rng, per_class):
+    labels = np.repeat(np.arange(CLASSES), per_class).astype(np.int32)
+    noise = rng.integers(-30, 31, (len(labels), SIZE, SIZE, 3))
+    images = np.clip(COLOURS[labels][:, None, None, :] + noise, 0, 255).astype(np.uint8)
+    return images, labels
+
+
+@pytest.fixture(scope="module")
+def tiny_set(tmp_path_factory):
+    rng = np.random.default_rng(0)
+    train_x, train_y = _images(rng, TRAIN)
+    val_x, val_y = _images(rng, VAL)
+    path = tmp_path_factory.mktemp("twin") / "tiny"
+    return write_prepared(path, train_x, train_y, val_x, val_y,
+                          {"classes": [f"c{i}" for i in range(CLASSES)], "kind": "test"})
+
+
+def _check(report, epochs):
+    assert len(report["epochs"]) == epochs
+    for k, row in enumerate(report["epochs"], 1):
+        assert row["epoch"] == k
+        for fw in ("tinyalex", "torch"):
+            r = row[fw]
+            for key in ("val_top1_err", "val_top5_err", "train_top1_err"):
+                assert 0 <= r[key] <= 1
+            assert r["val_top5_err"] <= r["val_top1_err"]
+            assert r["train_seconds"] > 0 and np.isfinite(r["train_loss"])
+            assert r["val_n"] == CLASSES * VAL
+        assert row["top1_diff_points"] == pytest.approx(
+            100 * (row["tinyalex"]["val_top1_err"] - row["torch"]["val_top1_err"]))
+    assert report["within_target"] == (not report["failed_epochs"])
+
+
+def test_run_twin_reports_both_frameworks_per_epoch(tiny_set):
+    lines = []
+    report = twin.run_twin(open_prepared(tiny_set), arch="alexnet-mini", epochs=2,
+                           batch_size=8, progress=False, log=lines.append)
+    _check(report, 2)
+    assert report["config"]["batches_per_epoch"] == CLASSES * TRAIN // 8
+    assert len(lines) == 1 + 1 + 2  # intro, header, one row per epoch
+    text = twin.format_report(report)
+    assert "tinyalex" in text and "torch" in text and "target" in text
+
+
+def test_without_dropout_the_twins_follow_the_same_trajectory(tiny_set):
+    """No dropout: the same weights, batches and update rule give the same training losses
+    (up to float32 rounding of two different kernel libraries)."""
+    report = twin.run_twin(open_prepared(tiny_set), arch="alexnet-mini", epochs=1,
+                           batch_size=8, dropout=0.0, progress=False, log=lambda _: None,
+                           warmup=False)
+    _check(report, 1)
+    for row in report["epochs"]:
+        ours, theirs = row["tinyalex"], row["torch"]
+        assert ours["train_loss"] == pytest.approx(theirs["train_loss"], rel=1e-3, abs=1e-4)
+        assert ours["val_loss"] == pytest.approx(theirs["val_loss"], rel=1e-3, abs=1e-4)
+
+
+def test_cli_prints_the_table_and_writes_json(tiny_set, tmp_path):
+    out = tmp_path / "twin.json"
+    r = subprocess.run([sys.executable, "-m", "tinyalex.bench", "twin", "--data", str(tiny_set),
+                        "--arch", "alexnet-mini", "--epochs", "2", "--batch-size", "8",
+                        "--no-progress", "--out", str(out)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "tinyalex" in r.stdout and "torch (twin)" in r.stdout and "epoch" in r.stdout
+    assert "target (tinyalex's val top-1 error" in r.stdout
+    report = json.loads(out.read_text())
+    _check(report, 2)
+
+
+@pytest.mark.parametrize("bad", [["--epochs", "0"], ["--lr", "0"], ["--dropout", "1"]])
+def test_cli_user_error_is_one_line_exit_2(tiny_set, bad):
+    r = subprocess.run([sys.executable, "-m", "tinyalex.bench", "twin", "--data", str(tiny_set),
+                        *bad], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2
+    assert r.stderr.startswith("error:") and len(r.stderr.strip().splitlines()) == 1

@@ -1,0 +1,382 @@
+"""``python -m tinyalex.bench twin``: train tinyalex and its PyTorch twin side by side.
+
+The twin is ``interop.to_torch`` of the very net tinyalex starts from (same layers, same
+freshly initialised weights). Both are trained with the same rule, SGD with momentum 0.9
+and weight decay 5e-4 at a constant learning rate: tinyalex's ``optim.SGD`` (the paper's
+v <- m*v - wd*lr*w - lr*g) and ``torch.optim.SGD`` (b <- m*b + g + wd*w, w <- w - lr*b),
+the same trajectory while lr stays constant (see interop's module doc), which it does
+here (no schedule).
+
+Both eat the same batches: tinyalex's own training loader is played once per epoch and
+every batch (crops, flips, PCA colour, order) goes to tinyalex, then to torch. Each net
+draws its own dropout masks (tinyalex's Dropout seeded per step as in train.py, torch's
+nn.Dropout from torch's generator seeded with --seed), so the two runs are two draws of
+the same training, not one computation twice. After every epoch both are evaluated on
+the same validation batches (centre crop; torch in eval mode, no grad) with the same
+metric code.
+
+Time: each framework's training time is the sum of its own step times (forward, loss,
+backward, update), so alternating the two does not bill one for the other; the loader
+works in its background thread for both. One throw-away step of each on zeros first
+compiles the kernels and warms the allocators, so epoch 1 is not billed for it.
+
+The target (the issue's): tinyalex's val top-1 error is at most the twin's plus 1 point
+at every epoch.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import cli
+from .backend import to_numpy
+from .layers import SoftmaxCrossEntropy
+from .layers.loss import log_softmax
+from .metrics import topk_correct
+from .net import ARCHITECTURES, INITS, build, train_step
+from .optim import SGD
+
+#: tinyalex's val top-1 error may exceed the twin's by at most this much, at every epoch.
+TARGET_POINTS = 1.0
+FRAMEWORKS = ("tinyalex", "torch")
+
+
+def import_torch():
+    try:
+        import torch
+    except ImportError:
+        raise cli.UserError("bench twin needs PyTorch: pip install torch==2.13.0 (the CPU "
+                            "build; torch is never a runtime dependency)") from None
+    return torch
+
+
+# ------------------------------------------------------------------------------ pieces
+
+class Scores:
+    """Running validation loss / top-1 / top-5 of one net (as metrics.evaluate_net)."""
+
+    def __init__(self):
+        self.n = self.top1 = self.top5 = 0
+        self.loss_sum = 0.0
+
+    def add(self, logits, y) -> None:
+        logp = to_numpy(log_softmax(to_numpy(logits))).astype(np.float64)
+        y = np.asarray(to_numpy(y)).astype(np.int64)
+        self.loss_sum += float(-logp[np.arange(len(y)), y].sum())
+        self.top1 += int(topk_correct(logp, y, 1).sum())
+        self.top5 += int(topk_correct(logp, y, 5).sum())
+        self.n += len(y)
+
+    def result(self) -> dict:
+        if self.n == 0:
+            raise ValueError("nothing to evaluate: the loader gave no images")
+        return {"val_top1_err": 1 - self.top1 / self.n, "val_top5_err": 1 - self.top5 / self.n,
+                "val_loss": self.loss_sum / self.n, "val_n": self.n}
+
+
+def evaluate_both(net, model, val_loader, max_images: int | None = None) -> dict:
+    """Both nets in test mode on the same validation batches (at most max_images images)."""
+    torch = import_torch()
+    scores = {"tinyalex": Scores(), "torch": Scores()}
+    model.eval()
+    seen = 0
+    try:
+        with torch.no_grad(), val_loader.iter_epoch(0) as batches:
+            for x, y in batches:
+                if max_images is not None:
+                    if seen >= max_images:
+                        break
+                    x, y = x[:max_images - seen], y[:max_images - seen]
+                seen += len(y)
+                scores["tinyalex"].add(net.forward(x, train=False), y)
+                out = model(torch.from_numpy(np.ascontiguousarray(x)))
+                scores["torch"].add(out.numpy(), y)
+    finally:
+        model.train()
+    return {name: s.result() for name, s in scores.items()}
+
+
+def make_twins(arch: str, num_classes: int, crop: int, init: str = "pytorch", seed: int = 0,
+               dropout: float = 0.5, lr: float = 0.01, momentum: float = 0.9,
+               weight_decay: float = 5e-4):
+    """(net, opt, model, torch_opt): a fresh tinyalex net and its torch twin, same weights."""
+    torch = import_torch()
+    kwargs = {"dropout": dropout}
+    if arch != "alexnet":
+        kwargs["input_size"] = crop
+    elif crop != 227:
+        raise cli.UserError(f"--arch alexnet needs 227-px crops of 256-px images; this data "
+                            f"gives {crop}-px crops (use alexnet-small)")
+    net = build(arch, num_classes, seed=seed, init=init, **kwargs)
+    opt = SGD(net.params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    model = to_torch_twin(net)
+    model.train()
+    topt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum,
+                           weight_decay=weight_decay)
+    return net, opt, model, topt
+
+
+def to_torch_twin(net):
+    from .interop import to_torch
+
+    return to_torch(net)
+
+
+def warm_up(net, model, batch_size: int, num_classes: int) -> None:
+    """One step of each on zeros, on throw-away copies (kernels compiled, allocators warm)."""
+    torch = import_torch()
+    x = np.zeros((batch_size,) + net.input_shape, dtype=np.float32)
+    y = (np.arange(batch_size) % num_classes).astype(np.int32)
+    scratch = copy.deepcopy(net)
+    train_step(scratch, SoftmaxCrossEntropy(), x, y)
+    scratch_model = copy.deepcopy(model)
+    torch.nn.functional.cross_entropy(scratch_model(torch.from_numpy(x)),
+                                      torch.from_numpy(y.astype(np.int64))).backward()
+
+
+def run_twin(prepared, arch: str = "alexnet-small", epochs: int = 5, batch_size: int = 128,
+             lr: float = 0.01, init: str = "pytorch", seed: int = 0,
+             val_max_images: int | None = None, dropout: float = 0.5,
+             momentum: float = 0.9, weight_decay: float = 5e-4, progress: bool = True,
+             log=print, warmup: bool = True) -> dict:
+    """Train tinyalex and its torch twin on the same batches; return the report (a dict:
+    "config", "epochs" [{"epoch", "tinyalex": {...}, "torch": {...}, "top1_diff_points"}],
+    "within_target", "failed_epochs", "totals"). ``log`` gets the table rows as they come."""
+    from tqdm import tqdm
+
+    from .data.augment import Augmenter
+    from .data.loader import eval_loader, train_loader
+    from .train import seed_dropout
+
+    torch = import_torch()
+    if epochs < 1 or batch_size < 1:
+        raise cli.UserError("--epochs and --batch-size must be at least 1")
+    if not lr > 0:
+        raise cli.UserError("--lr must be positive")
+    if val_max_images is not None and val_max_images < 1:
+        raise cli.UserError("--val-max-images must be at least 1")
+    if not 0 <= dropout < 1:
+        raise cli.UserError("--dropout must be in [0, 1)")
+    torch.set_num_threads(os.cpu_count() or 1)
+    torch.manual_seed(seed)
+
+    augmenter = Augmenter.from_prepared(prepared)  # train.py's defaults: paper §4.1
+    num_classes = prepared.num_classes
+    net, opt, model, topt = make_twins(arch, num_classes, augmenter.crop, init=init, seed=seed,
+                                       dropout=dropout, lr=lr, momentum=momentum,
+                                       weight_decay=weight_decay)
+    loader = train_loader(prepared, augmenter, batch_size=batch_size, seed=seed)
+    n_batches = len(loader)
+    if n_batches == 0:
+        raise cli.UserError(f"{len(prepared.train_labels)} training images make no full batch "
+                            f"of {batch_size}; lower --batch-size")
+    val_loader = eval_loader(prepared, augmenter, batch_size=batch_size)
+    loss_fn = SoftmaxCrossEntropy()
+    criterion = torch.nn.CrossEntropyLoss()
+    if warmup:
+        warm_up(net, model, batch_size, num_classes)
+
+    config = {"arch": arch, "num_classes": num_classes, "crop": augmenter.crop,
+              "epochs": epochs, "batch_size": batch_size, "batches_per_epoch": n_batches,
+              "lr": lr, "momentum": momentum, "weight_decay": weight_decay, "init": init,
+              "seed": seed, "dropout": dropout, "val_max_images": val_max_images,
+              "data": str(prepared.path), "data_kind": prepared.meta.get("kind"),
+              "train_images": int(len(prepared.train_labels)),
+              "optimizer": {"tinyalex": "tinyalex.optim.SGD (paper rule)",
+                            "torch": "torch.optim.SGD"},
+              "threads": {"cpu_count": os.cpu_count(), "torch": torch.get_num_threads()},
+              "target": f"tinyalex val top-1 error <= torch's + {TARGET_POINTS:g} point "
+                        "at every epoch"}
+    log(f"twin: {arch} ({net.num_params():,} parameters, init {init}, dropout {dropout:g}) "
+        f"on {num_classes} classes, {n_batches} batches of {batch_size} per epoch, "
+        f"{epochs} epochs, lr {lr:g}, momentum {momentum:g}, weight decay {weight_decay:g}; "
+        f"torch {torch.__version__} with {torch.get_num_threads()} threads")
+    log(format_header())
+
+    rows = []
+    step = 0
+    for epoch in range(epochs):
+        seconds = {"tinyalex": 0.0, "torch": 0.0}
+        loss_sum = {"tinyalex": 0.0, "torch": 0.0}
+        correct = {"tinyalex": 0, "torch": 0}
+        n = 0
+        bar = tqdm(total=n_batches, desc=f"epoch {epoch + 1}/{epochs}", unit="batch",
+                   leave=False, dynamic_ncols=True, disable=not progress)
+        with loader.iter_epoch(epoch) as batches:
+            for x, y in batches:
+                seed_dropout(net, seed, step)
+                t0 = time.perf_counter()
+                loss, logits = train_step(net, loss_fn, x, y)
+                opt.step(net.grads)
+                loss = float(loss)
+                seconds["tinyalex"] += time.perf_counter() - t0
+
+                t0 = time.perf_counter()
+                xt = torch.from_numpy(x)
+                yt = torch.from_numpy(y.astype(np.int64))
+                topt.zero_grad(set_to_none=True)
+                out = model(xt)
+                tloss = criterion(out, yt)
+                tloss.backward()
+                topt.step()
+                tloss = float(tloss.detach())
+                seconds["torch"] += time.perf_counter() - t0
+
+                step += 1
+                n += len(y)
+                loss_sum["tinyalex"] += loss * len(y)
+                loss_sum["torch"] += tloss * len(y)
+                correct["tinyalex"] += int(topk_correct(to_numpy(logits), y, 1).sum())
+                correct["torch"] += int(topk_correct(out.detach().numpy(), y, 1).sum())
+                bar.update(1)
+                bar.set_postfix(tinyalex=f"{loss:.3f}", torch=f"{tloss:.3f}")
+        bar.close()
+        t0 = time.perf_counter()
+        val = evaluate_both(net, model, val_loader, val_max_images)
+        eval_seconds = time.perf_counter() - t0
+        row = {"epoch": epoch + 1, "step": step, "eval_seconds": eval_seconds}
+        for fw in FRAMEWORKS:
+            row[fw] = {"train_loss": loss_sum[fw] / n, "train_top1_err": 1 - correct[fw] / n,
+                       **val[fw], "train_seconds": seconds[fw],
+                       "img_per_s": n / seconds[fw] if seconds[fw] > 0 else float("nan")}
+        row["top1_diff_points"] = 100 * (row["tinyalex"]["val_top1_err"]
+                                         - row["torch"]["val_top1_err"])
+        rows.append(row)
+        log(format_row(row))
+
+    failed = [r["epoch"] for r in rows if not r["top1_diff_points"] <= TARGET_POINTS]
+    totals = {fw: sum(r[fw]["train_seconds"] for r in rows) for fw in FRAMEWORKS}
+    return {"config": config, "epochs": rows, "within_target": not failed,
+            "failed_epochs": failed, "totals": {"train_seconds": totals,
+                                                "torch_over_tinyalex_time":
+                                                    totals["torch"] / totals["tinyalex"]
+                                                    if totals["tinyalex"] > 0 else None}}
+
+
+# ------------------------------------------------------------------------------ report
+
+_COLS = f"{'loss':>7} {'top-1':>6} {'top-5':>6} {'train s':>8}"
+
+
+def format_header() -> str:
+    width = len(_COLS)
+    return "\n".join([
+        f"{'':>5} | {'tinyalex':^{width}} | {'torch (twin)':^{width}} | {'top-1':>6}",
+        f"{'epoch':>5} | {_COLS} | {_COLS} | {'diff':>6}",
+        "-" * (5 + 2 * width + 6 + 9 + 3),
+    ])
+
+
+def _cells(r: dict) -> str:
+    return (f"{r['train_loss']:>7.3f} {r['val_top1_err']:>6.1%} {r['val_top5_err']:>6.1%} "
+            f"{r['train_seconds']:>8.1f}")
+
+
+def format_row(row: dict) -> str:
+    return (f"{row['epoch']:>5} | {_cells(row['tinyalex'])} | {_cells(row['torch'])} | "
+            f"{row['top1_diff_points']:>+6.1f}")
+
+
+def format_summary(report: dict) -> str:
+    rows = report["epochs"]
+    diffs = ", ".join(f"{r['epoch']}: {r['top1_diff_points']:+.1f}" for r in rows)
+    t = report["totals"]["train_seconds"]
+    ratio = report["totals"]["torch_over_tinyalex_time"]
+    verdict = ("MET" if report["within_target"] else
+               "NOT MET at epoch(s) " + ", ".join(map(str, report["failed_epochs"])))
+    lines = [
+        "loss = mean training loss of the epoch; top-1 / top-5 = validation error (centre "
+        "crop); train s = the sum of that framework's step times",
+        f"val top-1 error difference, tinyalex - torch, in points, per epoch: {diffs}",
+        f"target (tinyalex's val top-1 error at most the twin's + {TARGET_POINTS:g} point at "
+        f"every epoch): {verdict}",
+    ]
+    if ratio is not None:
+        lines.append(f"training time: tinyalex {t['tinyalex']:.1f} s, torch {t['torch']:.1f} s "
+                     f"(torch / tinyalex = {ratio:.2f}x)")
+    return "\n".join(lines)
+
+
+def format_report(report: dict) -> str:
+    return "\n".join([format_header(), *map(format_row, report["epochs"]),
+                      format_summary(report)])
+
+
+def write_json(report: dict, path) -> Path:
+    path = Path(path)
+    if path.parent != Path(""):
+        path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(_jsonable(report), indent=1))
+    return path
+
+
+def _jsonable(value):
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+# --------------------------------------------------------------------------------- CLI
+
+def build_parser():
+    from .data.find import add_data_arguments
+
+    p = cli.parser("python -m tinyalex.bench twin",
+                   "Train tinyalex and its PyTorch twin (same initial weights, same loader "
+                   "batches, SGD momentum 0.9, weight decay 5e-4) and compare validation "
+                   "error and training time per epoch.")
+    add_data_arguments(p)
+    p.add_argument("--arch", choices=sorted(ARCHITECTURES), default=None,
+                   help="default: alexnet for 256-px images, alexnet-small for smaller")
+    p.add_argument("--epochs", type=int, default=5)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--lr", type=float, default=0.01, help="learning rate (constant)")
+    p.add_argument("--init", choices=sorted(INITS), default="pytorch")
+    p.add_argument("--dropout", type=float, default=0.5,
+                   help="dropout probability of fc6/fc7 in both nets (0 turns it off)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="init, data order/augmentation, tinyalex's and torch's dropout")
+    p.add_argument("--val-max-images", type=int, default=None, metavar="N",
+                   help="validate on the first N validation images only")
+    p.add_argument("--out", default=None, metavar="FILE", help="also write the report as JSON")
+    p.add_argument("--no-progress", action="store_true", help="no tqdm bars")
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    for key in ("epochs", "batch_size", "max_per_class", "val_max_images", "size"):
+        value = getattr(args, key)
+        if value is not None and value < 1:
+            raise cli.UserError(f"--{key.replace('_', '-')} must be at least 1")
+    if not args.lr > 0:
+        raise cli.UserError("--lr must be positive")
+    if not 0 <= args.dropout < 1:
+        raise cli.UserError("--dropout must be in [0, 1)")
+    import_torch()
+
+    from tqdm import tqdm
+
+    from .data.find import resolve_from_args
+
+    prepared = resolve_from_args(args, log=tqdm.write)
+    arch = args.arch or ("alexnet" if prepared.image_size >= 256 else "alexnet-small")
+    report = run_twin(prepared, arch=arch, epochs=args.epochs, batch_size=args.batch_size,
+                      lr=args.lr, init=args.init, seed=args.seed,
+                      val_max_images=args.val_max_images, dropout=args.dropout,
+                      progress=not args.no_progress, log=tqdm.write)
+    print(format_summary(report))
+    if args.out:
+        print(f"wrote {write_json(report, args.out)}")
+    return 0

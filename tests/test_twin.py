@@ -14,7 +14,7 @@ torch = pytest.importorskip("torch", reason="the twin is PyTorch (pip install to
 from tinyalex import twin  # noqa: E402
 from tinyalex.data.cache import open_prepared, write_prepared  # noqa: E402
 
-CLASSES, TRAIN, VAL, SIZE = 4, 16, 8, 40  # 35-px crops: the smallest alexnet-mini takes
+CLASSES, TRAIN, VAL, SIZE = 4, 8, 4, 40  # 35-px crops: the smallest alexnet-mini takes
 COLOURS = np.array([[220, 40, 40], [40, 220, 40], [40, 40, 220], [220, 220, 40]])
 
 
@@ -35,7 +35,7 @@ def tiny_set(tmp_path_factory):
                           {"classes": [f"c{i}" for i in range(CLASSES)], "kind": "test"})
 
 
-def _check(report, epochs):
+def _check(report, epochs, val_n=CLASSES * VAL):
     assert len(report["epochs"]) == epochs
     for k, row in enumerate(report["epochs"], 1):
         assert row["epoch"] == k
@@ -45,7 +45,7 @@ def _check(report, epochs):
                 assert 0 <= r[key] <= 1
             assert r["val_top5_err"] <= r["val_top1_err"]
             assert r["train_seconds"] > 0 and np.isfinite(r["train_loss"])
-            assert r["val_n"] == CLASSES * VAL
+            assert r["val_n"] == val_n
         assert row["top1_diff_points"] == pytest.approx(
             100 * (row["tinyalex"]["val_top1_err"] - row["torch"]["val_top1_err"]))
     assert report["within_target"] == (not report["failed_epochs"])
@@ -54,8 +54,9 @@ def _check(report, epochs):
 def test_run_twin_reports_both_frameworks_per_epoch(tiny_set):
     lines = []
     report = twin.run_twin(open_prepared(tiny_set), arch="alexnet-mini", epochs=2,
-                           batch_size=8, progress=False, log=lines.append)
-    _check(report, 2)
+                           batch_size=8, val_max_images=10, progress=False,
+                           log=lines.append)
+    _check(report, 2, val_n=10)  # the first 10 validation images: a batch and a slice
     assert report["config"]["batches_per_epoch"] == CLASSES * TRAIN // 8
     assert len(lines) == 1 + 1 + 2  # intro, header, one row per epoch
     text = twin.format_report(report)

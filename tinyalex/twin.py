@@ -196,7 +196,7 @@ def run_twin(prepared, arch: str = "alexnet-small", epochs: int = 5, batch_size:
                         "at every epoch"}
     log(f"twin: {arch} ({net.num_params():,} parameters, init {init}, dropout {dropout:g}) "
         f"on {num_classes} classes, {n_batches} batches of {batch_size} per epoch, "
-        f"{epochs} epochs, lr {lr:g}, momentum {momentum:g}, weight decay {weight_decay:g}; "
+        f"{epochs} epoch{'s' if epochs != 1 else ''}, lr {lr:g}, momentum {momentum:g}, weight decay {weight_decay:g}; "
         f"torch {torch.__version__} with {torch.get_num_threads()} threads")
     log(format_header())
 
@@ -246,8 +246,8 @@ def run_twin(prepared, arch: str = "alexnet-small", epochs: int = 5, batch_size:
             row[fw] = {"train_loss": loss_sum[fw] / n, "train_top1_err": 1 - correct[fw] / n,
                        **val[fw], "train_seconds": seconds[fw],
                        "img_per_s": n / seconds[fw] if seconds[fw] > 0 else float("nan")}
-        row["top1_diff_points"] = 100 * (row["tinyalex"]["val_top1_err"]
-                                         - row["torch"]["val_top1_err"])
+        diff = 100 * (row["tinyalex"]["val_top1_err"] - row["torch"]["val_top1_err"])
+        row["top1_diff_points"] = round(diff, 9) + 0.0  # no "-0.0" for equal errors
         rows.append(row)
         log(format_row(row))
 

@@ -6,7 +6,10 @@ In CI (CI=true) a missing real-data folder is an error, never a skip.
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
+
+from tinyalex.data.cache import write_prepared
 
 
 def pytest_addoption(parser):
@@ -23,3 +26,22 @@ def real_data(request) -> Path:
     if os.environ.get("CI"):
         pytest.fail(f"real data folder not found (--real-data / TINYALEX_REAL_DATA = {value!r})")
     pytest.skip("no real data: pass --real-data PATH or set TINYALEX_REAL_DATA")
+
+
+@pytest.fixture(scope="session")
+def tiny_prepared(tmp_path_factory) -> Path:
+    """4 classes x 16 training / 4 validation 64-px images whose colour tells the class."""
+    rng = np.random.default_rng(0)
+    colours = np.array([[200, 40, 40], [40, 200, 40], [40, 40, 200], [200, 200, 40]])
+
+    def images(n_per_class):
+        labels = np.repeat(np.arange(4), n_per_class)
+        noise = rng.integers(-60, 60, (len(labels), 64, 64, 3))
+        return np.clip(colours[labels][:, None, None, :] + noise, 0, 255).astype(np.uint8), labels
+
+    train_x, train_y = images(16)
+    val_x, val_y = images(4)
+    path = tmp_path_factory.mktemp("data") / "prepared"
+    meta = {"classes": ["c0", "c1", "c2", "c3"], "names": ["red", "green", "blue", "yellow"],
+            "kind": "test", "source": "tests", "subset": "all"}
+    return write_prepared(path, train_x, train_y, val_x, val_y, meta)

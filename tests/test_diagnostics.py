@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 
 from tinyalex import checkpoint
-from tinyalex.data.cache import write_prepared
 from tinyalex.diagnostics import diagnostics, format_header, format_row, relu_stats
 from tinyalex.figures import plot_diagnostics
 from tinyalex.layers import Linear, ReLU, SoftmaxCrossEntropy
@@ -82,25 +81,6 @@ def test_dead_fraction_all_negative_all_positive_and_per_channel():
     y[2, 1, 3, 4] = 0.5
     dead, zero = relu_stats(y)
     assert dead == pytest.approx(2 / 3) and zero == pytest.approx(1 - 1 / y.size)
-
-
-@pytest.fixture(scope="module")
-def tiny_prepared(tmp_path_factory) -> Path:
-    """4 classes x 16 training / 4 validation 64-px images whose colour tells the class."""
-    rng = np.random.default_rng(0)
-    colours = np.array([[200, 40, 40], [40, 200, 40], [40, 40, 200], [200, 200, 40]])
-
-    def images(n_per_class):
-        labels = np.repeat(np.arange(4), n_per_class)
-        noise = rng.integers(-60, 60, (len(labels), 64, 64, 3))
-        return np.clip(colours[labels][:, None, None, :] + noise, 0, 255).astype(np.uint8), labels
-
-    train_x, train_y = images(16)
-    val_x, val_y = images(4)
-    meta = {"classes": ["c0", "c1", "c2", "c3"], "names": ["red", "green", "blue", "yellow"],
-            "kind": "test", "source": "tests", "subset": "all"}
-    return write_prepared(tmp_path_factory.mktemp("data") / "prepared", train_x, train_y,
-                          val_x, val_y, meta)
 
 
 def train(data: Path, out: Path, *extra):

@@ -21,6 +21,30 @@ def topk_correct(scores, labels, k: int) -> np.ndarray:
     return (top == labels[:, None]).any(axis=1)
 
 
+class Scores:
+    """Running mean loss and top-1 / top-5 errors over batches of (scores, labels)."""
+
+    def __init__(self):
+        self.n = self.top1 = self.top5 = 0
+        self.loss_sum = 0.0
+
+    def add(self, logp, y) -> None:
+        """logp (B, K) log-probabilities (NumPy or CuPy), y (B,) labels."""
+        logp = to_numpy(logp).astype(np.float64)
+        y = to_numpy(y).astype(np.int64)
+        self.loss_sum += float(-logp[np.arange(len(y)), y].sum())
+        self.top1 += int(topk_correct(logp, y, 1).sum())
+        self.top5 += int(topk_correct(logp, y, 5).sum())
+        self.n += len(y)
+
+    def result(self) -> dict:
+        """{"top1_err", "top5_err", "loss", "n"}."""
+        if self.n == 0:
+            raise ValueError("nothing to evaluate: the loader gave no images")
+        return {"top1_err": 1 - self.top1 / self.n, "top5_err": 1 - self.top5 / self.n,
+                "loss": self.loss_sum / self.n, "n": self.n}
+
+
 def evaluate_net(net, loader, ten_crop: bool = False, progress=None, max_batches=None) -> dict:
     """Run the net in test mode over a loader; return errors, mean loss and the count.
 
@@ -28,8 +52,7 @@ def evaluate_net(net, loader, ten_crop: bool = False, progress=None, max_batches
     progress: an optional callable(batch_size) called after each batch (e.g. tqdm.update).
     Returns {"top1_err", "top5_err", "loss", "n"}.
     """
-    n = top1 = top5 = 0
-    loss_sum = 0.0
+    scores = Scores()
     for b, (x, y) in enumerate(loader):
         if max_batches is not None and b >= max_batches:
             break
@@ -39,14 +62,7 @@ def evaluate_net(net, loader, ten_crop: bool = False, progress=None, max_batches
             logp = xp.log(xp.maximum(probs, 1e-30))
         else:
             logp = log_softmax(net.forward(x, train=False))
-        logp = to_numpy(logp).astype(np.float64)
-        y = to_numpy(y).astype(np.int64)
-        loss_sum += float(-logp[np.arange(len(y)), y].sum())
-        top1 += int(topk_correct(logp, y, 1).sum())
-        top5 += int(topk_correct(logp, y, 5).sum())
-        n += len(y)
+        scores.add(logp, y)
         if progress is not None:
             progress(len(y))
-    if n == 0:
-        raise ValueError("nothing to evaluate: the loader gave no images")
-    return {"top1_err": 1 - top1 / n, "top5_err": 1 - top5 / n, "loss": loss_sum / n, "n": n}
+    return scores.result()

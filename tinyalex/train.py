@@ -231,6 +231,17 @@ def truncate_metrics(path: Path, step: int) -> None:
     os.replace(tmp, path)
 
 
+def net_kwargs(arch: str, crop: int, **extra) -> dict:
+    """build() keyword arguments for an arch fed crop-px images (UserError if it can't be)."""
+    kwargs = dict(extra)
+    if arch != "alexnet":
+        kwargs["input_size"] = crop
+    elif crop != 227:
+        raise cli.UserError(f"--arch alexnet needs 227-px crops of 256-px images; this "
+                            f"data gives {crop}-px crops (use --size 256 or alexnet-small)")
+    return kwargs
+
+
 def default_out(arch: str, kind: str) -> Path:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     out = Path("runs") / f"{stamp}-{arch}-{kind}"
@@ -257,12 +268,7 @@ class Trainer:
             flip=not cfg["no_flip"], mean_mode=cfg["mean_mode"])
         crop = self.augmenter.crop
         arch = cfg["arch"]
-        kwargs = {"lrn_convention": cfg["lrn_convention"]}
-        if arch != "alexnet":
-            kwargs["input_size"] = crop
-        elif crop != 227:
-            raise cli.UserError(f"--arch alexnet needs 227-px crops of 256-px images; this "
-                                f"data gives {crop}-px crops (use --size 256 or alexnet-small)")
+        kwargs = net_kwargs(arch, crop, lrn_convention=cfg["lrn_convention"])
         self.net_spec = {"arch": arch, "num_classes": num_classes, "kwargs": kwargs}
         self.net = build(arch, num_classes, seed=cfg["seed"], init=cfg["init"], **kwargs)
         self.opt = SGD(self.net.params, lr=cfg["lr"], momentum=cfg["momentum"],

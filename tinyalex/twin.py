@@ -39,7 +39,7 @@ from . import cli
 from .backend import to_numpy
 from .layers import SoftmaxCrossEntropy
 from .layers.loss import log_softmax
-from .metrics import topk_correct
+from .metrics import Scores, topk_correct
 from .net import ARCHITECTURES, INITS, build, train_step
 from .optim import SGD
 
@@ -59,32 +59,10 @@ def import_torch():
 
 # ------------------------------------------------------------------------------ pieces
 
-class Scores:
-    """Running validation loss / top-1 / top-5 of one net (as metrics.evaluate_net)."""
-
-    def __init__(self):
-        self.n = self.top1 = self.top5 = 0
-        self.loss_sum = 0.0
-
-    def add(self, logits, y) -> None:
-        logp = to_numpy(log_softmax(to_numpy(logits))).astype(np.float64)
-        y = np.asarray(to_numpy(y)).astype(np.int64)
-        self.loss_sum += float(-logp[np.arange(len(y)), y].sum())
-        self.top1 += int(topk_correct(logp, y, 1).sum())
-        self.top5 += int(topk_correct(logp, y, 5).sum())
-        self.n += len(y)
-
-    def result(self) -> dict:
-        if self.n == 0:
-            raise ValueError("nothing to evaluate: the loader gave no images")
-        return {"val_top1_err": 1 - self.top1 / self.n, "val_top5_err": 1 - self.top5 / self.n,
-                "val_loss": self.loss_sum / self.n, "val_n": self.n}
-
-
 def evaluate_both(net, model, val_loader, max_images: int | None = None) -> dict:
     """Both nets in test mode on the same validation batches (at most max_images images)."""
     torch = import_torch()
-    scores = {"tinyalex": Scores(), "torch": Scores()}
+    scores = {"tinyalex": Scores(), "torch": Scores()}  # fed log-probabilities
     model.eval()
     seen = 0
     try:
@@ -95,12 +73,12 @@ def evaluate_both(net, model, val_loader, max_images: int | None = None) -> dict
                         break
                     x, y = x[:max_images - seen], y[:max_images - seen]
                 seen += len(y)
-                scores["tinyalex"].add(net.forward(x, train=False), y)
+                scores["tinyalex"].add(log_softmax(net.forward(x, train=False)), y)
                 out = model(torch.from_numpy(np.ascontiguousarray(x)))
-                scores["torch"].add(out.numpy(), y)
+                scores["torch"].add(log_softmax(out.numpy()), y)
     finally:
         model.train()
-    return {name: s.result() for name, s in scores.items()}
+    return {name: {f"val_{k}": v for k, v in s.result().items()} for name, s in scores.items()}
 
 
 def make_twins(arch: str, num_classes: int, crop: int, init: str = "pytorch", seed: int = 0,
@@ -108,25 +86,16 @@ def make_twins(arch: str, num_classes: int, crop: int, init: str = "pytorch", se
                weight_decay: float = 5e-4):
     """(net, opt, model, torch_opt): a fresh tinyalex net and its torch twin, same weights."""
     torch = import_torch()
-    kwargs = {"dropout": dropout}
-    if arch != "alexnet":
-        kwargs["input_size"] = crop
-    elif crop != 227:
-        raise cli.UserError(f"--arch alexnet needs 227-px crops of 256-px images; this data "
-                            f"gives {crop}-px crops (use alexnet-small)")
-    net = build(arch, num_classes, seed=seed, init=init, **kwargs)
+    from .interop import to_torch
+    from .train import net_kwargs
+
+    net = build(arch, num_classes, seed=seed, init=init, **net_kwargs(arch, crop, dropout=dropout))
     opt = SGD(net.params, lr=lr, momentum=momentum, weight_decay=weight_decay)
-    model = to_torch_twin(net)
+    model = to_torch(net)
     model.train()
     topt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum,
                            weight_decay=weight_decay)
     return net, opt, model, topt
-
-
-def to_torch_twin(net):
-    from .interop import to_torch
-
-    return to_torch(net)
 
 
 def warm_up(net, model, batch_size: int, num_classes: int) -> None:

@@ -95,3 +95,41 @@ def test_cli_user_error_is_one_line_exit_2(tiny_set, bad):
                         *bad], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2
     assert r.stderr.startswith("error:") and len(r.stderr.strip().splitlines()) == 1
+
+
+def _curves(report):
+    return [(row["epoch"], fw, row[fw][key]) for row in report["epochs"] for fw in twin.FRAMEWORKS
+            for key in ("train_loss", "train_top1_err", "val_loss", "val_top1_err")]
+
+
+def test_state_continues_a_run_as_if_never_stopped(tiny_set, tmp_path):
+    """1 epoch, stop, then 2 more from --state: the same losses and errors, for both
+    frameworks, as 3 epochs in one go (dropout on, so torch's RNG must be restored too)."""
+    kwargs = dict(arch="alexnet-mini", batch_size=8, progress=False, log=lambda _: None)
+    straight = twin.run_twin(open_prepared(tiny_set), epochs=3, **kwargs)
+    state = tmp_path / "state"
+    first = twin.run_twin(open_prepared(tiny_set), epochs=1, state_dir=state, **kwargs)
+    assert sorted(p.name for p in state.iterdir()) == ["tinyalex.npz", "torch-epoch1.pt"]
+    lines = []
+    resumed = twin.run_twin(open_prepared(tiny_set), epochs=3, state_dir=state,
+                            **dict(kwargs, log=lines.append))
+    assert any("continuing from" in line and "1 epoch done" in line for line in lines)
+    assert sorted(p.name for p in state.iterdir()) == ["tinyalex.npz", "torch-epoch3.pt"]
+    assert _curves(first) == _curves(straight)[:len(_curves(first))]
+    assert _curves(resumed) == _curves(straight)
+    # asking for fewer epochs than the folder holds reports those, trains nothing
+    again = twin.run_twin(open_prepared(tiny_set), epochs=2, state_dir=state, **kwargs)
+    assert _curves(again) == _curves(straight)[:len(_curves(again))] and len(again["epochs"]) == 2
+
+
+def test_state_with_other_settings_is_a_clear_error(tiny_set, tmp_path):
+    from tinyalex.cli import UserError
+
+    kwargs = dict(arch="alexnet-mini", batch_size=8, progress=False, log=lambda _: None,
+                  state_dir=tmp_path / "state")
+    twin.run_twin(open_prepared(tiny_set), epochs=1, **kwargs)
+    with pytest.raises(UserError, match=r"other settings \(lr 0.01 -> 0.02\)"):
+        twin.run_twin(open_prepared(tiny_set), epochs=2, lr=0.02, **kwargs)
+    (tmp_path / "state" / "torch-epoch1.pt").unlink()
+    with pytest.raises(UserError, match="torch-epoch1.pt is missing"):
+        twin.run_twin(open_prepared(tiny_set), epochs=2, **kwargs)

@@ -22,6 +22,12 @@ compiles the kernels and warms the allocators, so epoch 1 is not billed for it.
 
 The target (the issue's): tinyalex's val top-1 error is at most the twin's plus 1 point
 at every epoch.
+
+A long comparison (5 Tiny-100 epochs take about two hours on 2 cores) need not run in one
+sitting: with ``--state DIR`` both nets, both optimizers, torch's RNG and the rows so far
+are saved after every epoch, and the same command later continues from the last finished
+epoch (the one that was running is redone from its start, so nothing differs from a run
+that was never stopped).
 """
 
 from __future__ import annotations
@@ -110,14 +116,80 @@ def warm_up(net, model, batch_size: int, num_classes: int) -> None:
                                       torch.from_numpy(y.astype(np.int64))).backward()
 
 
+# ------------------------------------------------------------------------------ state
+
+#: Settings a run continued from --state must share with the run that saved it.
+SAME_ON_RESUME = ("arch", "num_classes", "crop", "batch_size", "batches_per_epoch", "lr",
+                  "momentum", "weight_decay", "init", "seed", "dropout", "val_max_images",
+                  "train_images")
+
+
+def save_state(state_dir, net, opt, model, topt, config: dict, rows: list, step: int) -> Path:
+    """Both nets after a finished epoch. torch's file is named by epoch and written first;
+    tinyalex.npz, renamed into place last, says which epoch is complete."""
+    torch = import_torch()
+    from . import checkpoint
+
+    state_dir = Path(state_dir)
+    state_dir.mkdir(parents=True, exist_ok=True)
+    epoch = len(rows)
+    torch_path = state_dir / f"torch-epoch{epoch}.pt"
+    tmp = torch_path.with_name(f".{torch_path.name}.tmp-{os.getpid()}")
+    torch.save({"epoch": epoch, "model": model.state_dict(), "optimizer": topt.state_dict(),
+                "rng": torch.get_rng_state()}, tmp)
+    os.replace(tmp, torch_path)
+    meta = {"twin": {k: config[k] for k in SAME_ON_RESUME}, "epoch": epoch, "step": step,
+            "rows": _jsonable(rows)}
+    path = checkpoint.save(state_dir / "tinyalex.npz", net.params, meta, velocity=opt.velocity)
+    for old in state_dir.glob("torch-epoch*.pt"):
+        if old != torch_path:
+            old.unlink()
+    return path
+
+
+def load_state(state_dir, net, opt, model, topt, config: dict) -> tuple[list, int]:
+    """Restore what save_state wrote into fresh twins: returns (rows, step); ([], 0) when
+    the folder holds no finished epoch yet. UserError if its settings differ."""
+    torch = import_torch()
+    from . import checkpoint
+
+    path = Path(state_dir) / "tinyalex.npz"
+    if not path.is_file():
+        return [], 0
+    try:
+        ckpt = checkpoint.load(path)
+        saved = ckpt.meta["twin"]
+    except (ValueError, KeyError):
+        raise cli.UserError(f"--state: {path} is not a twin state; give another folder") from None
+    differ = [f"{k} {saved.get(k)!r} -> {config[k]!r}" for k in SAME_ON_RESUME
+              if saved.get(k) != config[k]]
+    if differ:
+        raise cli.UserError(f"--state {state_dir} was saved with other settings "
+                            f"({'; '.join(differ)}); use the same settings or another folder")
+    epoch = ckpt.meta["epoch"]
+    torch_path = Path(state_dir) / f"torch-epoch{epoch}.pt"
+    if not torch_path.is_file():
+        raise cli.UserError(f"--state: {torch_path} is missing; the folder is incomplete")
+    net.load_params(ckpt.params)
+    opt.load_state_dict({**{f"velocity/{k}": v for k, v in ckpt.velocity.items()},
+                         "lr": opt.lr})
+    saved_torch = torch.load(torch_path, weights_only=True)
+    model.load_state_dict(saved_torch["model"])
+    topt.load_state_dict(saved_torch["optimizer"])
+    torch.set_rng_state(saved_torch["rng"])
+    return list(ckpt.meta["rows"]), int(ckpt.meta["step"])
+
+
 def run_twin(prepared, arch: str = "alexnet-small", epochs: int = 5, batch_size: int = 128,
              lr: float = 0.01, init: str = "pytorch", seed: int = 0,
              val_max_images: int | None = None, dropout: float = 0.5,
              momentum: float = 0.9, weight_decay: float = 5e-4, progress: bool = True,
-             log=print, warmup: bool = True) -> dict:
+             log=print, warmup: bool = True, state_dir=None) -> dict:
     """Train tinyalex and its torch twin on the same batches; return the report (a dict:
     "config", "epochs" [{"epoch", "tinyalex": {...}, "torch": {...}, "top1_diff_points"}],
-    "within_target", "failed_epochs", "totals"). ``log`` gets the table rows as they come."""
+    "within_target", "failed_epochs", "totals"). ``log`` gets the table rows as they come.
+    With ``state_dir`` both nets are saved after every epoch, and a run given the same
+    folder continues from the last finished epoch."""
     from tqdm import tqdm
 
     from .data.augment import Augmenter
@@ -167,11 +239,17 @@ def run_twin(prepared, arch: str = "alexnet-small", epochs: int = 5, batch_size:
         f"on {num_classes} classes, {n_batches} batches of {batch_size} per epoch, "
         f"{epochs} epoch{'s' if epochs != 1 else ''}, lr {lr:g}, momentum {momentum:g}, weight decay {weight_decay:g}; "
         f"torch {torch.__version__} with {torch.get_num_threads()} threads")
+    rows, step = [], 0
+    if state_dir is not None:
+        rows, step = load_state(state_dir, net, opt, model, topt, config)
+        if rows:
+            log(f"continuing from {state_dir}: {len(rows)} epoch{'s' if len(rows) != 1 else ''} "
+                f"done, step {step}")
     log(format_header())
+    for row in rows[:epochs]:
+        log(format_row(row))
 
-    rows = []
-    step = 0
-    for epoch in range(epochs):
+    for epoch in range(len(rows), epochs):
         seconds = {"tinyalex": 0.0, "torch": 0.0}
         loss_sum = {"tinyalex": 0.0, "torch": 0.0}
         correct = {"tinyalex": 0, "torch": 0}
@@ -219,7 +297,10 @@ def run_twin(prepared, arch: str = "alexnet-small", epochs: int = 5, batch_size:
         row["top1_diff_points"] = round(diff, 9) + 0.0  # no "-0.0" for equal errors
         rows.append(row)
         log(format_row(row))
+        if state_dir is not None:
+            save_state(state_dir, net, opt, model, topt, config, rows, step)
 
+    rows = rows[:epochs]
     failed = [r["epoch"] for r in rows if not r["top1_diff_points"] <= TARGET_POINTS]
     totals = {fw: sum(r[fw]["train_seconds"] for r in rows) for fw in FRAMEWORKS}
     return {"config": config, "epochs": rows, "within_target": not failed,
@@ -319,6 +400,9 @@ def build_parser():
     p.add_argument("--val-max-images", type=int, default=None, metavar="N",
                    help="validate on the first N validation images only")
     p.add_argument("--out", default=None, metavar="FILE", help="also write the report as JSON")
+    p.add_argument("--state", default=None, metavar="DIR",
+                   help="save both nets here after every epoch; the same command later "
+                        "continues from the last finished epoch")
     p.add_argument("--no-progress", action="store_true", help="no tqdm bars")
     return p
 
@@ -344,7 +428,7 @@ def main(argv=None) -> int:
     report = run_twin(prepared, arch=arch, epochs=args.epochs, batch_size=args.batch_size,
                       lr=args.lr, init=args.init, seed=args.seed,
                       val_max_images=args.val_max_images, dropout=args.dropout,
-                      progress=not args.no_progress, log=tqdm.write)
+                      progress=not args.no_progress, log=tqdm.write, state_dir=args.state)
     print(format_summary(report))
     if args.out:
         print(f"wrote {write_json(report, args.out)}")

@@ -409,3 +409,11 @@ def test_cross_entropy_confident_and_right_is_zero():
     loss = SoftmaxCrossEntropy()
     assert loss.forward(np.array([[1e4, 0.0]]), np.array([0])) == 0.0
     np.testing.assert_array_equal(loss.backward(), [[0.0, 0.0]])
+
+
+@pytest.mark.parametrize("bad", [-1, 5])
+def test_cross_entropy_rejects_labels_outside_the_classes(bad):
+    """A label of -1 would silently score the last class; 5 of 5 classes is past the end."""
+    z = np.zeros((3, 5))
+    with pytest.raises(ValueError, match=r"labels must be in \[0, 5\)"):
+        SoftmaxCrossEntropy().forward(z, np.array([0, bad, 1]))

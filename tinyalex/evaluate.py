@@ -204,8 +204,9 @@ def main(argv=None) -> int:
                    help="class subset when --data must be prepared (default: the checkpoint's)")
     p.add_argument("--ten-crop", action="store_true",
                    help="also report the ten-crop average of §4.1")
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--split", choices=("val", "train"), default="val")
+    p.add_argument("--batch-size", type=int, default=128, help="images per forward pass")
+    p.add_argument("--split", choices=("val", "train"), default="val",
+                   help="which part of the dataset to score")
     p.add_argument("--max-images", type=int, default=None,
                    help="evaluate at most N images, evenly spaced over the split")
     args = p.parse_args(argv)

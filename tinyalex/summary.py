@@ -38,8 +38,9 @@ def format_summary(net: Sequential) -> str:
 
 def main(argv=None) -> int:
     p = cli.parser("python -m tinyalex.summary", __doc__.splitlines()[0].split(": ", 1)[1])
-    p.add_argument("--arch", default="alexnet", choices=sorted(ARCHITECTURES))
-    p.add_argument("--num-classes", type=int, default=1000)
+    p.add_argument("--arch", default="alexnet", choices=sorted(ARCHITECTURES),
+                   help="the net to describe")
+    p.add_argument("--num-classes", type=int, default=1000, help="outputs of fc8")
     p.add_argument("--input-size", type=int, default=None,
                    help="image side for alexnet-small (default 56)")
     args = p.parse_args(argv)

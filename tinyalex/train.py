@@ -78,16 +78,18 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
                         "subsets, see README); 'pytorch' is fan-in scaled")
     g.add_argument("--lrn-convention", choices=["paper", "alpha/n"],
                    default=d("lrn_convention"), help="LRN formula (§3.3)")
-    g.add_argument("--epochs", type=int, default=d("epochs"))
-    g.add_argument("--batch-size", type=int, default=d("batch_size"))
+    g.add_argument("--epochs", type=int, default=d("epochs"), help="passes over the training set")
+    g.add_argument("--batch-size", type=int, default=d("batch_size"),
+                   help="images per SGD step (§5: 128)")
     g.add_argument("--lr", type=float, default=d("lr"), help="initial learning rate")
-    g.add_argument("--momentum", type=float, default=d("momentum"))
-    g.add_argument("--weight-decay", type=float, default=d("weight_decay"))
+    g.add_argument("--momentum", type=float, default=d("momentum"), help="§5: 0.9")
+    g.add_argument("--weight-decay", type=float, default=d("weight_decay"), help="§5: 0.0005")
     g.add_argument("--patience", type=int, default=d("patience"),
                    help="epochs without validation improvement before lr /= 10 (3: a "
                         "patience of 1 cut the lr during the first epochs' plateau on "
                         "Tiny-100, before anything was learnt)")
-    g.add_argument("--seed", type=int, default=d("seed"))
+    g.add_argument("--seed", type=int, default=d("seed"),
+                   help="init, data order and augmentation, dropout masks")
     g.add_argument("--device", choices=["cpu", "gpu"], default=d("device"),
                    help="gpu needs CuPy (pip install 'tinyalex[gpu]') and an NVIDIA GPU")
     g = p.add_argument_group("run")

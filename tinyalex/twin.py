@@ -389,10 +389,11 @@ def build_parser():
     add_data_arguments(p)
     p.add_argument("--arch", choices=sorted(ARCHITECTURES), default=None,
                    help="default: alexnet for 256-px images, alexnet-small for smaller")
-    p.add_argument("--epochs", type=int, default=5)
-    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--epochs", type=int, default=5, help="passes over the training set")
+    p.add_argument("--batch-size", type=int, default=128, help="images per SGD step")
     p.add_argument("--lr", type=float, default=0.01, help="learning rate (constant)")
-    p.add_argument("--init", choices=sorted(INITS), default="pytorch")
+    p.add_argument("--init", choices=sorted(INITS), default="pytorch",
+                   help="the starting weights both nets share (see net.INITS)")
     p.add_argument("--dropout", type=float, default=0.5,
                    help="dropout probability of fc6/fc7 in both nets (0 turns it off)")
     p.add_argument("--seed", type=int, default=0,

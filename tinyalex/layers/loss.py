@@ -42,6 +42,9 @@ class SoftmaxCrossEntropy:
         y = xp.asarray(y)
         if y.ndim != 1 or y.shape[0] != z.shape[0]:
             raise ValueError(f"labels {y.shape} do not match logits {z.shape}")
+        if y.size and (int(y.min()) < 0 or int(y.max()) >= z.shape[1]):
+            # a negative label would silently index from the end
+            raise ValueError(f"labels must be in [0, {z.shape[1]}); got {int(y.min())}..{int(y.max())}")
         logp = log_softmax(z)
         n = z.shape[0]
         loss = -logp[xp.arange(n), y].mean()

@@ -1,0 +1,60 @@
+"""Every command's --help explains every option (a user should not have to read the code)."""
+
+import argparse
+import importlib
+
+import pytest
+
+from tinyalex import cli
+
+COMMANDS = ["tinyalex.train", "tinyalex.evaluate", "tinyalex.predict", "tinyalex.figures",
+            "tinyalex.summary", "tinyalex.twin", "tinyalex.data.__main__"]
+
+
+class _Caught(Exception):
+    pass
+
+
+def _parser_of(module_name, monkeypatch) -> argparse.ArgumentParser:
+    """The parser a command's main() builds, caught when it parses."""
+    seen = {}
+
+    def catch(self, *args, **kwargs):
+        seen["parser"] = self
+        raise _Caught
+
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", catch)
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_known_args", catch)
+    main = importlib.import_module(module_name).main
+    with pytest.raises(_Caught):
+        main(["--help"] if module_name != "tinyalex.bench" else ["step", "--help"])
+    return seen["parser"]
+
+
+def _options_without_help(parser, prefix=""):
+    missing = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                missing += _options_without_help(sub, f"{prefix}{name} ")
+        elif action.option_strings and not (action.help or "").strip():
+            missing.append(prefix + "/".join(action.option_strings))
+    return missing
+
+
+@pytest.mark.parametrize("module_name", COMMANDS)
+def test_every_option_has_help(module_name, monkeypatch):
+    parser = _parser_of(module_name, monkeypatch)
+    assert _options_without_help(parser) == []
+
+
+def test_help_shows_a_default_once():
+    p = cli.parser("prog", "test")
+    p.add_argument("--a", type=int, default=3, help="a number")
+    p.add_argument("--b", default="x", help="b (default: x)")
+    p.add_argument("--c", default=None, help="optional")
+    p.add_argument("--d", action="store_true", help="a switch")
+    text = p.format_help()
+    assert "a number (default: 3)" in text
+    assert text.count("(default: x)") == 1
+    assert "default: None" not in text and "default: False" not in text

@@ -21,6 +21,7 @@ from tinyalex.figures import (
     mosaic,
     nearest,
     nearest_neighbours,
+    plot_compare,
     plot_curves,
     plot_filters,
     plot_predictions,
@@ -197,3 +198,23 @@ def test_cli(trained, tmp_path, capsys):
     assert cli.run(main, [str(trained["ckpt"]), "--queries", "0"]) == 2
     err = capsys.readouterr().err
     assert err.count("error:") == 2
+
+
+def test_compare_runs(tmp_path, capsys):
+    """Two runs (one still in its first epoch) on the same axes; labels, and the CLI's
+    errors for a folder without metrics and a wrong number of labels."""
+    a, b = tmp_path / "paper", tmp_path / "pytorch"
+    a.mkdir(), b.mkdir()
+    write_jsonl(a / "metrics.jsonl", metrics_lines(3, 20))
+    write_jsonl(b / "metrics.jsonl", [r for r in metrics_lines(1, 20) if r["kind"] == "train"])
+    w, h = assert_png(plot_compare([a, b], tmp_path / "cmp.png", labels=["§5", "fan-in"]))
+    assert w > 2 * h
+    with pytest.raises(ValueError, match="1 labels for 2 runs"):
+        plot_compare([a, b], tmp_path / "x.png", labels=["one"])
+    out = tmp_path / "cli.png"
+    assert cli.run(main, ["compare", str(a), str(b), "--out", str(out), "--title", "t"]) == 0
+    assert_png(out)
+    assert cli.run(main, ["compare", str(a), str(tmp_path), "--out", str(out)]) == 2
+    assert cli.run(main, ["compare", str(a), str(b), "--out", str(out), "--labels", "x"]) == 2
+    err = capsys.readouterr().err
+    assert "no metrics.jsonl" in err and "1 labels for 2 runs" in err

@@ -11,6 +11,8 @@
 * ``plot_predictions``: Figure 4 (left): validation images with their top-5 classes.
 * ``nearest_neighbours``: Figure 4 (right): for a few validation images, the training
   images whose last-hidden-layer (relu7, 4096-d) codes are closest in Euclidean distance.
+* ``plot_compare``: several runs' training loss and validation error on the same axes;
+  ``python -m tinyalex.figures compare RUN RUN ... --out FILE``.
 * ``make_all``: all of them for a checkpoint; ``python -m tinyalex.figures CKPT``.
 """
 
@@ -200,6 +202,41 @@ def plot_curves(metrics_path, path) -> Path:
     fig.tight_layout()
     return _save(fig, path)
 
+
+
+def plot_compare(run_dirs, path, labels=None, title: str | None = None) -> Path:
+    """Runs side by side from their metrics.jsonl: training loss per step (smoothed, over
+    the faint raw values) and validation top-1 error at each epoch's end, one colour a run.
+
+    labels: one per run (default: the run folder's name).
+    """
+    plt = _pyplot()
+    run_dirs = [Path(d) for d in run_dirs]
+    labels = list(labels) if labels else [d.name for d in run_dirs]
+    if len(labels) != len(run_dirs):
+        raise ValueError(f"{len(labels)} labels for {len(run_dirs)} runs")
+    fig, (ax_loss, ax_err) = plt.subplots(1, 2, figsize=(12, 4), dpi=100)
+    mark = dict(marker="o", markersize=3)
+    for i, (run, label) in enumerate(zip(run_dirs, labels)):
+        rows = read_metrics(run / "metrics.jsonl")
+        colour = f"C{i}"
+        s, loss = _series(rows, "train", "step", "loss")
+        if len(s):
+            ax_loss.plot(s, loss, color=colour, alpha=0.2, linewidth=0.8)
+            ax_loss.plot(s, smooth(loss), color=colour, label=label)
+        s, err = _series(rows, "epoch", "step", "val_top1_err")
+        if len(s):
+            ax_err.plot(s, 100 * err, color=colour, label=label, **mark)
+    ax_loss.set(xlabel="step", ylabel="cross-entropy", title="training loss")
+    ax_err.set(xlabel="step", ylabel="error (%)", title="validation top-1 error (each epoch)")
+    for ax in (ax_loss, ax_err):
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)
 
 
 # --------------------------------------------------------------------------- diagnostics
@@ -458,8 +495,31 @@ def make_all(ckpt_path, out_dir=None, data=None, queries: int = 6, neighbours: i
     return written
 
 
+def compare_main(argv) -> int:
+    p = cli.parser("python -m tinyalex.figures compare",
+                   "Several runs' training loss and validation error on the same axes.")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run folders (each with a metrics.jsonl)")
+    p.add_argument("--out", required=True, metavar="FILE", help="the PNG to write")
+    p.add_argument("--labels", nargs="+", default=None, metavar="LABEL",
+                   help="one legend entry per run (default: the folders' names)")
+    p.add_argument("--title", default=None, help="a title above the panels")
+    args = p.parse_args(argv)
+    for run in args.runs:
+        if not (Path(run) / "metrics.jsonl").is_file():
+            raise cli.UserError(f"{run}: no metrics.jsonl (is it a run folder?)")
+    if args.labels and len(args.labels) != len(args.runs):
+        raise cli.UserError(f"--labels: {len(args.labels)} labels for {len(args.runs)} runs")
+    print(plot_compare(args.runs, args.out, args.labels, args.title))
+    return 0
+
+
 def main(argv=None) -> int:
-    p = cli.parser("python -m tinyalex.figures", __doc__.splitlines()[0])
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["compare"]:
+        return compare_main(argv[1:])
+    p = cli.parser("python -m tinyalex.figures",
+                   __doc__.splitlines()[0] + " (python -m tinyalex.figures compare --help: "
+                   "several runs on the same axes)")
     p.add_argument("checkpoint", help="a checkpoint .npz (e.g. runs/NAME/best.npz)")
     p.add_argument("--out", default=None, help="output folder (default: <run>/figures)")
     p.add_argument("--data", default=None,

@@ -57,6 +57,16 @@ def test_paper_init():
     assert not np.array_equal(alexnet(100, seed=4).params["conv1.W"], net.params["conv1.W"])
 
 
+def test_paper_bias0_init_is_paper_weights_with_zero_biases():
+    net = alexnet_small(10, seed=3, init="paper-bias0")
+    paper = alexnet_small(10, seed=3, init="paper")
+    for name, value in net.params.items():
+        if name.endswith(".W"):
+            assert np.array_equal(value, paper.params[name]), name
+        else:
+            assert not value.any(), name
+
+
 def test_small_variant_shapes():
     """alexnet_small keeps the paper's layers after conv1: 56-px crops give a 256x2x2 pool5."""
     net = alexnet_small(100, input_size=56)

@@ -177,7 +177,17 @@ def init_pytorch(net: Sequential, seed=0) -> Sequential:
     return net
 
 
-INITS = {"paper": init_paper, "pytorch": init_pytorch}
+def init_paper_bias0(net: Sequential, seed=0) -> Sequential:
+    """§5's weights, N(0, 0.01^2), with every bias 0: what §5 does without its biases of 1
+    (the measurement that tells the two apart is in the README)."""
+    init_paper(net, seed)
+    for _, layer in net.layers:
+        if "b" in layer.params:
+            layer.params["b"][...] = 0.0
+    return net
+
+
+INITS = {"paper": init_paper, "paper-bias0": init_paper_bias0, "pytorch": init_pytorch}
 
 
 #: The paper's widths (§3.5): conv1..conv5 kernels and the hidden FC units.

@@ -75,7 +75,8 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
                         "alexnet-mini is alexnet-small at 1/4 width, for quick runs")
     g.add_argument("--init", choices=sorted(INITS), default=d("init"),
                    help="weight init: 'paper' is §5 exactly (it stalls at chance on these "
-                        "subsets, see README); 'pytorch' is fan-in scaled")
+                        "subsets, see README); 'paper-bias0' is §5's weights with zero "
+                        "biases; 'pytorch' is fan-in scaled")
     g.add_argument("--lrn-convention", choices=["paper", "alpha/n"],
                    default=d("lrn_convention"), help="LRN formula (§3.3)")
     g.add_argument("--epochs", type=int, default=d("epochs"), help="passes over the training set")

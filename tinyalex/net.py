@@ -20,6 +20,7 @@ from .layers import (
     MaxPool2D,
     ReLU,
     SoftmaxCrossEntropy,
+    Tanh,
 )
 from .layers.conv import conv_output_size
 from .layers.pool import pool_output_size
@@ -194,33 +195,53 @@ INITS = {"paper": init_paper, "paper-bias0": init_paper_bias0, "pytorch": init_p
 PAPER_WIDTHS = (96, 256, 384, 384, 256, 4096)
 
 
+#: The non-linearities a net can be built with (§3.1; "tanh" for Figure 1's comparison).
+ACTIVATIONS = {"relu": ReLU, "tanh": Tanh}
+
+
 def _alexnet_layers(conv1_kernel: tuple, input_size: int, num_classes: int, widths: tuple,
-                    lrn: dict, dropout: float, dtype) -> tuple[list, int]:
-    """The §3.5 stack after the input; conv1_kernel = (size, stride, pad)."""
+                    lrn: dict | None, dropout: float, dtype, activation: str = "relu",
+                    pool: tuple = (3, 2)) -> list:
+    """The §3.5 stack after the input; conv1_kernel = (size, stride, pad).
+
+    The ablations of the paper's claims change one thing each: ``activation`` "tanh"
+    instead of ReLU (§3.1, layers then named tanh1..tanh7), ``lrn=None`` drops lrn1 and
+    lrn2 (§3.3), ``pool`` (window, stride) = (2, 2) for non-overlapping pooling (§3.4).
+    """
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {activation!r}; choose one of "
+                         f"{', '.join(ACTIVATIONS)}")
     c1, c2, c3, c4, c5, fc = widths
     k, s, p = conv1_kernel
+    z, zs = pool
     side = conv_output_size(input_size, k, s, p)
     for _ in ("pool1", "pool2", "pool5"):  # conv2..conv5 keep the size
-        side = pool_output_size(side, 3, 2)
+        side = pool_output_size(side, z, zs)
     if side < 1:
         raise ValueError(f"input_size {input_size} is too small for this net")
 
     def conv(*a, **kw):
         return Conv2D(*a, dtype=dtype, **kw)
 
+    def act(i):
+        return (f"{activation}{i}", ACTIVATIONS[activation]())
+
+    def norm(i):
+        return [(f"lrn{i}", LocalResponseNorm(**lrn))] if lrn is not None else []
+
     return [
-        ("conv1", conv(3, c1, k, stride=s, padding=p)), ("relu1", ReLU()),
-        ("lrn1", LocalResponseNorm(**lrn)), ("pool1", MaxPool2D(3, 2)),
-        ("conv2", conv(c1, c2, 5, padding=2, groups=2)), ("relu2", ReLU()),
-        ("lrn2", LocalResponseNorm(**lrn)), ("pool2", MaxPool2D(3, 2)),
-        ("conv3", conv(c2, c3, 3, padding=1)), ("relu3", ReLU()),
-        ("conv4", conv(c3, c4, 3, padding=1, groups=2)), ("relu4", ReLU()),
-        ("conv5", conv(c4, c5, 3, padding=1, groups=2)), ("relu5", ReLU()),
-        ("pool5", MaxPool2D(3, 2)),
+        ("conv1", conv(3, c1, k, stride=s, padding=p)), act(1), *norm(1),
+        ("pool1", MaxPool2D(z, zs)),
+        ("conv2", conv(c1, c2, 5, padding=2, groups=2)), act(2), *norm(2),
+        ("pool2", MaxPool2D(z, zs)),
+        ("conv3", conv(c2, c3, 3, padding=1)), act(3),
+        ("conv4", conv(c3, c4, 3, padding=1, groups=2)), act(4),
+        ("conv5", conv(c4, c5, 3, padding=1, groups=2)), act(5),
+        ("pool5", MaxPool2D(z, zs)),
         ("flatten", Flatten()),
-        ("fc6", Linear(c5 * side * side, fc, dtype=dtype)), ("relu6", ReLU()),
+        ("fc6", Linear(c5 * side * side, fc, dtype=dtype)), act(6),
         ("drop6", Dropout(dropout)),
-        ("fc7", Linear(fc, fc, dtype=dtype)), ("relu7", ReLU()),
+        ("fc7", Linear(fc, fc, dtype=dtype)), act(7),
         ("drop7", Dropout(dropout)),
         ("fc8", Linear(fc, num_classes, dtype=dtype)),
     ]
@@ -248,7 +269,8 @@ def alexnet(num_classes: int = 1000, seed=0, lrn_convention: str = "paper",
 
 def alexnet_small(num_classes: int = 100, input_size: int = 56, seed=0,
                   lrn_convention: str = "paper", dropout: float = 0.5, init: str = "paper",
-                  width: float = 1.0, dtype=np.float32) -> Sequential:
+                  width: float = 1.0, activation: str = "relu", lrn: bool = True,
+                  pool: tuple = (3, 2), dtype=np.float32) -> Sequential:
     """AlexNet for 64-px images (Tiny ImageNet; 56-px crops by default).
 
     Every layer after conv1 is the paper's, with the same widths, LRN, overlapping pools and
@@ -259,10 +281,14 @@ def alexnet_small(num_classes: int = 100, input_size: int = 56, seed=0,
     256x2x2 = 1024 inputs; for the full 64 px, 256x3x3.
 
     ``width`` scales every layer's number of kernels and hidden units (1.0 = the paper's).
+    ``activation`` ("relu" or "tanh"), ``lrn`` (False drops lrn1, lrn2) and ``pool``
+    ((window, stride); (2, 2) is non-overlapping) build the variants of the paper's
+    ablations (``tinyalex.experiments``); the defaults are the paper's net.
     """
     widths = tuple(max(2, 2 * round(w * width / 2)) for w in PAPER_WIDTHS)  # even: groups=2
-    layers = _alexnet_layers((5, 2, 2), input_size, num_classes, widths, _lrn(lrn_convention),
-                             dropout, dtype)
+    layers = _alexnet_layers((5, 2, 2), input_size, num_classes, widths,
+                             _lrn(lrn_convention) if lrn else None, dropout, dtype,
+                             activation=activation, pool=tuple(pool))
     return _init(Sequential(layers, (3, input_size, input_size)), init, seed)
 
 

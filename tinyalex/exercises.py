@@ -106,23 +106,27 @@ def run_gradcheck_tests(source, layers, timeout: float = 600) -> dict[str, str]:
         return outcomes
 
 
-def check_layer(name: str, source=None, verbose: bool = True) -> bool:
-    """Check the learner's layer ``name`` with the project's gradient-check tests.
+def check_layer(names, source=None, verbose: bool = True) -> bool:
+    """Check the learner's layer(s) with the project's gradient-check tests.
 
-    source: a .py path or code; default the latest notebook cell defining ``class name``.
-    Prints how many checks passed and the first failures; returns True if all passed.
+    names: "ReLU" or a list such as ["ReLU", "Tanh"]. source: a .py path or code; default
+    the latest notebook cell defining ``class <first name>``. Prints how many checks
+    passed and the first failures; returns True if all passed.
     """
-    if name not in LAYER_TESTS:
-        raise ValueError(f"no gradient-check tests for {name!r}; one of {', '.join(LAYER_TESTS)}")
+    names = [names] if isinstance(names, str) else list(names)
+    unknown = [n for n in names if n not in LAYER_TESTS]
+    if unknown:
+        raise ValueError(f"no gradient-check tests for {unknown[0]!r}; one of "
+                         f"{', '.join(LAYER_TESTS)}")
     if source is None:
-        source = cell_defining(name)
-    outcomes = run_gradcheck_tests(source, name)
+        source = cell_defining(names[0])
+    outcomes = run_gradcheck_tests(source, names)
     mine = {k: v for k, v in outcomes.items() if not k.startswith("test_exercise")}
     failed = {k: v for k, v in outcomes.items() if v.startswith("failed")}
     ok = bool(mine) and not failed
     if verbose:
         passed = sum(v == "passed" for v in mine.values())
-        print(f"{name}: {passed} of {len(mine)} gradient-check tests passed"
+        print(f"{', '.join(names)}: {passed} of {len(mine)} gradient-check tests passed"
               + (" -- well done." if ok else "."))
         for tid, why in list(failed.items())[:3]:
             print(f"  {tid}: {why}")

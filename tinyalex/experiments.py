@@ -72,11 +72,13 @@ def find_data(kind: str = "tiny", log=print):
 
     Looks in ``$TINYALEX_REAL_DATA`` (the folder of real data; CI sets it to
     ../shared/data) for Tiny ImageNet (``kind="tiny"``: tiny-imagenet-*.zip or a
-    tiny-imagenet-* folder) or Imagenette (``kind="imagenette"``: imagenette2*). None
+    tiny-imagenet-* folder), Imagenette (``kind="imagenette"``: imagenette2*) or the
+    full-size ImageNet samples (``kind="samples"``: imagenet-samples-*). None
     means "let tinyalex.data.find decide" ($TINYALEX_DATA, ./data, else synthetic).
     """
     patterns = {"tiny": ("tiny-imagenet-*.zip", "tiny-imagenet-*"),
-                "imagenette": ("imagenette2*.tgz", "imagenette2*")}[kind]
+                "imagenette": ("imagenette2*.tgz", "imagenette2*"),
+                "samples": ("imagenet-samples-*",)}[kind]
     folder = os.environ.get(REAL_DATA_ENV)
     if not folder:
         log(f"${REAL_DATA_ENV} is not set: looking for data the usual way "
@@ -93,16 +95,57 @@ def find_data(kind: str = "tiny", log=print):
     return None
 
 
-def load_dataset(data=None, kind: str = "tiny", log=print, progress: bool = True):
+def load_dataset(data=None, kind: str = "tiny", max_per_class: int | None = None, log=print,
+                 progress: bool = True):
     """The prepared dataset: ``data`` if given, else ``find_data(kind)``, else
     ``tinyalex.data.find`` ($TINYALEX_DATA, ./data, else synthetic, with its banner).
-    Prepared once into the cache (``~/.cache/tinyalex``) and reused."""
+    Prepared once into the cache (``~/.cache/tinyalex``) and reused; ``max_per_class``
+    keeps the first N images per class and split (a smaller, faster cache entry)."""
     from .data.find import resolve_dataset
 
     if data is None:
         data = find_data(kind, log)
     subset = "100-class" if kind == "tiny" else "all"
-    return resolve_dataset(data, subset=subset, log=log, progress=progress)
+    return resolve_dataset(data, subset=subset, max_per_class=max_per_class, log=log,
+                           progress=progress)
+
+
+#: ``python -m tinyalex.train`` arguments of the notebooks' training run, per budget: CI's
+#: is seconds (20 images per class, one epoch of alexnet-mini), "full" a learner's run
+#: (all of Tiny-100, 10 epochs of alexnet-mini: ~20 minutes on 2 cores).
+TRAIN_BUDGETS = {
+    "ci": ["--arch", "alexnet-mini", "--max-per-class", "20", "--epochs", "1",
+           "--batch-size", "32", "--val-max-images", "200", "--log-every", "5",
+           "--diagnostics-every", "10"],
+    "full": ["--arch", "alexnet-mini", "--epochs", "10", "--batch-size", "128"],
+}
+
+
+def train_run(out, budget: str = "full", data=None, log=print) -> Path:
+    """Train with ``python -m tinyalex.train`` at a notebook budget into the folder ``out``
+    (emptied first) and return it; reuses ``out`` as it is if it already holds a finished
+    run of that budget (``best.npz`` and the same arguments)."""
+    import shutil
+
+    from .train import main as train_main
+
+    out = Path(out)
+    if data is None:
+        data = find_data("tiny", log)
+    argv = (["--data", str(data)] if data is not None else []) + TRAIN_BUDGETS[budget] + [
+        "--out", str(out)]
+    stamp = out / "notebook-args.json"
+    if (out / "best.npz").is_file() and stamp.is_file() and json.loads(stamp.read_text()) == argv:
+        log(f"reusing the finished run in {out}")
+        return out
+    if out.exists():
+        shutil.rmtree(out)
+    log("python -m tinyalex.train " + " ".join(argv))
+    code = train_main(argv)
+    if code != 0:
+        raise RuntimeError(f"training stopped with exit status {code}")
+    stamp.write_text(json.dumps(argv))
+    return out
 
 
 @dataclass

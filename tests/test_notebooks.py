@@ -1,0 +1,152 @@
+"""The notebooks: each one executes headless, and each exercise is a real one.
+
+* Every ``notebooks/*.ipynb`` runs top to bottom in a fresh kernel of this very Python
+  (nbclient, a kernelspec made for ``sys.executable``), at the small CI budget
+  (``TINYALEX_NOTEBOOK_BUDGET=ci``), within a time limit. The real-data paths come from
+  ``$TINYALEX_REAL_DATA`` (CI: ../shared/data); without it the notebooks fall back to the
+  synthetic set, saying so.
+* Every exercise cell (tagged ``exercise``) fails its check as it is shipped, and its
+  solution in ``notebooks/solutions/`` passes the same check: the project's gradient-check
+  tests for layers (``tests/test_gradcheck_layers.py`` with ``TINYALEX_EXERCISE``), a
+  comparison with tinyalex's own function for the others.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from tinyalex import exercises
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]-*.ipynb"))
+SOLUTIONS = ROOT / "notebooks" / "solutions"
+CELL_TIMEOUT = 600       # seconds for one cell
+NOTEBOOK_LIMIT = 180     # seconds for a whole notebook at the CI budget
+
+
+def exercise_cells() -> list[tuple[Path, list[str], str]]:
+    """(notebook, exercise names, cell source) for every exercise cell."""
+    out = []
+    for path in NOTEBOOKS:
+        for cell in nbformat.read(path, as_version=4).cells:
+            if "exercise" in cell.metadata.get("tags", []):
+                out.append((path, cell.metadata["exercise"].split(","), cell.source))
+    return out
+
+
+def solution_file(notebook: Path) -> Path:
+    files = sorted(SOLUTIONS.glob(notebook.name[:2] + "_*.py"))
+    assert len(files) == 1, f"{notebook.name}: expected one solutions/{notebook.name[:2]}_*.py"
+    return files[0]
+
+
+@pytest.fixture(scope="session")
+def kernel_dir(tmp_path_factory) -> Path:
+    """A Jupyter data dir whose "python3" kernel is this interpreter (first on JUPYTER_PATH,
+    so a user's own python3 kernelspec cannot pick another Python)."""
+    root = tmp_path_factory.mktemp("jupyter")
+    spec = root / "kernels" / "python3"
+    spec.mkdir(parents=True)
+    (spec / "kernel.json").write_text(json.dumps({
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "Python 3 (tinyalex tests)", "language": "python"}))
+    return root
+
+
+def test_notebooks_exist_in_order():
+    """One chapter per idea, numbered 01.., in the paper's order; outputs not committed."""
+    assert NOTEBOOKS, "no notebooks found"
+    numbers = [int(p.name[:2]) for p in NOTEBOOKS]
+    assert numbers == list(range(1, len(numbers) + 1))
+    for path in NOTEBOOKS:
+        nb = nbformat.read(path, as_version=4)
+        nbformat.validate(nb)
+        assert nb.cells[0].cell_type == "markdown" and "§" in nb.cells[0].source
+        for cell in nb.cells:
+            if cell.cell_type == "code":
+                assert not cell.outputs and cell.execution_count is None, \
+                    f"{path.name}: commit notebooks with outputs cleared"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_executes(path, kernel_dir, monkeypatch):
+    from nbclient import NotebookClient
+
+    monkeypatch.setenv("JUPYTER_PATH", os.pathsep.join(
+        filter(None, [str(kernel_dir), os.environ.get("JUPYTER_PATH")])))
+    monkeypatch.setenv("TINYALEX_NOTEBOOK_BUDGET", "ci")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
+        filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+    monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
+    nb = nbformat.read(path, as_version=4)
+    client = NotebookClient(nb, kernel_name="python3", timeout=CELL_TIMEOUT,
+                            resources={"metadata": {"path": str(path.parent)}})
+    start = time.perf_counter()
+    client.execute()
+    seconds = time.perf_counter() - start
+    if os.environ.get("TINYALEX_NOTEBOOK_OUTPUT"):   # keep the executed copy to look at
+        out = Path(os.environ["TINYALEX_NOTEBOOK_OUTPUT"])
+        out.mkdir(parents=True, exist_ok=True)
+        nbformat.write(nb, out / path.name)
+    first = nb.cells[1].outputs[0]["text"] if nb.cells[1].outputs else ""
+    assert str(ROOT / "tinyalex") in first, f"the kernel imported another tinyalex: {first}"
+    print(f"{path.name}: {seconds:.1f} s")
+    assert seconds < NOTEBOOK_LIMIT, f"{path.name} took {seconds:.0f} s at the CI budget"
+
+
+def test_every_exercise_has_a_solution():
+    cells = exercise_cells()
+    assert cells
+    known = set(exercises.LAYER_TESTS) | set(exercises.FUNCTION_CHECKS)
+    for notebook, names, _ in cells:
+        assert set(names) <= known, f"{notebook.name}: no check for {names}"
+        solution_file(notebook)
+
+
+def _function_exercises():
+    return [(nb, name, src) for nb, names, src in exercise_cells() for name in names
+            if name in exercises.FUNCTION_CHECKS]
+
+
+@pytest.mark.parametrize("notebook,name,source", _function_exercises(),
+                         ids=[f"{nb.stem}-{name}" for nb, name, _ in _function_exercises()])
+def test_function_exercise(notebook, name, source):
+    """The unfilled cell fails its check; the solution passes it."""
+    unfilled, solved = {}, {}
+    exec(compile(source, f"{notebook.name}:exercise", "exec"), unfilled)
+    assert not exercises.check_function(name, unfilled[name], verbose=False)
+    path = solution_file(notebook)
+    exec(compile(path.read_text(), str(path), "exec"), solved)
+    assert exercises.check_function(name, solved[name])
+
+
+@pytest.mark.slow
+def test_layer_exercises(tmp_path):
+    """All layer solutions pass the gradient-check tests; all unfilled cells fail them.
+
+    One run each: the solutions (and the unfilled cells) are put together in one module,
+    which then overrides every layer it defines.
+    """
+    cells = [(nb, names, src) for nb, names, src in exercise_cells()
+             if set(names) & set(exercises.LAYER_TESTS)]
+    layers = sorted({n for _, names, _ in cells for n in names})
+    assert layers
+    solved = "\n\n".join(solution_file(nb).read_text() for nb, _, _ in cells)
+    outcomes = exercises.run_gradcheck_tests(solved, layers)
+    failed = {k: v for k, v in outcomes.items() if v != "passed"}
+    assert not failed, f"solutions fail: {failed}"
+    assert len(outcomes) > 2 * len(layers)
+
+    unfilled = "\n\n".join(src for _, _, src in cells)
+    outcomes = exercises.run_gradcheck_tests(unfilled, layers)
+    passed = {k for k, v in outcomes.items() if v == "passed"
+              and not k.startswith("test_exercise")}
+    assert not passed, f"unfilled exercises pass: {sorted(passed)}"

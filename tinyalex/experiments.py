@@ -29,13 +29,13 @@ import json
 import math
 import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from . import cli
 from .data.augment import Augmenter
+from .data.cache import Prepared
 from .data.loader import BatchLoader
 from .layers import SoftmaxCrossEntropy
 from .layers.loss import log_softmax
@@ -148,30 +148,12 @@ def train_run(out, budget: str = "full", data=None, log=print) -> Path:
     return out
 
 
-@dataclass
-class Subset:
-    """The first ``classes`` classes of a prepared set, in memory, with its statistics."""
-
-    train_images: np.ndarray
-    train_labels: np.ndarray
-    val_images: np.ndarray
-    val_labels: np.ndarray
-    mean: np.ndarray
-    pca_eigvals: np.ndarray
-    pca_eigvecs: np.ndarray
-    names: list
-    kind: str
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.names)
-
-
 def class_subset(prepared, classes: int | None = 10, per_class: int | None = None,
-                 val_per_class: int | None = None) -> Subset:
+                 val_per_class: int | None = None) -> Prepared:
     """Classes 0..classes-1 of a Prepared set (all if None), at most ``per_class`` training
-    and ``val_per_class`` validation images each (the first ones), loaded into memory.
-    The mean image and PCA are the full set's (the training statistics of §2, §4.1)."""
+    and ``val_per_class`` validation images each (the first ones), loaded into memory, as
+    a Prepared with no folder (``path`` None). The mean image and PCA are the full set's
+    (the training statistics of §2, §4.1)."""
     n = prepared.num_classes if classes is None else int(classes)
     if not 1 <= n <= prepared.num_classes:
         raise cli.UserError(f"--classes must be 1..{prepared.num_classes}, not {classes}")
@@ -186,13 +168,13 @@ def class_subset(prepared, classes: int | None = 10, per_class: int | None = Non
 
     tr = pick(prepared.train_labels, per_class)
     va = pick(prepared.val_labels, val_per_class)
-    return Subset(np.asarray(prepared.train_images[tr]),
-                  np.asarray(prepared.train_labels)[tr].astype(np.int32),
-                  np.asarray(prepared.val_images[va]),
-                  np.asarray(prepared.val_labels)[va].astype(np.int32),
-                  np.asarray(prepared.mean), np.asarray(prepared.pca_eigvals),
-                  np.asarray(prepared.pca_eigvecs), list(prepared.names[:n]),
-                  str(prepared.meta.get("kind", "?")))
+    meta = {**prepared.meta, "classes": prepared.classes[:n], "names": prepared.names[:n]}
+    return Prepared(None, np.asarray(prepared.train_images[tr]),
+                    np.asarray(prepared.train_labels)[tr].astype(np.int32),
+                    np.asarray(prepared.val_images[va]),
+                    np.asarray(prepared.val_labels)[va].astype(np.int32),
+                    np.asarray(prepared.mean), np.asarray(prepared.pca_eigvals),
+                    np.asarray(prepared.pca_eigvecs), meta)
 
 
 # ------------------------------------------------------------------------------ training
@@ -208,7 +190,7 @@ def steps_to_error(errors, target: float, window: int = 20) -> int | None:
     return int(hit[0]) + window if len(hit) else None
 
 
-def train_variant(subset: Subset, steps: int, arch: str = "alexnet-mini", crop: int = 46,
+def train_variant(subset: Prepared, steps: int, arch: str = "alexnet-mini", crop: int = 46,
                   batch_size: int = 64, lr: float = 0.01, momentum: float = 0.9,
                   weight_decay: float = 5e-4, init: str = "pytorch", seed: int = 0,
                   val_images: int | None = None, activation: str = "relu", lrn: bool = True,
@@ -274,7 +256,7 @@ def train_variant(subset: Subset, steps: int, arch: str = "alexnet-mini", crop: 
             "step_seconds": train_seconds / steps, "net": net}
 
 
-def evaluate_subset(net, subset: Subset, augmenter: Augmenter, max_images=None,
+def evaluate_subset(net, subset: Prepared, augmenter: Augmenter, max_images=None,
                     batch_size: int = 128) -> dict:
     """Centre-crop top-1/top-5 error and loss on the subset's validation images."""
     n = len(subset.val_labels) if max_images is None else min(max_images, len(subset.val_labels))
@@ -315,7 +297,7 @@ def check_config(names, cfg: dict) -> dict:
     return cfg
 
 
-def run_experiments(names, subset: Subset, log=print, progress: bool = True,
+def run_experiments(names, subset: Prepared, log=print, progress: bool = True,
                     **config) -> list[dict]:
     """Train every variant of the named experiments (the shared baseline once) and return
     one row per (experiment, variant): labels, the config, the results of train_variant
@@ -346,22 +328,22 @@ def run_experiments(names, subset: Subset, log=print, progress: bool = True,
     return rows
 
 
-def relu_vs_tanh(subset: Subset, **config) -> list[dict]:
+def relu_vs_tanh(subset: Prepared, **config) -> list[dict]:
     """Figure 1 (§3.1): ReLU vs tanh, steps to each target training error."""
     return run_experiments(["relu-tanh"], subset, **config)
 
 
-def lrn_ablation(subset: Subset, **config) -> list[dict]:
+def lrn_ablation(subset: Prepared, **config) -> list[dict]:
     """§3.3: with and without local response normalization."""
     return run_experiments(["lrn"], subset, **config)
 
 
-def pooling_ablation(subset: Subset, **config) -> list[dict]:
+def pooling_ablation(subset: Prepared, **config) -> list[dict]:
     """§3.4: overlapping 3/2 vs non-overlapping 2/2 max pooling."""
     return run_experiments(["pooling"], subset, **config)
 
 
-def pca_ablation(subset: Subset, **config) -> list[dict]:
+def pca_ablation(subset: Prepared, **config) -> list[dict]:
     """§4.1: with and without PCA colour augmentation."""
     return run_experiments(["pca"], subset, **config)
 
@@ -477,7 +459,7 @@ def main(argv=None) -> int:
     check_config(names, {**DEFAULTS, **config, "per_class": args.per_class})
     prepared = load_dataset(args.data, progress=not args.no_progress)
     subset = class_subset(prepared, args.classes, args.per_class)
-    print(f"{subset.num_classes} classes of {subset.kind}: {len(subset.train_labels)} train / "
+    print(f"{subset.num_classes} classes of {subset.meta.get('kind', '?')}: {len(subset.train_labels)} train / "
           f"{len(subset.val_labels)} val images; {args.arch}, {args.crop}-px crops, batch "
           f"{args.batch_size}, {args.steps} steps per variant")
     rows = run_experiments(names, subset, progress=not args.no_progress, **config)

@@ -139,3 +139,13 @@ def test_cli_help():
     with pytest.raises(SystemExit) as exit_:
         ex.main(["--help"])
     assert exit_.value.code == 0
+
+
+def test_plot_curves(subset, tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    rows = ex.relu_vs_tanh(subset, progress=False, log=lambda m: None, **FAST)
+    ax = ex.plot_curves(rows, window=2)
+    assert len(ax.get_lines()) == 2
+    ax.figure.savefig(tmp_path / "curves.png")

@@ -369,11 +369,11 @@ def format_table(rows: list[dict]) -> str:
 
 
 def plot_curves(rows: list[dict], window: int = 20, ax=None):
-    """Running training error against steps, one line per variant (as Figure 1)."""
-    from .figures import _pyplot
-
-    plt = _pyplot() if ax is None else None
+    """Running training error against steps, one line per variant (as Figure 1), on the
+    current matplotlib backend (inline in a notebook)."""
     if ax is None:
+        import matplotlib.pyplot as plt
+
         _, ax = plt.subplots(figsize=(6, 3.5))
     seen = set()
     for r in rows:

@@ -112,7 +112,7 @@ def load_dataset(data=None, kind: str = "tiny", max_per_class: int | None = None
 
 #: ``python -m tinyalex.train`` arguments of the notebooks' training run, per budget: CI's
 #: is seconds (20 images per class, one epoch of alexnet-mini), "full" a learner's run
-#: (all of Tiny-100, 10 epochs of alexnet-mini: ~20 minutes on 2 cores).
+#: (all of Tiny-100, 10 epochs of alexnet-mini: an estimated 10-30 minutes on 2 cores).
 TRAIN_BUDGETS = {
     "ci": ["--arch", "alexnet-mini", "--max-per-class", "20", "--epochs", "1",
            "--batch-size", "32", "--val-max-images", "200", "--log-every", "5",

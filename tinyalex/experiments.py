@@ -40,7 +40,7 @@ from .data.loader import BatchLoader
 from .layers import SoftmaxCrossEntropy
 from .layers.loss import log_softmax
 from .metrics import Scores, topk_correct
-from .net import build, train_step
+from .net import INITS, build, train_step
 from .optim import SGD
 
 REAL_DATA_ENV = "TINYALEX_REAL_DATA"
@@ -60,7 +60,7 @@ EXPERIMENTS = {
             [("with PCA colour", {}), ("without PCA colour", {"pca_std": 0.0})]),
 }
 
-DEFAULTS = dict(arch="alexnet-mini", classes=10, per_class=None, steps=600, batch_size=64,
+DEFAULTS = dict(arch="alexnet-mini", classes=10, per_class=None, steps=800, batch_size=64,
                 crop=46, lr=0.01, momentum=0.9, weight_decay=5e-4, init="pytorch", seed=0,
                 val_images=None, window=20, targets=(0.8, 0.7, 0.6, 0.5))
 
@@ -410,23 +410,30 @@ def build_parser():
     p = cli.parser("python -m tinyalex.experiments",
                    __doc__.split("\n\n")[0].split(": ", 1)[1])
     p.add_argument("experiments", nargs="*", default=["all"],
-                   metavar="EXPERIMENT", help=f"{', '.join(EXPERIMENTS)} or all")
+                   metavar="EXPERIMENT", help=f"{', '.join(EXPERIMENTS)} or all (default: all)")
     p.add_argument("--data", default=None, metavar="PATH",
                    help=f"dataset (default: Tiny ImageNet in ${REAL_DATA_ENV}, else "
                         "$TINYALEX_DATA, ./data, else the synthetic set)")
     p.add_argument("--arch", default=DEFAULTS["arch"],
-                   choices=["alexnet-mini", "alexnet-small"])
+                   choices=["alexnet-mini", "alexnet-small"],
+                   help="the net every variant starts from (alexnet-small: the paper's "
+                        "widths, ~15x slower)")
     p.add_argument("--classes", type=int, default=DEFAULTS["classes"],
                    help="use the first N classes of the dataset")
     p.add_argument("--per-class", type=int, default=DEFAULTS["per_class"], metavar="N",
                    help="at most N training images per class (default: all)")
     p.add_argument("--steps", type=int, default=DEFAULTS["steps"], help="SGD steps per variant")
-    p.add_argument("--batch-size", type=int, default=DEFAULTS["batch_size"])
+    p.add_argument("--batch-size", type=int, default=DEFAULTS["batch_size"],
+                   help="images per SGD step")
     p.add_argument("--crop", type=int, default=DEFAULTS["crop"],
                    help="crop side (46: the same map sizes with 3/2 and 2/2 pooling)")
-    p.add_argument("--lr", type=float, default=DEFAULTS["lr"])
-    p.add_argument("--init", default=DEFAULTS["init"], choices=["pytorch", "paper"])
-    p.add_argument("--seed", type=int, default=DEFAULTS["seed"])
+    p.add_argument("--lr", type=float, default=DEFAULTS["lr"],
+                   help="learning rate, the same for every variant (§5's rule, constant)")
+    p.add_argument("--init", default=DEFAULTS["init"], choices=sorted(INITS),
+                   help="weight init ('paper' is §5's, which stalls at chance on these "
+                        "subsets; see the README)")
+    p.add_argument("--seed", type=int, default=DEFAULTS["seed"],
+                   help="initial weights, batch order, augmentation and dropout masks")
     p.add_argument("--val-images", type=int, default=None, metavar="N",
                    help="validate on the first N validation images of the subset")
     p.add_argument("--window", type=int, default=DEFAULTS["window"],

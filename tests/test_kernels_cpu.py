@@ -17,6 +17,10 @@ Tolerances, measured as the largest error relative to the largest entry (gradche
   position): 4 machine epsilons (float32 ~5e-7, float64 ~9e-16).
 - LRN forward/backward: the Numba twin accumulates the window sum in float64 even for
   float32 input: 2e-6 (float32), 1e-14 (float64).
+- the batch-parallel convolution (conv_forward/conv_backward): its GEMMs are smaller and
+  single-threaded, and OpenBLAS's float32 kernels then round differently (float64 forward
+  and dx came out identical); dW adds per-task partial sums: 2e-6 (float32), 1e-14
+  (float64). db is the layer's own float64 sum either way: identical.
 """
 
 from __future__ import annotations
@@ -30,8 +34,9 @@ from tinyalex.layers import Conv2D, LocalResponseNorm, MaxPool2D, conv, lrn, poo
 
 DTYPES = [np.float32, np.float64]
 KERNELS = ["im2col", "col2im", "maxpool_forward", "maxpool_backward", "lrn_forward",
-           "lrn_backward"]
+           "lrn_backward", "conv_forward", "conv_backward"]
 LRN_TOL = {np.float32: 2e-6, np.float64: 1e-14}
+CONV_TOL = {np.float32: 2e-6, np.float64: 1e-14}
 
 
 def eps4(dtype):
@@ -235,27 +240,70 @@ def run_layer(layer, x, dout):
     return y, dx, {name: g.copy() for name, g in layer.grads.items()}, cache
 
 
+CONV_LAYER_CASES = {
+    #                x shape,          Conv2D arguments
+    "conv2-like":  ((2, 16, 27, 27), dict(in_channels=16, out_channels=32, kernel_size=5,
+                                          padding=2, groups=2)),
+    "conv1-like":  ((2, 3, 67, 67), dict(in_channels=3, out_channels=8, kernel_size=11,
+                                         stride=4)),
+    # 13x13 maps: several images share one GEMM (CONV_MIN_COLUMNS), 37 = leftover images
+    "conv4-like":  ((37, 12, 13, 13), dict(in_channels=12, out_channels=12, kernel_size=3,
+                                           padding=1, groups=2)),
+    "s2-p1-rect":  ((5, 4, 9, 7), dict(in_channels=4, out_channels=6, kernel_size=3, stride=2,
+                                       padding=1)),
+}
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
-@pytest.mark.parametrize("config", [
-    pytest.param(((2, 16, 27, 27), dict(in_channels=16, out_channels=32, kernel_size=5,
-                                        padding=2, groups=2)), id="conv2-like"),
-    pytest.param(((2, 3, 67, 67), dict(in_channels=3, out_channels=8, kernel_size=11,
-                                       stride=4)), id="conv1-like"),
-])
-def test_conv2d_layer(config, dtype, monkeypatch, fast_on):
-    """A Conv2D forward+backward is bitwise equal fast vs readable (same BLAS products)."""
-    shape, kwargs = config
+@pytest.mark.parametrize("case", list(CONV_LAYER_CASES))
+def test_conv2d_layer(case, dtype, monkeypatch, fast_on):
+    """A Conv2D forward+backward, fast (batch-parallel) vs readable: y, dx, dW within
+    CONV_TOL, db identical; the first layer's backward (no dx) gives the same dW."""
+    shape, kwargs = CONV_LAYER_CASES[case]
     rng = np.random.default_rng(6)
     layer = Conv2D(**kwargs, weight_std=0.1, rng=7, dtype=dtype)
     x = rng.standard_normal(shape).astype(dtype)
     dout = rng.standard_normal((shape[0],) + layer.output_shape(shape[1:])).astype(dtype)
+    assert fast("conv_forward", x) is not None, "no batch-parallel conv on this BLAS"
     fast_result = run_layer(layer, x, dout)
+    layer.need_input_grad = False
+    assert layer.backward(dout) is None
+    assert_identical(layer.grads["W"], fast_result[2]["W"], "dW without dx")
+    layer.need_input_grad = True
     monkeypatch.setenv("TINYALEX_NO_NUMBA", "1")
     slow_result = run_layer(layer, x, dout)
     for a, b, what in zip(fast_result[:2], slow_result[:2], ["forward", "dx"], strict=True):
-        assert_identical(a, b, what)
-    for name in fast_result[2]:
-        assert_identical(fast_result[2][name], slow_result[2][name], f"d{name}")
+        assert a.shape == b.shape and a.dtype == b.dtype == dtype, what
+        assert rel_error(a, b) < CONV_TOL[dtype], what
+    assert rel_error(fast_result[2]["W"], slow_result[2]["W"]) < CONV_TOL[dtype]
+    assert_identical(fast_result[2]["b"], slow_result[2]["b"], "db")
+
+
+def test_conv_batch_parallel_does_not_depend_on_threads(fast_on):
+    """Bitwise the same with 1 worker as with 2 (tasks and the dW sum order are fixed), a
+    non-contiguous input included; OpenBLAS's thread count is put back afterwards."""
+    import numba
+
+    rng = np.random.default_rng(9)
+    layer = Conv2D(12, 16, 3, padding=1, groups=2, weight_std=0.1, rng=0)
+    x = rng.standard_normal((19, 13, 12, 13), dtype=np.float32).transpose(0, 3, 2, 1)[:, :12]
+    assert not x.flags.c_contiguous
+    dout = rng.standard_normal((19, 16, 12, 13), dtype=np.float32)
+    before = cpu._OPENBLAS_THREADS[0]()
+    results = []
+    for threads in (1, 2):
+        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+        try:
+            results.append(run_layer(layer, x, dout))
+        finally:
+            numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+    assert cpu._OPENBLAS_THREADS[0]() == before
+    (y1, dx1, g1, _), (y2, dx2, g2, _) = results
+    assert_identical(y1, y2, "forward")
+    assert_identical(dx1, dx2, "dx")
+    assert_identical(g1["W"], g2["W"], "dW")
+    contiguous = run_layer(layer, np.ascontiguousarray(x), dout)
+    assert_identical(contiguous[0], y2, "forward, contiguous input")
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])

@@ -1,12 +1,19 @@
-"""Numba twins of the hot loops: im2col/col2im, max pooling with argmax, LRN fused.
+"""Numba twins of the hot loops: im2col/col2im, max pooling with argmax, LRN fused, and
+the whole convolution forward/backward, batch-parallel.
 
 Each function has exactly the signature and result of the readable NumPy body it replaces
 (named in its docstring), and tests/test_kernels_cpu.py proves them equal. All loops are
 ``parallel=True`` over an axis whose iterations write disjoint memory, and ``cache=True`` so
-the compile cost is paid once per machine.
+the compile cost is paid once per machine. The convolution is parallel over the batch
+instead: see ``conv_forward``.
 """
 
 from __future__ import annotations
+
+import ctypes
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numba
 import numpy as np
@@ -221,3 +228,195 @@ def lrn_backward(dout, x, y, s, size, a, beta):
     t = dout.dtype.type
     _lrn_backward(dout, x, y, s, dx, (size - 1) // 2, size // 2, t(a), t(beta))
     return dx
+
+
+# ------------------------------------------------ convolution, batch-parallel (conv.py)
+#
+# The readable Conv2D builds the columns of a whole chunk of the batch, then runs one big
+# multi-threaded GEMM per group and transposes the result to NCHW. On 2 cores that spends
+# much of its time waiting: every im2col, col2im and GEMM is a parallel region whose
+# threads meet at a barrier, OpenBLAS splits each product statically, and a thread that
+# the OS runs late (anything else on the machine) stalls its partner. Here each worker
+# thread takes whole images instead (a "task" of a few of them): its own im2col into a
+# small buffer that stays in cache, single-threaded GEMMs straight into the output's
+# NCHW rows (no transpose), its own col2im. Workers pull tasks as they finish, so a slow
+# core costs only its share. Measured (2 cores, shared machine, conv2 at batch 16,
+# forward+backward): 2.48 s -> 0.90 s; conv1 2.18 s -> 0.28 s; one core's worth of work
+# is about the same either way.
+#
+# Results do not depend on the thread count or on which worker ran which task: the tasks
+# are fixed slices of the batch, each writes its own images and its own partial dW, and
+# the partials are summed in task order.
+
+CONV_MAX_TASKS = 16     # tasks per layer call: enough to balance 2-8 workers
+CONV_MIN_COLUMNS = 512  # images per GEMM: at least this many output columns (13x13 -> 4)
+
+_im2col_serial = numba.njit(nogil=True, cache=True)(_im2col.py_func)
+_col2im_serial = numba.njit(nogil=True, cache=True)(_col2im.py_func)
+
+
+@numba.njit(nogil=True, cache=True)
+def _columns_to_images(y, out, b):
+    """out[n, f, p] = y[f, n*P + p] + b[f]: a GEMM's (F, n*P) result as n NCHW images."""
+    N, F, P = out.shape
+    for n in range(N):
+        for f in range(F):
+            for p in range(P):
+                out[n, f, p] = y[f, n * P + p] + b[f]
+
+
+@numba.njit(nogil=True, cache=True)
+def _images_to_columns(d, d_cols):
+    """d_cols[f, n*P + p] = d[n, f, p]: n NCHW gradients as one (F, n*P) GEMM operand."""
+    N, F, P = d.shape
+    for n in range(N):
+        for f in range(F):
+            for p in range(P):
+                d_cols[f, n * P + p] = d[n, f, p]
+
+
+def _find_openblas_threads():
+    """(get, set) of the process's OpenBLAS thread count (numpy's BLAS), or None if the
+    BLAS is not an OpenBLAS found in /proc/self/maps (then the batch-parallel conv is off:
+    other BLAS libraries would run a thread team inside each worker)."""
+    if os.environ.get("TINYALEX_NO_BATCH_PARALLEL_CONV", "0") not in ("0", ""):
+        return None
+    try:
+        with open("/proc/self/maps") as maps:
+            paths = {line.split()[-1] for line in maps if "openblas" in line.lower()}
+    except OSError:
+        return None
+    for path in sorted(paths):
+        if "openblas" not in os.path.basename(path).lower():
+            continue
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for prefix in ("", "scipy_"):
+            for suffix in ("", "64_", "_64"):
+                get = getattr(lib, f"{prefix}openblas_get_num_threads{suffix}", None)
+                set_ = getattr(lib, f"{prefix}openblas_set_num_threads{suffix}", None)
+                if get is not None and set_ is not None:
+                    set_.argtypes = [ctypes.c_int]
+                    return get, set_
+    return None
+
+
+_OPENBLAS_THREADS = _find_openblas_threads()
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def _run_tasks(task, count: int) -> None:
+    """task(t) for t in range(count) on numba.get_num_threads() workers, OpenBLAS held
+    to one thread meanwhile (each worker's GEMMs are its own)."""
+    global _pool
+    workers = min(numba.get_num_threads(), count)
+    get_threads, set_threads = _OPENBLAS_THREADS
+    with _pool_lock:  # one layer at a time owns the BLAS thread setting
+        before = get_threads()
+        set_threads(1)
+        try:
+            if workers <= 1:
+                for t in range(count):
+                    task(t)
+            else:
+                if _pool is None or _pool._max_workers < workers:
+                    _pool = ThreadPoolExecutor(workers, thread_name_prefix="tinyalex-conv")
+                for future in [_pool.submit(task, t) for t in range(count)]:
+                    future.result()
+        finally:
+            set_threads(before)
+
+
+def _conv_tasks(N: int, P: int) -> tuple[int, list]:
+    """Images per GEMM and the tasks: fixed slices of range(N), each a multiple of it."""
+    per_gemm = min(N, max(1, -(-CONV_MIN_COLUMNS // P)))
+    gemms = -(-N // per_gemm)
+    per_task = per_gemm * -(-gemms // CONV_MAX_TASKS)
+    return per_gemm, [slice(start, min(N, start + per_task)) for start in range(0, N, per_task)]
+
+
+def _conv_geometry(x_shape, W_shape, stride, pad, groups):
+    N, C, H, Wd = x_shape
+    F, _, kh, kw = W_shape
+    OH, OW = _out_size(H, kh, stride, pad), _out_size(Wd, kw, stride, pad)
+    return N, F, kh, kw, OH, OW, F // groups, C // groups * kh * kw
+
+
+def conv_forward(x, W, b, stride, pad, groups):
+    """Twin of Conv2D.forward's readable body: x (N, C, H, W), W (F, C/G, kh, kw), b (F,)
+    -> out (N, F, OH, OW) = the grouped im2col products plus b."""
+    x = np.ascontiguousarray(x)
+    N, F, kh, kw, OH, OW, Fg, Kg = _conv_geometry(x.shape, W.shape, stride, pad, groups)
+    P = OH * OW
+    Wg = np.ascontiguousarray(W).reshape(groups, Fg, Kg)
+    b = np.ascontiguousarray(b)
+    out = np.empty((N, F, P), dtype=x.dtype)
+    per_gemm, tasks = _conv_tasks(N, P)
+
+    def task(t):
+        cols = np.empty((groups * Kg, per_gemm * P), dtype=x.dtype)
+        y = np.empty((F, per_gemm * P), dtype=x.dtype) if per_gemm > 1 else None
+        chunk = tasks[t]
+        for start in range(chunk.start, chunk.stop, per_gemm):
+            n = min(per_gemm, chunk.stop - start)
+            c = cols[:, :n * P]
+            _im2col_serial(x[start:start + n], c, kh, kw, stride, pad, OH, OW)
+            target = out[start].reshape(F, P) if n == 1 else y[:, :n * P]
+            for g in range(groups):
+                np.matmul(Wg[g], c[g * Kg:(g + 1) * Kg], out=target[g * Fg:(g + 1) * Fg])
+            if n == 1:
+                target += b[:, None]
+            else:
+                _columns_to_images(target, out[start:start + n], b)
+
+    _run_tasks(task, len(tasks))
+    return out.reshape(N, F, OH, OW)
+
+
+def conv_backward(x, W, dout, stride, pad, groups, need_input_grad=True):
+    """Twin of Conv2D.backward's readable body for dW and dx: returns (dW (F, C/G, kh, kw),
+    dx (N, C, H, W) or None). dW = dout_r @ cols.T, dx = col2im(W.T @ dout_r), per group."""
+    x = np.ascontiguousarray(x)
+    dout = np.ascontiguousarray(dout)
+    N, F, kh, kw, OH, OW, Fg, Kg = _conv_geometry(x.shape, W.shape, stride, pad, groups)
+    P = OH * OW
+    Wg = np.ascontiguousarray(W).reshape(groups, Fg, Kg)
+    d = dout.reshape(N, F, P)
+    per_gemm, tasks = _conv_tasks(N, P)
+    dW_parts = np.zeros((len(tasks), groups, Fg, Kg), dtype=x.dtype)
+    dx = np.empty_like(x) if need_input_grad else None
+
+    def task(t):
+        cols = np.empty((groups * Kg, per_gemm * P), dtype=x.dtype)
+        d_cols = np.empty((F, per_gemm * P), dtype=x.dtype) if per_gemm > 1 else None
+        product = np.empty((Fg, Kg), dtype=x.dtype)
+        chunk = tasks[t]
+        for start in range(chunk.start, chunk.stop, per_gemm):
+            n = min(per_gemm, chunk.stop - start)
+            c = cols[:, :n * P]
+            _im2col_serial(x[start:start + n], c, kh, kw, stride, pad, OH, OW)
+            if n == 1:
+                dc = d[start]
+            else:
+                dc = d_cols[:, :n * P]
+                _images_to_columns(d[start:start + n], dc)
+            for g in range(groups):
+                np.matmul(dc[g * Fg:(g + 1) * Fg], c[g * Kg:(g + 1) * Kg].T, out=product)
+                dW_parts[t, g] += product
+            if dx is not None:  # the columns' memory takes their gradient
+                for g in range(groups):
+                    np.matmul(Wg[g].T, dc[g * Fg:(g + 1) * Fg], out=c[g * Kg:(g + 1) * Kg])
+                _col2im_serial(c, dx[start:start + n], kh, kw, stride, pad, OH, OW)
+
+    _run_tasks(task, len(tasks))
+    dW = dW_parts[0]
+    for part in dW_parts[1:]:  # in task order: the same sum whatever ran where
+        dW += part
+    return dW.reshape(W.shape), dx
+
+
+if _OPENBLAS_THREADS is None:  # no way to keep each worker's GEMMs single-threaded
+    conv_forward = conv_backward = None  # noqa: F811

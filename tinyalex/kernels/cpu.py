@@ -166,6 +166,21 @@ def _inverse_power(s, beta):
     return s ** (-beta)
 
 
+@numba.njit(inline="always")
+def _inverse_powers(s_row, out, beta, one):
+    """out[w] = s_row[w] ** -beta along one row, for backward. As _inverse_power, but the
+    test on beta sits outside the loop over w and ``one`` has the arrays' dtype (a literal
+    1 computes in float64): with _inverse_power inside backward's loop LLVM left it scalar
+    (measured: backward 3.5x slower; forward's loop vectorises either way)."""
+    if beta == 0.75:
+        for w in range(s_row.shape[0]):
+            q = np.sqrt(one / s_row[w])
+            out[w] = q * np.sqrt(q)
+    else:
+        for w in range(s_row.shape[0]):
+            out[w] = s_row[w] ** (-beta)
+
+
 @numba.njit(**LRN_JIT)
 def _lrn_forward(x, y, s, before, after, a, beta, k):
     # One (n, h) row of every channel per task; the squares of that row are kept in a
@@ -200,25 +215,29 @@ def lrn_forward(x, size, a, beta, k):
 
 
 @numba.njit(**LRN_JIT)
-def _lrn_backward(dout, x, y, s, dx, before, after, a, beta):
+def _lrn_backward(dout, x, y, s, dx, before, after, a, beta, one):
     # before/after are the TRANSPOSED window: x_c feeds s_i for i in [c - before, c + after].
-    # t_i = dout_i * y_i / s_i is computed once per row into a buffer, then window-summed.
+    # t_i = dout_i * y_i / s_i and s_i ** -beta are computed once per row into buffers,
+    # then the window is summed row by row (the w loops vectorise).
     N, C, H, W = x.shape
     coef = 2 * a * beta
     for job in numba.prange(N * H):
         n, h = job // H, job % H
         t = np.empty((C, W), x.dtype)
+        scale = np.empty((C, W), x.dtype)
         for c in range(C):
             for w in range(W):
                 t[c, w] = dout[n, c, h, w] * y[n, c, h, w] / s[n, c, h, w]
-        for c in range(C):  # (summing row by row, as in forward, measured slower here)
+            _inverse_powers(s[n, c, h], scale[c], beta, one)
+        acc = np.empty(W, x.dtype)
+        for c in range(C):
             lo, hi = max(0, c - before), min(C - 1, c + after)
+            acc[:] = t[lo]
+            for i in range(lo + 1, hi + 1):
+                for w in range(W):
+                    acc[w] += t[i, w]
             for w in range(W):
-                acc = t[lo, w]
-                for i in range(lo + 1, hi + 1):
-                    acc += t[i, w]
-                dx[n, c, h, w] = (dout[n, c, h, w] * _inverse_power(s[n, c, h, w], beta)
-                                  - coef * x[n, c, h, w] * acc)
+                dx[n, c, h, w] = dout[n, c, h, w] * scale[c, w] - coef * x[n, c, h, w] * acc[w]
 
 
 def lrn_backward(dout, x, y, s, size, a, beta):
@@ -226,7 +245,7 @@ def lrn_backward(dout, x, y, s, size, a, beta):
     dout = np.ascontiguousarray(dout)
     dx = np.empty_like(dout)
     t = dout.dtype.type
-    _lrn_backward(dout, x, y, s, dx, (size - 1) // 2, size // 2, t(a), t(beta))
+    _lrn_backward(dout, x, y, s, dx, (size - 1) // 2, size // 2, t(a), t(beta), t(1))
     return dx
 
 

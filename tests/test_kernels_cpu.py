@@ -34,7 +34,7 @@ from tinyalex.layers import Conv2D, LocalResponseNorm, MaxPool2D, conv, lrn, poo
 
 DTYPES = [np.float32, np.float64]
 KERNELS = ["im2col", "col2im", "maxpool_forward", "maxpool_backward", "lrn_forward",
-           "lrn_backward", "conv_forward", "conv_backward"]
+           "lrn_backward", "conv_forward", "conv_backward", "relu_forward", "relu_backward"]
 LRN_TOL = {np.float32: 2e-6, np.float64: 1e-14}
 CONV_TOL = {np.float32: 2e-6, np.float64: 1e-14}
 
@@ -188,6 +188,26 @@ def test_maxpool_non_contiguous(readable):
     y_r, am_r = readable(pool.maxpool_forward, x, 3, 2)
     assert_identical(y, y_r)
     assert_identical(am, am_r)
+
+
+# ---------------------------------------------------------------------------------- ReLU
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+def test_relu(dtype, readable):
+    """ReLU forward and backward: bitwise equal (a copy or a zero per element), exact zeros,
+    NaN passed through forward as np.maximum does, a non-contiguous input included."""
+    from tinyalex.layers import ReLU
+
+    rng = np.random.default_rng(10)
+    x = rng.standard_normal((3, 5, 7, 6)).astype(dtype)
+    x[0, 0, 0, :3] = [0.0, -0.0, np.nan]
+    x = x[:, :, ::-1]
+    dout = rng.standard_normal(x.shape).astype(dtype)
+    layer = ReLU()
+    y = cpu.relu_forward(x)
+    y_r = readable(layer.forward, x)
+    assert_identical(y, y_r, "forward")
+    assert_identical(cpu.relu_backward(dout, y_r), readable(layer.backward, dout), "backward")
 
 
 # ----------------------------------------------------------------------------------- LRN

@@ -1,5 +1,5 @@
-"""Numba twins of the hot loops: im2col/col2im, max pooling with argmax, LRN fused, and
-the whole convolution forward/backward, batch-parallel.
+"""Numba twins of the hot loops: im2col/col2im, max pooling with argmax, ReLU, LRN fused,
+and the whole convolution forward/backward, batch-parallel.
 
 Each function has exactly the signature and result of the readable NumPy body it replaces
 (named in its docstring), and tests/test_kernels_cpu.py proves them equal. All loops are
@@ -148,6 +148,38 @@ def maxpool_backward(dout, argmax, x_shape, window, stride):
     dx = np.empty(x_shape, dtype=dout.dtype)
     _maxpool_backward(np.ascontiguousarray(dout), np.ascontiguousarray(argmax), dx,
                       window, stride)
+    return dx
+
+
+# ---------------------------------------------------------------------- ReLU (activations.py)
+
+@numba.njit(**JIT)
+def _relu_forward(x, y):
+    for i in numba.prange(x.size):
+        v = x[i]
+        y[i] = v if v > 0 or v != v else 0  # NaN passes, as np.maximum
+
+
+def relu_forward(x):
+    """Twin of ReLU.forward's body, np.maximum(x, 0): one parallel pass."""
+    x = np.ascontiguousarray(x)
+    y = np.empty_like(x)
+    _relu_forward(x.reshape(-1), y.reshape(-1))
+    return y
+
+
+@numba.njit(**JIT)
+def _relu_backward(dout, y, dx):
+    for i in numba.prange(dout.size):
+        dx[i] = dout[i] if y[i] > 0 else 0
+
+
+def relu_backward(dout, y):
+    """Twin of ReLU.backward's body, dout * (y > 0): one pass, no boolean mask array
+    (where y <= 0 the gradient is 0 even for an infinite dout, whose product would be NaN)."""
+    dout, y = np.ascontiguousarray(dout), np.ascontiguousarray(y)
+    dx = np.empty_like(dout)
+    _relu_backward(dout.reshape(-1), y.reshape(-1), dx.reshape(-1))
     return dx
 
 

@@ -20,7 +20,8 @@ Tolerances, measured as the largest error relative to the largest entry (gradche
 - the batch-parallel convolution (conv_forward/conv_backward): its GEMMs are smaller and
   single-threaded, and OpenBLAS's float32 kernels then round differently (float64 forward
   and dx came out identical); dW adds per-task partial sums: 2e-6 (float32), 1e-14
-  (float64). db is the layer's own float64 sum either way: identical.
+  (float64). db is a float64 sum either way, in another order: 1e-7 (float32, nearly
+  always identical after the cast), 1e-14 (float64).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ KERNELS = ["im2col", "col2im", "maxpool_forward", "maxpool_backward", "lrn_forwa
            "lrn_backward", "conv_forward", "conv_backward", "relu_forward", "relu_backward"]
 LRN_TOL = {np.float32: 2e-6, np.float64: 1e-14}
 CONV_TOL = {np.float32: 2e-6, np.float64: 1e-14}
+DB_TOL = {np.float32: 1e-7, np.float64: 1e-14}
 
 
 def eps4(dtype):
@@ -278,7 +280,7 @@ CONV_LAYER_CASES = {
 @pytest.mark.parametrize("case", list(CONV_LAYER_CASES))
 def test_conv2d_layer(case, dtype, monkeypatch, fast_on):
     """A Conv2D forward+backward, fast (batch-parallel) vs readable: y, dx, dW within
-    CONV_TOL, db identical; the first layer's backward (no dx) gives the same dW."""
+    CONV_TOL, db within DB_TOL; the first layer's backward (no dx) gives the same dW."""
     shape, kwargs = CONV_LAYER_CASES[case]
     rng = np.random.default_rng(6)
     layer = Conv2D(**kwargs, weight_std=0.1, rng=7, dtype=dtype)
@@ -296,7 +298,8 @@ def test_conv2d_layer(case, dtype, monkeypatch, fast_on):
         assert a.shape == b.shape and a.dtype == b.dtype == dtype, what
         assert rel_error(a, b) < CONV_TOL[dtype], what
     assert rel_error(fast_result[2]["W"], slow_result[2]["W"]) < CONV_TOL[dtype]
-    assert_identical(fast_result[2]["b"], slow_result[2]["b"], "db")
+    assert fast_result[2]["b"].dtype == dtype
+    assert rel_error(fast_result[2]["b"], slow_result[2]["b"]) < DB_TOL[dtype], "db"
 
 
 def test_conv_batch_parallel_does_not_depend_on_threads(fast_on):
@@ -322,6 +325,7 @@ def test_conv_batch_parallel_does_not_depend_on_threads(fast_on):
     assert_identical(y1, y2, "forward")
     assert_identical(dx1, dx2, "dx")
     assert_identical(g1["W"], g2["W"], "dW")
+    assert_identical(g1["b"], g2["b"], "db")
     contiguous = run_layer(layer, np.ascontiguousarray(x), dout)
     assert_identical(contiguous[0], y2, "forward, contiguous input")
 

@@ -317,6 +317,18 @@ def _columns_to_images(y, out, b):
 
 
 @numba.njit(nogil=True, cache=True)
+def _add_channel_sums(d, sums):
+    """sums[f] += sum over n, p of d[n, f, p], each image's channel summed in float64."""
+    N, F, P = d.shape
+    for n in range(N):
+        for f in range(F):
+            total = 0.0
+            for p in range(P):
+                total += d[n, f, p]
+            sums[f] += total
+
+
+@numba.njit(nogil=True, cache=True)
 def _images_to_columns(d, d_cols):
     """d_cols[f, n*P + p] = d[n, f, p]: n NCHW gradients as one (F, n*P) GEMM operand."""
     N, F, P = d.shape
@@ -428,8 +440,9 @@ def conv_forward(x, W, b, stride, pad, groups):
 
 
 def conv_backward(x, W, dout, stride, pad, groups, need_input_grad=True):
-    """Twin of Conv2D.backward's readable body for dW and dx: returns (dW (F, C/G, kh, kw),
-    dx (N, C, H, W) or None). dW = dout_r @ cols.T, dx = col2im(W.T @ dout_r), per group."""
+    """Twin of Conv2D.backward's readable body: returns (dW (F, C/G, kh, kw), db (F,),
+    dx (N, C, H, W) or None). dW = dout_r @ cols.T, dx = col2im(W.T @ dout_r), per group;
+    db = dout summed over n, oh, ow in float64 (per image, then per task, in order)."""
     x = np.ascontiguousarray(x)
     dout = np.ascontiguousarray(dout)
     N, F, kh, kw, OH, OW, Fg, Kg = _conv_geometry(x.shape, W.shape, stride, pad, groups)
@@ -438,6 +451,7 @@ def conv_backward(x, W, dout, stride, pad, groups, need_input_grad=True):
     d = dout.reshape(N, F, P)
     per_gemm, tasks = _conv_tasks(N, P)
     dW_parts = np.zeros((len(tasks), groups, Fg, Kg), dtype=x.dtype)
+    db_parts = np.zeros((len(tasks), F), dtype=np.float64)
     dx = np.empty_like(x) if need_input_grad else None
 
     def task(t):
@@ -445,6 +459,7 @@ def conv_backward(x, W, dout, stride, pad, groups, need_input_grad=True):
         d_cols = np.empty((F, per_gemm * P), dtype=x.dtype) if per_gemm > 1 else None
         product = np.empty((Fg, Kg), dtype=x.dtype)
         chunk = tasks[t]
+        _add_channel_sums(d[chunk], db_parts[t])
         for start in range(chunk.start, chunk.stop, per_gemm):
             n = min(per_gemm, chunk.stop - start)
             c = cols[:, :n * P]
@@ -463,10 +478,11 @@ def conv_backward(x, W, dout, stride, pad, groups, need_input_grad=True):
                 _col2im_serial(c, dx[start:start + n], kh, kw, stride, pad, OH, OW)
 
     _run_tasks(task, len(tasks))
-    dW = dW_parts[0]
-    for part in dW_parts[1:]:  # in task order: the same sum whatever ran where
-        dW += part
-    return dW.reshape(W.shape), dx
+    dW, db = dW_parts[0], db_parts[0]
+    for t in range(1, len(tasks)):  # in task order: the same sums whatever ran where
+        dW += dW_parts[t]
+        db += db_parts[t]
+    return dW.reshape(W.shape), db.astype(x.dtype), dx
 
 
 if _OPENBLAS_THREADS is None:  # no way to keep each worker's GEMMs single-threaded

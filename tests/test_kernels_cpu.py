@@ -27,6 +27,9 @@ Tolerances, measured as the largest error relative to the largest entry (gradche
 
 from __future__ import annotations
 
+import os
+import time
+
 import numpy as np
 import pytest
 
@@ -302,6 +305,32 @@ def test_conv2d_layer(case, dtype, monkeypatch, fast_on):
     assert rel_error(fast_result[2]["W"], slow_result[2]["W"]) < CONV_TOL[dtype]
     assert fast_result[2]["b"].dtype == dtype
     assert rel_error(fast_result[2]["b"], slow_result[2]["b"]) < DB_TOL[dtype], "db"
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_conv_workers_after_fork(fast_on):
+    """A forked child (the parent's pool object, none of its threads) still runs a conv:
+    it starts its own workers instead of waiting forever on the parent's."""
+    layer = Conv2D(4, 8, 3, padding=1, rng=0)
+    x = np.random.default_rng(12).standard_normal((8, 4, 9, 9), dtype=np.float32)
+    y = layer.forward(x)
+    pid = os.fork()
+    if pid == 0:  # the child: exit code 0 if the conv ran and agreed
+        code = 3
+        try:
+            code = 0 if np.array_equal(layer.forward(x), y) else 4
+        finally:
+            os._exit(code)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            assert os.waitstatus_to_exitcode(status) == 0
+            return
+        time.sleep(0.05)
+    os.kill(pid, 9)
+    os.waitpid(pid, 0)
+    pytest.fail("the forked child's conv hung")
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])

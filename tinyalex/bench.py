@@ -134,26 +134,31 @@ def torch_layer_times(net, x, repeats: int) -> list[tuple[str, float, float]]:
     return rows
 
 
-def textbook_layer_times(net, x, repeats: int, scale: float) -> list[tuple[str, float, float]]:
+def textbook_layer_times(net, x, scale: float) -> list[tuple[str, float, float] | None]:
     """(name, forward s, backward s) per layer of the textbook NumPy twins
-    (tinyalex/textbook.py), timed on x (a smaller batch: np.add.at and fancy-index im2col
-    are slow) and multiplied by ``scale`` (batch size / len(x)): their cost is linear in
-    the batch. Rows of layers with no twin are None."""
+    (tinyalex/textbook.py), each timed once on x (plain NumPy: nothing to warm up, and
+    seconds per layer where tinyalex takes tenths) and multiplied by ``scale`` (batch size
+    / len(x); their cost is linear in the batch, but a batch much smaller than the
+    training one flatters them: its arrays fit in cache). None for a layer with no twin."""
     from .textbook import textbook_twin
 
     rows = []
     rng = np.random.default_rng(1)
     for name, layer in net.layers:
         twin = textbook_twin(layer)
-        out = layer.forward(x, True)
         if twin is None:
             rows.append(None)
-        else:
-            twin.forward(x, True)
-            fwd = median_time(lambda: twin.forward(x, True), repeats)  # noqa: B023
-            dout = rng.standard_normal(out.shape, dtype=np.float32)
-            bwd = median_time(lambda: twin.backward(dout), repeats)  # noqa: B023
-            rows.append((name, fwd * scale, bwd * scale))
+            x = layer.forward(x, True)
+            continue
+        start = time.perf_counter()
+        out = twin.forward(x, True)
+        fwd = time.perf_counter() - start
+        dout = rng.standard_normal(out.shape, dtype=np.float32)
+        start = time.perf_counter()
+        twin.backward(dout)
+        bwd = time.perf_counter() - start
+        rows.append((name, fwd * scale, bwd * scale))
+        del twin
         x = out
     return rows
 
@@ -331,12 +336,15 @@ def main(argv=None) -> int:
     p.add_argument("--compare-torch", action="store_true",
                    help="also time PyTorch CPU on the same layers and step")
     p.add_argument("--no-layers", action="store_true", help="skip the per-layer table")
-    p.add_argument("--textbook-batch", type=int, default=16,
+    p.add_argument("--textbook-batch", type=int, default=None,
                    help="batch on which the textbook NumPy layers (tinyalex/textbook.py) are "
-                        "timed, scaled to --batch-size; 0 skips them")
+                        "timed, scaled to --batch-size (default: --batch-size; a smaller one "
+                        "is quicker but fits in cache); 0 skips them")
     p.add_argument("--framework", default="tinyalex", choices=["tinyalex", "torch"],
                    help=argparse_hidden())
     args = p.parse_args(argv)
+    if args.textbook_batch is None:
+        args.textbook_batch = args.batch_size
     if args.batch_size < 1 or args.steps < 1 or args.repeats < 1 or args.textbook_batch < 0:
         raise cli.UserError("--batch-size, --steps and --repeats must be at least 1, "
                             "--textbook-batch at least 0")
@@ -374,10 +382,11 @@ def main(argv=None) -> int:
         textbook = None
         if args.textbook_batch > 0:
             small = x[:min(args.textbook_batch, args.batch_size)]
-            textbook = textbook_layer_times(net, small, args.repeats, args.batch_size / len(small))
+            textbook = textbook_layer_times(net, small, args.batch_size / len(small))
         print(f"\nper layer (median of {args.repeats}; vs X = X's fwd+bwd time / tinyalex's)"
-              + (f"; textbook NumPy timed at batch {len(small)}, scaled to {args.batch_size}"
-                 if textbook else "") + ":")
+              + ("; textbook NumPy timed once" + (
+                  f" at batch {len(small)}, scaled to {args.batch_size}"
+                  if len(small) < args.batch_size else "") if textbook else "") + ":")
         print(format_layers(ours, theirs, textbook))
         del net, x
 

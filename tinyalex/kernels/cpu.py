@@ -368,13 +368,14 @@ def _find_openblas_threads():
 
 _OPENBLAS_THREADS = _find_openblas_threads()
 _pool: ThreadPoolExecutor | None = None
+_pool_pid = 0  # a forked child inherits the pool object but none of its threads
 _pool_lock = threading.Lock()
 
 
 def _run_tasks(task, count: int) -> None:
     """task(t) for t in range(count) on numba.get_num_threads() workers, OpenBLAS held
     to one thread meanwhile (each worker's GEMMs are its own)."""
-    global _pool
+    global _pool, _pool_pid
     workers = min(numba.get_num_threads(), count)
     get_threads, set_threads = _OPENBLAS_THREADS
     with _pool_lock:  # one layer at a time owns the BLAS thread setting
@@ -385,8 +386,9 @@ def _run_tasks(task, count: int) -> None:
                 for t in range(count):
                     task(t)
             else:
-                if _pool is None or _pool._max_workers < workers:
+                if _pool is None or _pool._max_workers < workers or _pool_pid != os.getpid():
                     _pool = ThreadPoolExecutor(workers, thread_name_prefix="tinyalex-conv")
+                    _pool_pid = os.getpid()
                 for future in [_pool.submit(task, t) for t in range(count)]:
                     future.result()
         finally:

@@ -200,13 +200,16 @@ def test_maxpool_non_contiguous(readable):
 # ---------------------------------------------------------------------------------- ReLU
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
-def test_relu(dtype, readable):
+@pytest.mark.parametrize("shape", [(3, 5, 7, 6), (2, 16, 256, 130)], ids=["serial", "parallel"])
+def test_relu(shape, dtype, readable):
     """ReLU forward and backward: bitwise equal (a copy or a zero per element), exact zeros,
-    NaN passed through forward as np.maximum does, a non-contiguous input included."""
+    NaN passed through forward as np.maximum does, a non-contiguous input included; both
+    the serial (small) and the parallel (>= ELEMENTWISE_MIN_PARALLEL) loops."""
     from tinyalex.layers import ReLU
 
+    assert (np.prod(shape) >= cpu.ELEMENTWISE_MIN_PARALLEL) == (shape[0] == 2)
     rng = np.random.default_rng(10)
-    x = rng.standard_normal((3, 5, 7, 6)).astype(dtype)
+    x = rng.standard_normal(shape).astype(dtype)
     x[0, 0, 0, :3] = [0.0, -0.0, np.nan]
     x = x[:, :, ::-1]
     dout = rng.standard_normal(x.shape).astype(dtype)

@@ -160,11 +160,19 @@ def _relu_forward(x, y):
         y[i] = v if v > 0 or v != v else 0  # NaN passes, as np.maximum
 
 
+# Below this many elements a parallel pass costs more than it saves: fc6/fc7's ReLUs
+# (0.5 M elements) took 8 ms each way in parallel on the shared machine, 0.3 ms serially.
+ELEMENTWISE_MIN_PARALLEL = 2**20
+
+_relu_forward_serial = numba.njit(cache=True)(_relu_forward.py_func)
+
+
 def relu_forward(x):
-    """Twin of ReLU.forward's body, np.maximum(x, 0): one parallel pass."""
+    """Twin of ReLU.forward's body, np.maximum(x, 0): one pass (parallel if large)."""
     x = np.ascontiguousarray(x)
     y = np.empty_like(x)
-    _relu_forward(x.reshape(-1), y.reshape(-1))
+    kernel = _relu_forward if x.size >= ELEMENTWISE_MIN_PARALLEL else _relu_forward_serial
+    kernel(x.reshape(-1), y.reshape(-1))
     return y
 
 
@@ -174,12 +182,16 @@ def _relu_backward(dout, y, dx):
         dx[i] = dout[i] if y[i] > 0 else 0
 
 
+_relu_backward_serial = numba.njit(cache=True)(_relu_backward.py_func)
+
+
 def relu_backward(dout, y):
     """Twin of ReLU.backward's body, dout * (y > 0): one pass, no boolean mask array
     (where y <= 0 the gradient is 0 even for an infinite dout, whose product would be NaN)."""
     dout, y = np.ascontiguousarray(dout), np.ascontiguousarray(y)
     dx = np.empty_like(dout)
-    _relu_backward(dout.reshape(-1), y.reshape(-1), dx.reshape(-1))
+    kernel = _relu_backward if dout.size >= ELEMENTWISE_MIN_PARALLEL else _relu_backward_serial
+    kernel(dout.reshape(-1), y.reshape(-1), dx.reshape(-1))
     return dx
 
 
@@ -291,9 +303,9 @@ def lrn_backward(dout, x, y, s, size, a, beta):
 # thread takes whole images instead (a "task" of a few of them): its own im2col into a
 # small buffer that stays in cache, single-threaded GEMMs straight into the output's
 # NCHW rows (no transpose), its own col2im. Workers pull tasks as they finish, so a slow
-# core costs only its share. Measured (2 cores, shared machine, conv2 at batch 16,
-# forward+backward): 2.48 s -> 0.90 s; conv1 2.18 s -> 0.28 s; one core's worth of work
-# is about the same either way.
+# core costs only its share. Measured (2 cores, shared machine, batch 16, forward +
+# backward, readable -> this): conv1 2.38 -> 0.38 s, conv2 1.58 -> 0.68 s, conv3 0.51 ->
+# 0.31 s; on one core the work is about the same either way.
 #
 # Results do not depend on the thread count or on which worker ran which task: the tasks
 # are fixed slices of the batch, each writes its own images and its own partial dW, and
@@ -494,9 +506,9 @@ def conv_backward(x, W, dout, stride, pad, groups, need_input_grad=True):
 #
 # The FC products are big enough for OpenBLAS's own threads, but those split each product
 # statically and wait for each other: on a shared machine a late thread stalls the whole
-# GEMM (measured: fc6 forward+backward 0.86 s with two BLAS threads vs 0.5 s for the same
-# work as column blocks pulled by workers). Each block of output columns is one
-# single-threaded GEMM, so the result does not depend on who ran it.
+# GEMM (measured at batch 128, forward+backward, two BLAS threads -> column blocks pulled
+# by the workers: fc6 1.42 -> 1.14 s, fc7 0.94 -> 0.56 s). Each block of output columns
+# is one single-threaded GEMM, so the result does not depend on who ran it.
 
 FC_MIN_BLOCKED_MACS = 2**26  # smaller products (fc8) cost more in tasks than they gain
 

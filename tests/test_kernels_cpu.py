@@ -17,9 +17,18 @@ Tolerances, measured as the largest error relative to the largest entry (gradche
   position): 4 machine epsilons (float32 ~5e-7, float64 ~9e-16).
 - LRN forward/backward: the Numba twin accumulates the window sum in float64 even for
   float32 input: 2e-6 (float32), 1e-14 (float64).
+- the batch-parallel convolution (conv_forward/conv_backward) and the column-blocked FC
+  products (linear_forward/linear_backward): their GEMMs are smaller and
+  single-threaded, and OpenBLAS's float32 kernels then round differently (float64 forward
+  and dx came out identical); dW adds per-task partial sums: 2e-6 (float32), 1e-14
+  (float64). db is a float64 sum either way, in another order: 1e-7 (float32, nearly
+  always identical after the cast), 1e-14 (float64).
 """
 
 from __future__ import annotations
+
+import os
+import time
 
 import numpy as np
 import pytest
@@ -30,8 +39,11 @@ from tinyalex.layers import Conv2D, LocalResponseNorm, MaxPool2D, conv, lrn, poo
 
 DTYPES = [np.float32, np.float64]
 KERNELS = ["im2col", "col2im", "maxpool_forward", "maxpool_backward", "lrn_forward",
-           "lrn_backward"]
+           "lrn_backward", "conv_forward", "conv_backward", "relu_forward", "relu_backward",
+           "linear_forward", "linear_backward"]
 LRN_TOL = {np.float32: 2e-6, np.float64: 1e-14}
+CONV_TOL = {np.float32: 2e-6, np.float64: 1e-14}
+DB_TOL = {np.float32: 1e-7, np.float64: 1e-14}
 
 
 def eps4(dtype):
@@ -185,6 +197,29 @@ def test_maxpool_non_contiguous(readable):
     assert_identical(am, am_r)
 
 
+# ---------------------------------------------------------------------------------- ReLU
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("shape", [(3, 5, 7, 6), (2, 16, 256, 130)], ids=["serial", "parallel"])
+def test_relu(shape, dtype, readable):
+    """ReLU forward and backward: bitwise equal (a copy or a zero per element), exact zeros,
+    NaN passed through forward as np.maximum does, a non-contiguous input included; both
+    the serial (small) and the parallel (>= ELEMENTWISE_MIN_PARALLEL) loops."""
+    from tinyalex.layers import ReLU
+
+    assert (np.prod(shape) >= cpu.ELEMENTWISE_MIN_PARALLEL) == (shape[0] == 2)
+    rng = np.random.default_rng(10)
+    x = rng.standard_normal(shape).astype(dtype)
+    x[0, 0, 0, :3] = [0.0, -0.0, np.nan]
+    x = x[:, :, ::-1]
+    dout = rng.standard_normal(x.shape).astype(dtype)
+    layer = ReLU()
+    y = cpu.relu_forward(x)
+    y_r = readable(layer.forward, x)
+    assert_identical(y, y_r, "forward")
+    assert_identical(cpu.relu_backward(dout, y_r), readable(layer.backward, dout), "backward")
+
+
 # ----------------------------------------------------------------------------------- LRN
 
 LRN_SHAPES = {
@@ -235,27 +270,123 @@ def run_layer(layer, x, dout):
     return y, dx, {name: g.copy() for name, g in layer.grads.items()}, cache
 
 
+CONV_LAYER_CASES = {
+    #                x shape,          Conv2D arguments
+    "conv2-like":  ((2, 16, 27, 27), dict(in_channels=16, out_channels=32, kernel_size=5,
+                                          padding=2, groups=2)),
+    "conv1-like":  ((2, 3, 67, 67), dict(in_channels=3, out_channels=8, kernel_size=11,
+                                         stride=4)),
+    # 13x13 maps: several images share one GEMM (CONV_MIN_COLUMNS), 37 = leftover images
+    "conv4-like":  ((37, 12, 13, 13), dict(in_channels=12, out_channels=12, kernel_size=3,
+                                           padding=1, groups=2)),
+    "s2-p1-rect":  ((5, 4, 9, 7), dict(in_channels=4, out_channels=6, kernel_size=3, stride=2,
+                                       padding=1)),
+}
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
-@pytest.mark.parametrize("config", [
-    pytest.param(((2, 16, 27, 27), dict(in_channels=16, out_channels=32, kernel_size=5,
-                                        padding=2, groups=2)), id="conv2-like"),
-    pytest.param(((2, 3, 67, 67), dict(in_channels=3, out_channels=8, kernel_size=11,
-                                       stride=4)), id="conv1-like"),
-])
-def test_conv2d_layer(config, dtype, monkeypatch, fast_on):
-    """A Conv2D forward+backward is bitwise equal fast vs readable (same BLAS products)."""
-    shape, kwargs = config
+@pytest.mark.parametrize("case", list(CONV_LAYER_CASES))
+def test_conv2d_layer(case, dtype, monkeypatch, fast_on):
+    """A Conv2D forward+backward, fast (batch-parallel) vs readable: y, dx, dW within
+    CONV_TOL, db within DB_TOL; the first layer's backward (no dx) gives the same dW."""
+    shape, kwargs = CONV_LAYER_CASES[case]
     rng = np.random.default_rng(6)
     layer = Conv2D(**kwargs, weight_std=0.1, rng=7, dtype=dtype)
     x = rng.standard_normal(shape).astype(dtype)
     dout = rng.standard_normal((shape[0],) + layer.output_shape(shape[1:])).astype(dtype)
+    assert fast("conv_forward", x) is not None, "no batch-parallel conv on this BLAS"
     fast_result = run_layer(layer, x, dout)
+    layer.need_input_grad = False
+    assert layer.backward(dout) is None
+    assert_identical(layer.grads["W"], fast_result[2]["W"], "dW without dx")
+    layer.need_input_grad = True
     monkeypatch.setenv("TINYALEX_NO_NUMBA", "1")
     slow_result = run_layer(layer, x, dout)
     for a, b, what in zip(fast_result[:2], slow_result[:2], ["forward", "dx"], strict=True):
-        assert_identical(a, b, what)
-    for name in fast_result[2]:
-        assert_identical(fast_result[2][name], slow_result[2][name], f"d{name}")
+        assert a.shape == b.shape and a.dtype == b.dtype == dtype, what
+        assert rel_error(a, b) < CONV_TOL[dtype], what
+    assert rel_error(fast_result[2]["W"], slow_result[2]["W"]) < CONV_TOL[dtype]
+    assert fast_result[2]["b"].dtype == dtype
+    assert rel_error(fast_result[2]["b"], slow_result[2]["b"]) < DB_TOL[dtype], "db"
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_conv_workers_after_fork(fast_on):
+    """A forked child (the parent's pool object, none of its threads) still runs a conv:
+    it starts its own workers instead of waiting forever on the parent's."""
+    layer = Conv2D(4, 8, 3, padding=1, rng=0)
+    x = np.random.default_rng(12).standard_normal((8, 4, 9, 9), dtype=np.float32)
+    y = layer.forward(x)
+    pid = os.fork()
+    if pid == 0:  # the child: exit code 0 if the conv ran and agreed
+        code = 3
+        try:
+            code = 0 if np.array_equal(layer.forward(x), y) else 4
+        finally:
+            os._exit(code)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            assert os.waitstatus_to_exitcode(status) == 0
+            return
+        time.sleep(0.05)
+    os.kill(pid, 9)
+    os.waitpid(pid, 0)
+    pytest.fail("the forked child's conv hung")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("shape", [(16, 2048, 2050), (3, 12, 5)], ids=["blocked", "small"])
+def test_linear_layer(shape, dtype, monkeypatch, fast_on):
+    """Linear forward+backward, fast vs readable: within CONV_TOL; the blocked case has
+    N*D*M >= FC_MIN_BLOCKED_MACS and a last block of leftover columns (2050 = 16*128 + 2)."""
+    from tinyalex.layers import Linear
+
+    N, D, M = shape
+    assert (N * D * M >= cpu.FC_MIN_BLOCKED_MACS) == (shape[0] == 16)
+    rng = np.random.default_rng(11)
+    layer = Linear(D, M, weight_std=0.1, rng=0, dtype=dtype)
+    layer.params["b"] = rng.standard_normal(M).astype(dtype)
+    x = rng.standard_normal((N, D)).astype(dtype)
+    dout = rng.standard_normal((N, M)).astype(dtype)
+    fast_result = run_layer(layer, x, dout)
+    monkeypatch.setenv("TINYALEX_NO_NUMBA", "1")
+    slow_result = run_layer(layer, x, dout)
+    for a, b, what in [(fast_result[0], slow_result[0], "forward"),
+                       (fast_result[1], slow_result[1], "dx"),
+                       (fast_result[2]["W"], slow_result[2]["W"], "dW")]:
+        assert a.shape == b.shape and a.dtype == b.dtype == dtype, what
+        assert rel_error(a, b) < CONV_TOL[dtype], what
+    assert_identical(fast_result[2]["b"], slow_result[2]["b"], "db")
+
+
+def test_conv_batch_parallel_does_not_depend_on_threads(fast_on):
+    """Bitwise the same with 1 worker as with 2 (tasks and the dW sum order are fixed), a
+    non-contiguous input included; OpenBLAS's thread count is put back afterwards."""
+    import numba
+
+    rng = np.random.default_rng(9)
+    layer = Conv2D(12, 16, 3, padding=1, groups=2, weight_std=0.1, rng=0)
+    x = rng.standard_normal((19, 13, 12, 13), dtype=np.float32).transpose(0, 3, 2, 1)[:, :12]
+    assert not x.flags.c_contiguous
+    dout = rng.standard_normal((19, 16, 12, 13), dtype=np.float32)
+    before = cpu._OPENBLAS_THREADS[0]()
+    results = []
+    for threads in (1, 2):
+        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+        try:
+            results.append(run_layer(layer, x, dout))
+        finally:
+            numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+    assert cpu._OPENBLAS_THREADS[0]() == before
+    (y1, dx1, g1, _), (y2, dx2, g2, _) = results
+    assert_identical(y1, y2, "forward")
+    assert_identical(dx1, dx2, "dx")
+    assert_identical(g1["W"], g2["W"], "dW")
+    assert_identical(g1["b"], g2["b"], "db")
+    contiguous = run_layer(layer, np.ascontiguousarray(x), dout)
+    assert_identical(contiguous[0], y2, "forward, contiguous input")
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])

@@ -134,6 +134,53 @@ def torch_layer_times(net, x, repeats: int) -> list[tuple[str, float, float]]:
     return rows
 
 
+def textbook_layer_times(net, x, scale: float) -> list[tuple[str, float, float] | None]:
+    """(name, forward s, backward s) per layer of the textbook NumPy twins
+    (tinyalex/textbook.py), each timed once on x (plain NumPy: nothing to warm up, and
+    seconds per layer where tinyalex takes tenths) and multiplied by ``scale`` (batch size
+    / len(x); their cost is linear in the batch, but a batch much smaller than the
+    training one flatters them: its arrays fit in cache). None for a layer with no twin."""
+    from .textbook import textbook_twin
+
+    rows = []
+    rng = np.random.default_rng(1)
+    for name, layer in net.layers:
+        twin = textbook_twin(layer)
+        if twin is None:
+            rows.append(None)
+            x = layer.forward(x, True)
+            continue
+        start = time.perf_counter()
+        out = twin.forward(x, True)
+        fwd = time.perf_counter() - start
+        dout = rng.standard_normal(out.shape, dtype=np.float32)
+        start = time.perf_counter()
+        twin.backward(dout)
+        bwd = time.perf_counter() - start
+        rows.append((name, fwd * scale, bwd * scale))
+        del twin
+        x = out
+    return rows
+
+
+def sgemm_gflops(size: int = 2048, repeats: int = 3) -> float:
+    """The best float32 GEMM rate of this machine's BLAS (numpy's), in GFLOP/s: a square
+    size^3 product, the shape BLAS runs fastest; no convolution or FC layer beats it."""
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((size, size), dtype=np.float32)
+    b = rng.standard_normal((size, size), dtype=np.float32)
+    out = np.empty((size, size), dtype=np.float32)
+    np.matmul(a, b, out=out)
+    seconds = min(median_time(lambda: np.matmul(a, b, out=out), repeats) for _ in range(2))
+    return 2 * size ** 3 / seconds / 1e9
+
+
+def step_gflop_per_image(net) -> float:
+    """A training step's GFLOP per image: forward FLOPs (tinyalex.summary's count) times 3
+    (backward: the products for dW and for dx are each as big as the forward's)."""
+    return 3 * sum(layer.flops(shape) for _, layer, shape, _ in net.shapes()) / 1e9
+
+
 # ----------------------------------------------------------- the whole step, in a child
 
 def step_child(framework: str, arch: str, batch_size: int, num_classes: int,
@@ -166,8 +213,12 @@ def step_child(framework: str, arch: str, batch_size: int, num_classes: int,
             opt.step()
     step()
     seconds = median_time(step, steps)
-    return {"framework": framework, "seconds": seconds, "img_per_s": batch_size / seconds,
-            "peak_rss_bytes": peak_rss_bytes()}
+    rss = peak_rss_bytes()
+    result = {"framework": framework, "seconds": seconds, "img_per_s": batch_size / seconds,
+              "peak_rss_bytes": rss}
+    if framework == "tinyalex":  # right after the steps, while the machine is as loaded
+        result["sgemm_gflops"] = sgemm_gflops()
+    return result
 
 
 def run_step_in_child(framework: str, args, tuned: bool = True) -> dict:
@@ -229,16 +280,26 @@ def argparse_namespace(args, **changes):
 
 # ------------------------------------------------------------------------------ report
 
-def format_layers(ours, theirs=None) -> str:
+def format_layers(ours, theirs=None, textbook=None) -> str:
+    """The per-layer table: tinyalex's times, then PyTorch's and the textbook twins' (each
+    optional) with tinyalex's speed-up over them (their fwd+bwd time / tinyalex's)."""
     head = f"{'layer':<9} {'fwd ms':>9} {'bwd ms':>9}"
     if theirs:
-        head += f" {'torch fwd':>10} {'torch bwd':>10} {'speed-up':>9}"
+        head += f" {'torch fwd':>10} {'torch bwd':>10} {'vs torch':>9}"
+    if textbook:
+        head += f" {'textbook f+b':>13} {'vs textbook':>12}"
     lines = [head, "-" * len(head)]
     for i, (name, f, b) in enumerate(ours):
         line = f"{name:<9} {f * 1e3:>9.1f} {b * 1e3:>9.1f}"
         if theirs:
             _, tf, tb = theirs[i]
             line += f" {tf * 1e3:>10.1f} {tb * 1e3:>10.1f} {(tf + tb) / max(f + b, 1e-9):>8.2f}x"
+        if textbook:
+            if textbook[i] is None:
+                line += f" {'-':>13} {'-':>12}"
+            else:
+                _, tf, tb = textbook[i]
+                line += f" {(tf + tb) * 1e3:>13.1f} {(tf + tb) / max(f + b, 1e-9):>11.1f}x"
         lines.append(line)
     total = sum(f + b for _, f, b in ours)
     line = f"{'sum':<9} {sum(f for _, f, _ in ours) * 1e3:>9.1f} {sum(b for *_, b in ours) * 1e3:>9.1f}"
@@ -246,6 +307,9 @@ def format_layers(ours, theirs=None) -> str:
         ttotal = sum(f + b for _, f, b in theirs)
         line += (f" {sum(f for _, f, _ in theirs) * 1e3:>10.1f} "
                  f"{sum(b for *_, b in theirs) * 1e3:>10.1f} {ttotal / total:>8.2f}x")
+    if textbook:
+        ttotal = sum(f + b for row in textbook if row for _, f, b in [row])
+        line += f" {ttotal * 1e3:>13.1f} {ttotal / total:>11.1f}x"
     lines.append(line)
     return "\n".join(lines)
 
@@ -272,11 +336,18 @@ def main(argv=None) -> int:
     p.add_argument("--compare-torch", action="store_true",
                    help="also time PyTorch CPU on the same layers and step")
     p.add_argument("--no-layers", action="store_true", help="skip the per-layer table")
+    p.add_argument("--textbook-batch", type=int, default=None,
+                   help="batch on which the textbook NumPy layers (tinyalex/textbook.py) are "
+                        "timed, scaled to --batch-size (default: --batch-size; a smaller one "
+                        "is quicker but fits in cache); 0 skips them")
     p.add_argument("--framework", default="tinyalex", choices=["tinyalex", "torch"],
                    help=argparse_hidden())
     args = p.parse_args(argv)
-    if args.batch_size < 1 or args.steps < 1 or args.repeats < 1:
-        raise cli.UserError("--batch-size, --steps and --repeats must be at least 1")
+    if args.textbook_batch is None:
+        args.textbook_batch = args.batch_size
+    if args.batch_size < 1 or args.steps < 1 or args.repeats < 1 or args.textbook_batch < 0:
+        raise cli.UserError("--batch-size, --steps and --repeats must be at least 1, "
+                            "--textbook-batch at least 0")
 
     if args.what == "_step":
         print(json.dumps(step_child(args.framework, args.arch, args.batch_size,
@@ -308,12 +379,20 @@ def main(argv=None) -> int:
         x, _ = batch_for(net, args.batch_size, args.num_classes)
         ours = layer_times(net, x, args.repeats)
         theirs = torch_layer_times(net, x, args.repeats) if args.compare_torch else None
-        print(f"\nper layer (median of {args.repeats}; speed-up = torch time / tinyalex time):")
-        print(format_layers(ours, theirs))
+        textbook = None
+        if args.textbook_batch > 0:
+            small = x[:min(args.textbook_batch, args.batch_size)]
+            textbook = textbook_layer_times(net, small, args.batch_size / len(small))
+        print(f"\nper layer (median of {args.repeats}; vs X = X's fwd+bwd time / tinyalex's)"
+              + ("; textbook NumPy timed once" + (
+                  f" at batch {len(small)}, scaled to {args.batch_size}"
+                  if len(small) < args.batch_size else "") if textbook else "") + ":")
+        print(format_layers(ours, theirs, textbook))
         del net, x
 
     print(f"\ntraining step (forward, loss, backward, SGD update; median of {args.steps}, "
           "each framework in a fresh process for its peak RSS):")
+    gflop = step_gflop_per_image(build(args.arch, args.num_classes))
     rows = [("tinyalex", run_step_in_child("tinyalex", args))]
     if args.compare_torch:
         rows.append(("torch", run_step_in_child("torch", args, tuned=False)))
@@ -327,6 +406,11 @@ def main(argv=None) -> int:
         print(f"  tinyalex / torch: {ours['img_per_s'] / theirs['img_per_s']:.2f}x the img/s "
               f"({ours['img_per_s'] / tuned['img_per_s']:.2f}x against the tuned torch), "
               f"{ours['peak_rss_bytes'] / theirs['peak_rss_bytes']:.2f}x the peak RSS")
+    ours = rows[0][1]
+    ceiling = ours["sgemm_gflops"] / gflop
+    print(f"  GEMM ceiling: best sgemm {ours['sgemm_gflops']:.0f} GFLOP/s (2048^3, measured right "
+          f"after tinyalex's steps) / {gflop:.2f} GFLOP per image per step = {ceiling:.1f} img/s; "
+          f"tinyalex reaches {ours['img_per_s'] / ceiling:.0%} of it")
     return 0
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..kernels import fast
 from .base import Layer
 
 
@@ -25,12 +26,19 @@ class Linear(Layer):
 
     def forward(self, x, train=True):
         self.cache = x
+        kernel = fast("linear_forward", x)
+        if kernel is not None and x.dtype == self.params["W"].dtype:
+            return kernel(x, self.params["W"], self.params["b"])
         return x @ self.params["W"].T + self.params["b"]
 
     def backward(self, dout):
         x = self.cache
-        self.grads["W"] = dout.T @ x
         self.grads["b"] = dout.sum(axis=0, dtype="float64").astype(dout.dtype)  # as in Conv2D
+        kernel = fast("linear_backward", dout)
+        if kernel is not None and dout.dtype == x.dtype == self.params["W"].dtype:
+            self.grads["W"], dx = kernel(x, self.params["W"], dout)
+            return dx
+        self.grads["W"] = dout.T @ x
         return dout @ self.params["W"]
 
     def output_shape(self, input_shape):

@@ -27,7 +27,7 @@ import pytest
 
 from tinyalex.gradcheck import rel_error
 from tinyalex.interop import paper_sgd, set_dropout_masks, to_torch
-from tinyalex.layers import Dropout, SoftmaxCrossEntropy
+from tinyalex.layers import Dropout, MaxPool2D, SoftmaxCrossEntropy
 from tinyalex.net import alexnet, alexnet_mini, alexnet_small, train_step
 from tinyalex.optim import SGD
 
@@ -124,7 +124,10 @@ def lockstep(net, lrs, batch_size=4, num_classes=10, optimizer="torch.optim.SGD"
             for name, mask in masks.items():
                 ref[name].fixed_mask = mask
             ref_opt.lr = lr
-            train_step(ref, loss_fn, x.astype(np.float64), y)
+            logits = ref.forward(x.astype(np.float64), train=True)
+            follow_pool_choices(ref, net)
+            loss_fn.forward(logits, y)
+            ref.backward(loss_fn.backward(), input_grad=False)
             ref_opt.step(ref.grads)
         topt.zero_grad()
         tloss = F.cross_entropy(model(torch.from_numpy(x)), torch.from_numpy(y))
@@ -135,6 +138,20 @@ def lockstep(net, lrs, batch_size=4, num_classes=10, optimizer="torch.optim.SGD"
         reference.update({k: v.copy() for k, v in ref.params.items()},
                          **{f"velocity/{k}": v for k, v in ref_opt.velocity.items()})
     return np.array(ours), np.array(theirs), opt, model, topt
+
+
+def follow_pool_choices(ref, net) -> int:
+    """Give the float64 reference's max pools the float32 net's argmax; returns how many
+    differed. Where two values of a window lie within float32 rounding of each other, which
+    one wins is a coin toss for any float32 implementation, and the loser gets no gradient:
+    one such flip moves a layer's gradient by ~10% (seen on conv2 at step 6 of the small
+    net on a Zen CPU). With the same choices, the reference measures rounding alone."""
+    flips = 0
+    for (_, ours), (_, theirs) in zip(net.layers, ref.layers):
+        if isinstance(ours, MaxPool2D):
+            flips += int((ours.cache[0] != theirs.cache[0]).sum())
+            theirs.cache = (ours.cache[0].copy(), theirs.cache[1])
+    return flips
 
 
 def weight_errors(net, model) -> dict:

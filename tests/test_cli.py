@@ -8,7 +8,7 @@ import pytest
 from tinyalex import cli
 
 COMMANDS = ["tinyalex.train", "tinyalex.evaluate", "tinyalex.predict", "tinyalex.figures",
-            "tinyalex.summary", "tinyalex.twin", "tinyalex.data.__main__",
+            "tinyalex.summary", "tinyalex.bench", "tinyalex.twin", "tinyalex.data.__main__",
             "tinyalex.experiments"]
 
 

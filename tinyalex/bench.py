@@ -328,9 +328,10 @@ def main(argv=None) -> int:
                         "twin on the same batches, compare val error and time per epoch "
                         "(its own options: python -m tinyalex.bench twin --help; the _step "
                         "form is internal)")
-    p.add_argument("--arch", default="alexnet", choices=sorted(ARCHITECTURES))
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--num-classes", type=int, default=100)
+    p.add_argument("--arch", default="alexnet", choices=sorted(ARCHITECTURES),
+                   help="the net whose layers and step are timed")
+    p.add_argument("--batch-size", type=int, default=128, help="images per step (§5: 128)")
+    p.add_argument("--num-classes", type=int, default=100, help="outputs of fc8")
     p.add_argument("--repeats", type=int, default=3, help="timings per layer (median)")
     p.add_argument("--steps", type=int, default=3, help="timed training steps (median)")
     p.add_argument("--compare-torch", action="store_true",

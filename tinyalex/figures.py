@@ -400,7 +400,7 @@ def nearest_neighbours(net, prepared, path, queries: int = 6, neighbours: int = 
                 f"a random {len(train_idx)} of the {n_train} training images (max_train, "
                 f"to keep it to seconds)")
     fig.suptitle(f"validation images (first column) and their nearest training images by "
-                 f"Euclidean distance of relu7 (4096-d) codes\nsearched in {searched}; "
+                 f"Euclidean distance of relu7 ({f_train.shape[1]}-d) codes\nsearched in {searched}; "
                  f"green: same class, red: another class", fontsize=8)
     fig.tight_layout()
     return _save(fig, path)

@@ -29,19 +29,15 @@ from .data.cache import fsync_directory
 FORMAT = 1
 
 
-def save(path, params: dict, meta: dict, velocity: dict | None = None,
-         data: dict | None = None) -> Path:
-    """Write a checkpoint atomically; returns its path."""
+def atomic_write(path, write) -> Path:
+    """write(fh) into a temporary file beside path, flushed and fsync'ed, then renamed over
+    path: a crash leaves the old file or the new one, never half of one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    arrays = {f"params/{k}": to_numpy(v) for k, v in params.items()}
-    arrays.update({f"velocity/{k}": to_numpy(v) for k, v in (velocity or {}).items()})
-    arrays.update({f"data/{k}": to_numpy(v) for k, v in (data or {}).items()})
-    arrays["meta"] = np.array(json.dumps(dict(meta, format=FORMAT)))
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         with open(tmp, "wb") as fh:
-            np.savez(fh, **arrays)
+            write(fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -50,6 +46,16 @@ def save(path, params: dict, meta: dict, velocity: dict | None = None,
             tmp.unlink()
     fsync_directory(path.parent)
     return path
+
+
+def save(path, params: dict, meta: dict, velocity: dict | None = None,
+         data: dict | None = None) -> Path:
+    """Write a checkpoint atomically; returns its path."""
+    arrays = {f"params/{k}": to_numpy(v) for k, v in params.items()}
+    arrays.update({f"velocity/{k}": to_numpy(v) for k, v in (velocity or {}).items()})
+    arrays.update({f"data/{k}": to_numpy(v) for k, v in (data or {}).items()})
+    arrays["meta"] = np.array(json.dumps(dict(meta, format=FORMAT)))
+    return atomic_write(path, lambda fh: np.savez(fh, **arrays))
 
 
 class Checkpoint:

@@ -131,13 +131,11 @@ def save_state(state_dir, net, opt, model, topt, config: dict, rows: list, step:
     from . import checkpoint
 
     state_dir = Path(state_dir)
-    state_dir.mkdir(parents=True, exist_ok=True)
     epoch = len(rows)
     torch_path = state_dir / f"torch-epoch{epoch}.pt"
-    tmp = torch_path.with_name(f".{torch_path.name}.tmp-{os.getpid()}")
-    torch.save({"epoch": epoch, "model": model.state_dict(), "optimizer": topt.state_dict(),
-                "rng": torch.get_rng_state()}, tmp)
-    os.replace(tmp, torch_path)
+    saved = {"epoch": epoch, "model": model.state_dict(), "optimizer": topt.state_dict(),
+             "rng": torch.get_rng_state()}
+    checkpoint.atomic_write(torch_path, lambda fh: torch.save(saved, fh))
     meta = {"twin": {k: config[k] for k in SAME_ON_RESUME}, "epoch": epoch, "step": step,
             "rows": _jsonable(rows)}
     path = checkpoint.save(state_dir / "tinyalex.npz", net.params, meta, velocity=opt.velocity)

@@ -40,7 +40,7 @@ from tinyalex.layers import Conv2D, LocalResponseNorm, MaxPool2D, conv, lrn, poo
 DTYPES = [np.float32, np.float64]
 KERNELS = ["im2col", "col2im", "maxpool_forward", "maxpool_backward", "lrn_forward",
            "lrn_backward", "conv_forward", "conv_backward", "relu_forward", "relu_backward",
-           "linear_forward", "linear_backward"]
+           "linear_forward", "linear_backward", "sgd_update"]
 LRN_TOL = {np.float32: 2e-6, np.float64: 1e-14}
 CONV_TOL = {np.float32: 2e-6, np.float64: 1e-14}
 DB_TOL = {np.float32: 1e-7, np.float64: 1e-14}
@@ -203,7 +203,8 @@ def test_serial_twins_have_their_own_cache_names():
     by name and line, so a shared name loaded the parallel build (20 ms for a 0.5 M ReLU)."""
     pairs = [(cpu._im2col, cpu._im2col_serial), (cpu._col2im, cpu._col2im_serial),
              (cpu._relu_forward, cpu._relu_forward_serial),
-             (cpu._relu_backward, cpu._relu_backward_serial)]
+             (cpu._relu_backward, cpu._relu_backward_serial),
+             (cpu._sgd_update, cpu._sgd_update_serial)]
     for parallel, serial in pairs:
         assert parallel.targetoptions.get("parallel") and not serial.targetoptions.get("parallel")
         assert serial.targetoptions.get("nogil")
@@ -232,6 +233,32 @@ def test_relu(shape, dtype, readable):
     y_r = readable(layer.forward, x)
     assert_identical(y, y_r, "forward")
     assert_identical(cpu.relu_backward(dout, y_r), readable(layer.backward, dout), "backward")
+
+
+# ---------------------------------------------------------------------------- SGD update
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("size", [1000, 2**20 + 3], ids=["serial", "parallel"])
+def test_sgd_update(size, dtype, readable):
+    """SGD.step with the fused kernel: weights and velocity bitwise equal to the readable
+    four passes (the same roundings in the same order) over five steps, a learning-rate
+    change between them, both the serial and the parallel loop."""
+    from tinyalex.optim import SGD
+
+    rng = np.random.default_rng(11)
+    w0 = rng.standard_normal((size,)).astype(dtype).reshape(-1, 1)
+    grads = [rng.standard_normal(w0.shape).astype(dtype) for _ in range(5)]
+    fused = SGD({"w": w0.copy()}, lr=0.01)
+    plain = SGD({"w": w0.copy()}, lr=0.01)
+    assert fast("sgd_update", w0) is cpu.sgd_update
+    for step, g in enumerate(grads):
+        if step == 3:
+            fused.lr = plain.lr = 0.001
+        fused.step({"w": g})
+        readable(plain.step, {"w": g})
+    assert_identical(fused.params["w"], plain.params["w"], "weights")
+    assert_identical(fused.velocity["w"], plain.velocity["w"], "velocity")
+    assert not np.array_equal(fused.params["w"], w0)
 
 
 # ----------------------------------------------------------------------------------- LRN

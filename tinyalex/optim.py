@@ -15,6 +15,7 @@ improving with the current learning rate ... reduced three times prior to termin
 from __future__ import annotations
 
 from .backend import get_array_module
+from .kernels import fast
 
 
 class SGD:
@@ -34,6 +35,10 @@ class SGD:
         for name, w in self.params.items():
             v = self.velocity[name]
             g = grads[name]
+            kernel = fast("sgd_update", w)
+            if kernel is not None and w.flags.c_contiguous and v.flags.c_contiguous:
+                kernel(w, v, g, lr, m, wd)
+                continue
             v *= m
             v -= (wd * lr) * w
             v -= lr * g

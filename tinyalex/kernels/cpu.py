@@ -563,5 +563,32 @@ def linear_backward(x, W, dout):
     return dW, dx
 
 
+# ------------------------------------------------------------------ SGD update (optim.py)
+
+@numba.njit(**JIT)
+def _sgd_update(w, v, g, momentum, decay, lr):
+    for i in numba.prange(w.size):
+        # The readable body's four passes, rounded in the same order: bitwise the same.
+        step = v[i] * momentum
+        step = step - decay * w[i]
+        step = step - lr * g[i]
+        v[i] = step
+        w[i] = w[i] + step
+
+
+_sgd_update_serial = _serial_twin(_sgd_update, "_sgd_update_serial")
+
+
+def sgd_update(w, v, g, lr, momentum, weight_decay):
+    """Twin of SGD.step's body for one parameter, in place: v <- m*v - wd*lr*w - lr*g;
+    w <- w + v. One pass over w, v and g instead of four (the paper net's 57 M parameters
+    took ~290 ms a step in four NumPy passes). w and v must be contiguous."""
+    scalar = w.dtype.type
+    g = np.ascontiguousarray(g, dtype=w.dtype)
+    kernel = _sgd_update if w.size >= ELEMENTWISE_MIN_PARALLEL else _sgd_update_serial
+    kernel(w.reshape(-1), v.reshape(-1), g.reshape(-1), scalar(momentum),
+           scalar(weight_decay * lr), scalar(lr))
+
+
 if _OPENBLAS_THREADS is None:  # no way to keep each worker's GEMMs single-threaded
     conv_forward = conv_backward = linear_forward = linear_backward = None  # noqa: F811

@@ -17,8 +17,7 @@ Tolerances, measured as the largest error relative to the largest entry (gradche
   position): 4 machine epsilons (float32 ~5e-7, float64 ~9e-16).
 - LRN forward/backward: the Numba twin accumulates the window sum in float64 even for
   float32 input: 2e-6 (float32), 1e-14 (float64).
-- the batch-parallel convolution (conv_forward/conv_backward) and the column-blocked FC
-  products (linear_forward/linear_backward): their GEMMs are smaller and
+- the batch-parallel convolution (conv_forward/conv_backward): its GEMMs are smaller and
   single-threaded, and OpenBLAS's float32 kernels then round differently (float64 forward
   and dx came out identical); dW adds per-task partial sums: 2e-6 (float32), 1e-14
   (float64). db is a float64 sum either way, in another order: 1e-7 (float32, nearly
@@ -40,7 +39,7 @@ from tinyalex.layers import Conv2D, LocalResponseNorm, MaxPool2D, conv, lrn, poo
 DTYPES = [np.float32, np.float64]
 KERNELS = ["im2col", "col2im", "maxpool_forward", "maxpool_backward", "lrn_forward",
            "lrn_backward", "conv_forward", "conv_backward", "relu_forward", "relu_backward",
-           "linear_forward", "linear_backward", "sgd_update"]
+           "sgd_update"]
 LRN_TOL = {np.float32: 2e-6, np.float64: 1e-14}
 CONV_TOL = {np.float32: 2e-6, np.float64: 1e-14}
 DB_TOL = {np.float32: 1e-7, np.float64: 1e-14}
@@ -375,31 +374,6 @@ def test_conv_workers_after_fork(fast_on):
     os.kill(pid, 9)
     os.waitpid(pid, 0)
     pytest.fail("the forked child's conv hung")
-
-
-@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
-@pytest.mark.parametrize("shape", [(16, 2048, 2050), (3, 12, 5)], ids=["blocked", "small"])
-def test_linear_layer(shape, dtype, monkeypatch, fast_on):
-    """Linear forward+backward, fast vs readable: within CONV_TOL; the blocked case has
-    N*D*M >= FC_MIN_BLOCKED_MACS and a last block of leftover columns (2050 = 16*128 + 2)."""
-    from tinyalex.layers import Linear
-
-    N, D, M = shape
-    assert (N * D * M >= cpu.FC_MIN_BLOCKED_MACS) == (shape[0] == 16)
-    rng = np.random.default_rng(11)
-    layer = Linear(D, M, weight_std=0.1, rng=0, dtype=dtype)
-    layer.params["b"] = rng.standard_normal(M).astype(dtype)
-    x = rng.standard_normal((N, D)).astype(dtype)
-    dout = rng.standard_normal((N, M)).astype(dtype)
-    fast_result = run_layer(layer, x, dout)
-    monkeypatch.setenv("TINYALEX_NO_NUMBA", "1")
-    slow_result = run_layer(layer, x, dout)
-    for a, b, what in [(fast_result[0], slow_result[0], "forward"),
-                       (fast_result[1], slow_result[1], "dx"),
-                       (fast_result[2]["W"], slow_result[2]["W"], "dW")]:
-        assert a.shape == b.shape and a.dtype == b.dtype == dtype, what
-        assert rel_error(a, b) < CONV_TOL[dtype], what
-    assert_identical(fast_result[2]["b"], slow_result[2]["b"], "db")
 
 
 def test_conv_batch_parallel_does_not_depend_on_threads(fast_on):

@@ -516,53 +516,6 @@ def conv_backward(x, W, dout, stride, pad, groups, need_input_grad=True):
     return dW.reshape(W.shape), db.astype(x.dtype), dx
 
 
-# ------------------------------------------------------ fully connected (linear.py)
-#
-# The FC products are big enough for OpenBLAS's own threads, but those split each product
-# statically and wait for each other: on a shared machine a late thread stalls the whole
-# GEMM (measured at batch 128, forward+backward, two BLAS threads -> column blocks pulled
-# by the workers: fc6 1.42 -> 1.14 s, fc7 0.94 -> 0.56 s). Each block of output columns
-# is one single-threaded GEMM, so the result does not depend on who ran it.
-
-FC_MIN_BLOCKED_MACS = 2**26  # smaller products (fc8) cost more in tasks than they gain
-
-
-def _matmul_column_blocks(a, b, out, bias=None):
-    """out = a @ b (+ bias), by blocks of out's columns, one single-threaded GEMM each."""
-    if a.shape[0] * a.shape[1] * b.shape[1] < FC_MIN_BLOCKED_MACS:
-        np.matmul(a, b, out=out)
-        if bias is not None:
-            out += bias
-        return out
-    cols = out.shape[1]
-    width = max(64, _ceil_div(_ceil_div(cols, CONV_MAX_TASKS), 16) * 16)
-    blocks = [slice(start, min(cols, start + width)) for start in range(0, cols, width)]
-
-    def task(t):
-        block = blocks[t]
-        np.matmul(a, b[:, block], out=out[:, block])
-        if bias is not None:
-            out[:, block] += bias[block]
-
-    _run_tasks(task, len(blocks))
-    return out
-
-
-def linear_forward(x, W, b):
-    """Twin of Linear.forward's body: x (N, D), W (M, D), b (M,) -> x @ W.T + b (N, M)."""
-    out = np.empty((x.shape[0], W.shape[0]), dtype=x.dtype)
-    return _matmul_column_blocks(x, W.T, out, b)
-
-
-def linear_backward(x, W, dout):
-    """Twin of Linear.backward's products: (dW = dout.T @ x (M, D), dx = dout @ W (N, D))."""
-    dW = np.empty(W.shape, dtype=dout.dtype)
-    dx = np.empty(x.shape, dtype=dout.dtype)
-    _matmul_column_blocks(dout.T, x, dW)
-    _matmul_column_blocks(dout, W, dx)
-    return dW, dx
-
-
 # ------------------------------------------------------------------ SGD update (optim.py)
 
 @numba.njit(**JIT)
@@ -591,4 +544,4 @@ def sgd_update(w, v, g, lr, momentum, weight_decay):
 
 
 if _OPENBLAS_THREADS is None:  # no way to keep each worker's GEMMs single-threaded
-    conv_forward = conv_backward = linear_forward = linear_backward = None  # noqa: F811
+    conv_forward = conv_backward = None  # noqa: F811

@@ -58,7 +58,8 @@ def test_run_twin_reports_both_frameworks_per_epoch(tiny_set):
                            log=lines.append)
     _check(report, 2, val_n=10)  # the first 10 validation images: a batch and a slice
     assert report["config"]["batches_per_epoch"] == CLASSES * TRAIN // 8
-    assert len(lines) == 1 + 1 + 2  # intro, header, one row per epoch
+    assert len(lines) == 2 + 1 + 2  # intro and the settings note, header, one row per epoch
+    assert "settings" in lines[1]
     text = twin.format_report(report)
     assert "tinyalex" in text and "torch" in text and "target" in text
 

@@ -237,6 +237,9 @@ def run_twin(prepared, arch: str = "alexnet-small", epochs: int = 5, batch_size:
         f"on {num_classes} classes, {n_batches} batches of {batch_size} per epoch, "
         f"{epochs} epoch{'s' if epochs != 1 else ''}, lr {lr:g}, momentum {momentum:g}, weight decay {weight_decay:g}; "
         f"torch {torch.__version__} with {torch.get_num_threads()} threads")
+    log("both run in this one process, so torch gets tinyalex's process settings too (glibc "
+        "reusing freed memory): it runs as the bench's 'torch + tinyalex's settings', faster "
+        "than plain torch (python -m tinyalex.bench --compare-torch times both)")
     rows, step = [], 0
     if state_dir is not None:
         rows, step = load_state(state_dir, net, opt, model, topt, config)

@@ -60,19 +60,29 @@ def _im2col(x, cols, kh, kw, stride, pad, OH, OW):
         c = row // (kh * kw)
         i = (row // kw) % kh
         j = row % kw
-        lo, hi = _valid_range(OW, stride, j - pad, W)
+        off = j - pad
+        lo, hi = _valid_range(OW, stride, off, W)
         for n in range(N):
             base = n * OH * OW
             for oh in range(OH):
                 h = oh * stride - pad + i
                 dst = base + oh * OW
                 if h < 0 or h >= H:
-                    cols[row, dst:dst + OW] = 0
+                    for ow in range(OW):
+                        cols[row, dst + ow] = 0
                     continue
-                cols[row, dst:dst + lo] = 0
-                cols[row, dst + hi:dst + OW] = 0
-                for ow in range(lo, hi):
-                    cols[row, dst + ow] = x[n, c, h, ow * stride - pad + j]
+                # Plain loops, not slice assignments (each slice is an array object), and
+                # stride 1 apart so that its copy is contiguous: paper conv2 1.3 -> 1.0 ms/image.
+                for ow in range(lo):
+                    cols[row, dst + ow] = 0
+                if stride == 1:
+                    for ow in range(lo, hi):
+                        cols[row, dst + ow] = x[n, c, h, ow + off]
+                else:
+                    for ow in range(lo, hi):
+                        cols[row, dst + ow] = x[n, c, h, ow * stride + off]
+                for ow in range(hi, OW):
+                    cols[row, dst + ow] = 0
 
 
 def im2col(x, kh, kw, stride, pad):

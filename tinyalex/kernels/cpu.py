@@ -1,5 +1,5 @@
 """Numba twins of the hot loops: im2col/col2im, max pooling with argmax, ReLU, LRN fused,
-and the whole convolution forward/backward, batch-parallel.
+the whole convolution forward/backward, batch-parallel, and the SGD update in one pass.
 
 Each function has exactly the signature and result of the readable NumPy body it replaces
 (named in its docstring), and tests/test_kernels_cpu.py proves them equal. All loops are
@@ -71,8 +71,8 @@ def _im2col(x, cols, kh, kw, stride, pad, OH, OW):
                     for ow in range(OW):
                         cols[row, dst + ow] = 0
                     continue
-                # Plain loops, not slice assignments (each slice is an array object), and
-                # stride 1 apart so that its copy is contiguous: paper conv2 1.3 -> 1.0 ms/image.
+                # Plain loops, not slice assignments (each slice is an array object), and a
+                # stride-1 branch whose copy is contiguous: paper conv2 1.3 -> 1.0 ms/image.
                 for ow in range(lo):
                     cols[row, dst + ow] = 0
                 if stride == 1:

@@ -77,6 +77,21 @@ def test_without_dropout_the_twins_follow_the_same_trajectory(tiny_set):
         assert ours["val_loss"] == pytest.approx(theirs["val_loss"], rel=1e-3, abs=1e-4)
 
 
+@pytest.mark.parametrize("masks", ["shared", "own"])
+def test_shared_masks_keep_the_twins_together_own_masks_do_not(tiny_set, masks):
+    """With dropout on, --masks shared gives torch tinyalex's masks of each step, so the two
+    still follow one trajectory (as without dropout); with --masks own they draw their own
+    masks and their training losses part at once."""
+    report = twin.run_twin(open_prepared(tiny_set), arch="alexnet-mini", epochs=1,
+                           batch_size=8, dropout=0.5, progress=False, log=lambda _: None,
+                           warmup=False, masks=masks)
+    _check(report, 1)
+    assert report["config"]["masks"] == masks
+    ours, theirs = report["epochs"][0]["tinyalex"], report["epochs"][0]["torch"]
+    same = ours["train_loss"] == pytest.approx(theirs["train_loss"], rel=1e-3, abs=1e-4)
+    assert same == (masks == "shared")
+
+
 def test_cli_prints_the_table_and_writes_json(tiny_set, tmp_path):
     out = tmp_path / "twin.json"
     r = subprocess.run([sys.executable, "-m", "tinyalex.bench", "twin", "--data", str(tiny_set),

@@ -8,10 +8,12 @@ the same trajectory while lr stays constant (see interop's module doc), which it
 here (no schedule).
 
 Both eat the same batches: tinyalex's own training loader is played once per epoch and
-every batch (crops, flips, PCA colour, order) goes to tinyalex, then to torch. Each net
-draws its own dropout masks (tinyalex's Dropout seeded per step as in train.py, torch's
-nn.Dropout from torch's generator seeded with --seed), so the two runs are two draws of
-the same training, not one computation twice. After every epoch both are evaluated on
+every batch (crops, flips, PCA colour, order) goes to tinyalex, then to torch. Dropout
+(``--masks``): ``shared`` (the default) gives torch the very masks tinyalex drew at that
+step (tinyalex's Dropout seeded per step as in train.py), so the two runs are one
+computation twice and differ only by rounding (oneDNN's float32 sums against im2col +
+OpenBLAS's); ``own`` lets torch's nn.Dropout draw from torch's generator seeded with
+--seed, so the two runs are two draws of the same training. After every epoch both are evaluated on
 the same validation batches (centre crop; torch in eval mode, no grad) with the same
 metric code.
 
@@ -43,7 +45,7 @@ import numpy as np
 
 from . import cli
 from .backend import to_numpy
-from .layers import SoftmaxCrossEntropy
+from .layers import Dropout, SoftmaxCrossEntropy
 from .layers.loss import log_softmax
 from .metrics import Scores, topk_correct
 from .net import ARCHITECTURES, INITS, build, train_step
@@ -52,6 +54,8 @@ from .optim import SGD
 #: tinyalex's val top-1 error may exceed the twin's by at most this much, at every epoch.
 TARGET_POINTS = 1.0
 FRAMEWORKS = ("tinyalex", "torch")
+#: --masks: torch gets tinyalex's dropout masks of the step, or draws its own.
+MASKS = ("shared", "own")
 
 
 def import_torch():
@@ -104,6 +108,23 @@ def make_twins(arch: str, num_classes: int, crop: int, init: str = "pytorch", se
     return net, opt, model, topt
 
 
+def share_masks(net, model, names) -> None:
+    """Give torch's dropout layers the keep masks tinyalex's drew in its last forward."""
+    import torch
+
+    from .interop import _fixed_mask_dropout_class
+
+    cls = _fixed_mask_dropout_class()
+    for name in names:
+        module = getattr(model, name)
+        if not isinstance(module, cls):
+            fixed = cls(module.p)
+            fixed.train(module.training)
+            setattr(model, name, fixed)
+            module = fixed
+        module.mask = torch.from_numpy(to_numpy(net[name].cache) != 0)
+
+
 def warm_up(net, model, batch_size: int, num_classes: int) -> None:
     """One step of each on zeros, on throw-away copies (kernels compiled, allocators warm)."""
     torch = import_torch()
@@ -120,8 +141,8 @@ def warm_up(net, model, batch_size: int, num_classes: int) -> None:
 
 #: Settings a run continued from --state must share with the run that saved it.
 SAME_ON_RESUME = ("arch", "num_classes", "crop", "batch_size", "batches_per_epoch", "lr",
-                  "momentum", "weight_decay", "init", "seed", "dropout", "val_max_images",
-                  "train_images")
+                  "momentum", "weight_decay", "init", "seed", "dropout", "masks",
+                  "val_max_images", "train_images")
 
 
 def save_state(state_dir, net, opt, model, topt, config: dict, rows: list, step: int) -> Path:
@@ -159,8 +180,10 @@ def load_state(state_dir, net, opt, model, topt, config: dict) -> tuple[list, in
         saved = ckpt.meta["twin"]
     except (ValueError, KeyError):
         raise cli.UserError(f"--state: {path} is not a twin state; give another folder") from None
-    differ = [f"{k} {saved.get(k)!r} -> {config[k]!r}" for k in SAME_ON_RESUME
-              if saved.get(k) != config[k]]
+    # a state saved before --masks existed was trained with torch's own masks
+    differ = [f"{k} {saved.get(k, 'own' if k == 'masks' else None)!r} -> {config[k]!r}"
+              for k in SAME_ON_RESUME
+              if saved.get(k, "own" if k == "masks" else None) != config[k]]
     if differ:
         raise cli.UserError(f"--state {state_dir} was saved with other settings "
                             f"({'; '.join(differ)}); use the same settings or another folder")
@@ -182,7 +205,7 @@ def run_twin(prepared, arch: str = "alexnet-small", epochs: int = 5, batch_size:
              lr: float = 0.01, init: str = "pytorch", seed: int = 0,
              val_max_images: int | None = None, dropout: float = 0.5,
              momentum: float = 0.9, weight_decay: float = 5e-4, progress: bool = True,
-             log=print, warmup: bool = True, state_dir=None) -> dict:
+             log=print, warmup: bool = True, state_dir=None, masks: str = "shared") -> dict:
     """Train tinyalex and its torch twin on the same batches; return the report (a dict:
     "config", "epochs" [{"epoch", "tinyalex": {...}, "torch": {...}, "top1_diff_points"}],
     "within_target", "failed_epochs", "totals"). ``log`` gets the table rows as they come.
@@ -203,6 +226,8 @@ def run_twin(prepared, arch: str = "alexnet-small", epochs: int = 5, batch_size:
         raise cli.UserError("--val-max-images must be at least 1")
     if not 0 <= dropout < 1:
         raise cli.UserError("--dropout must be in [0, 1)")
+    if masks not in MASKS:
+        raise cli.UserError(f"--masks must be one of {', '.join(MASKS)}")
     torch.set_num_threads(os.cpu_count() or 1)
     torch.manual_seed(seed)
 
@@ -221,19 +246,22 @@ def run_twin(prepared, arch: str = "alexnet-small", epochs: int = 5, batch_size:
     criterion = torch.nn.CrossEntropyLoss()
     if warmup:
         warm_up(net, model, batch_size, num_classes)
+    dropout_names = [name for name, layer in net.layers
+                     if isinstance(layer, Dropout) and layer.p > 0]
 
     config = {"arch": arch, "num_classes": num_classes, "crop": augmenter.crop,
               "epochs": epochs, "batch_size": batch_size, "batches_per_epoch": n_batches,
               "lr": lr, "momentum": momentum, "weight_decay": weight_decay, "init": init,
-              "seed": seed, "dropout": dropout, "val_max_images": val_max_images,
-              "data": str(prepared.path), "data_kind": prepared.meta.get("kind"),
+              "seed": seed, "dropout": dropout, "masks": masks,
+              "val_max_images": val_max_images, "data": str(prepared.path), "data_kind": prepared.meta.get("kind"),
               "train_images": int(len(prepared.train_labels)),
               "optimizer": {"tinyalex": "tinyalex.optim.SGD (paper rule)",
                             "torch": "torch.optim.SGD"},
               "threads": {"cpu_count": os.cpu_count(), "torch": torch.get_num_threads()},
               "target": f"tinyalex val top-1 error <= torch's + {TARGET_POINTS:g} point "
                         "at every epoch"}
-    log(f"twin: {arch} ({net.num_params():,} parameters, init {init}, dropout {dropout:g}) "
+    log(f"twin: {arch} ({net.num_params():,} parameters, init {init}, dropout {dropout:g}, "
+        f"masks {masks}) "
         f"on {num_classes} classes, {n_batches} batches of {batch_size} per epoch, "
         f"{epochs} epoch{'s' if epochs != 1 else ''}, lr {lr:g}, momentum {momentum:g}, weight decay {weight_decay:g}; "
         f"torch {torch.__version__} with {torch.get_num_threads()} threads")
@@ -266,6 +294,8 @@ def run_twin(prepared, arch: str = "alexnet-small", epochs: int = 5, batch_size:
                 loss = float(loss)
                 seconds["tinyalex"] += time.perf_counter() - t0
 
+                if masks == "shared" and dropout_names:
+                    share_masks(net, model, dropout_names)
                 t0 = time.perf_counter()
                 xt = torch.from_numpy(x)
                 yt = torch.from_numpy(y.astype(np.int64))
@@ -399,6 +429,10 @@ def build_parser():
                    help="dropout probability of fc6/fc7 in both nets (0 turns it off)")
     p.add_argument("--seed", type=int, default=0,
                    help="init, data order/augmentation, tinyalex's and torch's dropout")
+    p.add_argument("--masks", choices=MASKS, default="shared",
+                   help="dropout: 'shared' gives torch tinyalex's masks of each step (the two "
+                        "runs differ only by rounding); 'own' lets torch draw its own (two "
+                        "draws of the same training)")
     p.add_argument("--val-max-images", type=int, default=None, metavar="N",
                    help="validate on the first N validation images only")
     p.add_argument("--out", default=None, metavar="FILE", help="also write the report as JSON")
@@ -430,7 +464,8 @@ def main(argv=None) -> int:
     report = run_twin(prepared, arch=arch, epochs=args.epochs, batch_size=args.batch_size,
                       lr=args.lr, init=args.init, seed=args.seed,
                       val_max_images=args.val_max_images, dropout=args.dropout,
-                      progress=not args.no_progress, log=tqdm.write, state_dir=args.state)
+                      progress=not args.no_progress, log=tqdm.write, state_dir=args.state,
+                      masks=args.masks)
     print(format_summary(report))
     if args.out:
         print(f"wrote {write_json(report, args.out)}")

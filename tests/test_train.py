@@ -117,6 +117,7 @@ def test_divergence_stops_with_a_message_and_keeps_the_last_good_checkpoint(
     (["--epochs", "0"], "--epochs"),
     (["--resume", "/no/such/run"], "no checkpoint"),
     (["--device", "gpu"], "--device gpu"),
+    (["--warmup-steps", "-1"], "--warmup-steps"),
 ])
 def test_user_errors_are_one_line_exit_2(tmp_path, args, message):
     r = run([sys.executable, "-m", "tinyalex.train", *args, "--out", str(tmp_path / "o")])
@@ -150,3 +151,34 @@ def test_short_real_data_run_learns(real_data, tmp_path):
     assert np.mean(losses[-3:]) < np.mean(losses[:3]) - 0.05, losses
     for name in ("last.npz", "curves.png", "conv1_filters.png"):
         assert (out / name).is_file(), name
+
+
+def test_warmup_lr_ramps_linearly_then_holds():
+    from tinyalex.train import warmup_lr
+
+    assert [warmup_lr(0.01, s, 4) for s in range(6)] == pytest.approx(
+        [0.0025, 0.005, 0.0075, 0.01, 0.01, 0.01])
+    assert warmup_lr(0.01, 0, 0) == 0.01  # no warm-up: the lr as it is
+
+
+def test_warmup_steps_in_a_run_and_on_resume(tiny_prepared, tmp_path):
+    """--warmup-steps 6: the logged lr of steps 1..6 rises as lr*step/6, then stays; a run
+    killed (Ctrl-C) during the warm-up and resumed ends with the same weights as one that
+    was not stopped (the lr is a function of the step)."""
+    common = ("--epochs", "1", "--lr", "0.02", "--warmup-steps", "6", "--seed", "2")
+    straight = tmp_path / "straight"
+    r = run(train_cmd(tiny_prepared, straight, *common))
+    assert r.returncode == 0, r.stderr
+    assert "lr warm-up over 6 steps" in r.stdout + r.stderr
+    lrs = [json.loads(line)["lr"] for line in open(straight / "metrics.jsonl")
+           if json.loads(line)["kind"] == "train"]
+    assert lrs[:8] == pytest.approx([0.02 * s / 6 for s in range(1, 7)] + [0.02, 0.02])
+
+    stopped = tmp_path / "stopped"
+    r = run(train_cmd(tiny_prepared, stopped, *common, "--max-steps", "3"))
+    assert r.returncode == 0, r.stderr
+    r = run(train_cmd(tiny_prepared, stopped, "--resume", str(stopped), "--max-steps", "1000"))
+    assert r.returncode == 0, r.stderr
+    a, b = final_params(straight), final_params(stopped)
+    for name in a:
+        assert np.array_equal(a[name], b[name]), f"{name} differs after resume"

@@ -38,7 +38,8 @@ DEFAULTS = dict(data=None, subset="100-class", arch=None, epochs=30, batch_size=
                 max_steps=None, init="pytorch", checkpoint_every=500, log_every=20,
                 size=None, cache=None, max_per_class=None, val_max_images=None,
                 pca_std=0.1, pca_scale="paper", no_flip=False, mean_mode="pixel", lrn_convention="paper",
-                patience=3, no_figures=False, diagnostics_every=50, show_diagnostics=False)
+                patience=3, no_figures=False, diagnostics_every=50, show_diagnostics=False,
+                warmup_steps=0)
 #: What may change when resuming; everything else comes from the checkpoint.
 RESUMABLE = ("epochs", "max_steps", "checkpoint_every", "log_every", "no_figures",
              "val_max_images", "diagnostics_every", "show_diagnostics")
@@ -83,6 +84,9 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
     g.add_argument("--batch-size", type=int, default=d("batch_size"),
                    help="images per SGD step (§5: 128)")
     g.add_argument("--lr", type=float, default=d("lr"), help="initial learning rate")
+    g.add_argument("--warmup-steps", type=int, default=d("warmup_steps"), metavar="N",
+                   help="ramp the lr linearly from lr/N to lr over the first N steps (not in "
+                        "the paper; measured with --init paper in the README; 0: none)")
     g.add_argument("--momentum", type=float, default=d("momentum"), help="§5: 0.9")
     g.add_argument("--weight-decay", type=float, default=d("weight_decay"), help="§5: 0.0005")
     g.add_argument("--patience", type=int, default=d("patience"),
@@ -190,6 +194,8 @@ def check_config(cfg: dict) -> None:
                 "val_max_images", "size"):
         if cfg.get(key) is not None and cfg[key] < 1:
             raise cli.UserError(f"--{key.replace('_', '-')} must be at least 1")
+    if cfg.get("warmup_steps", 0) < 0:
+        raise cli.UserError("--warmup-steps must be at least 0 (0: no warm-up)")
     if cfg.get("diagnostics_every", 0) < 0:
         raise cli.UserError("--diagnostics-every must be at least 0 (0 turns it off)")
     if not cfg["lr"] > 0:
@@ -204,6 +210,14 @@ def check_config(cfg: dict) -> None:
         # kernels and their tests are not done yet, so say so rather than train on the CPU.
         raise cli.UserError("--device gpu: training on the GPU is not available yet in this "
                             "version; use --device cpu")
+
+
+def warmup_lr(lr: float, step: int, warmup_steps: int) -> float:
+    """The lr of 0-based ``step`` under a linear warm-up: lr*(step+1)/N for the first N
+    steps, then lr. A function of the step, so a resumed run takes the same steps."""
+    if warmup_steps and step < warmup_steps:
+        return lr * (step + 1) / warmup_steps
+    return lr
 
 
 def seed_dropout(net, seed: int, step: int) -> None:
@@ -321,7 +335,10 @@ class Trainer:
 
         cfg, n_batches = self.cfg, len(self.train_loader)
         self.log(f"training {cfg['arch']} ({self.net.num_params():,} parameters, init "
-                 f"{cfg['init']}) on {self.prepared.num_classes} classes: "
+                 f"{cfg['init']}"
+                 + (f", lr warm-up over {cfg['warmup_steps']} steps" if cfg.get("warmup_steps")
+                    else "")
+                 + f") on {self.prepared.num_classes} classes: "
                  f"{n_batches} batches of {cfg['batch_size']} per epoch, "
                  f"{cfg['epochs']} epochs; run folder {self.out}")
         while self.epoch < cfg["epochs"]:
@@ -340,6 +357,9 @@ class Trainer:
                                        f"(epoch {epoch + 1}); stopping. The last good "
                                        f"checkpoint is {self.out / 'last.npz'}. Try a lower "
                                        f"--lr or another --init.")
+                    if self.cfg.get("warmup_steps", 0):
+                        self.opt.lr = warmup_lr(self.schedule.lr, self.step,
+                                                self.cfg["warmup_steps"])
                     self.opt.step(self.net.grads)
                     self.step += 1
                     self.batch += 1

@@ -746,7 +746,10 @@ def _winograd_input_grad(dV, dx):
                     dx[n, c, r, q] = plane[r + 1, q + 1]
 
 
-WINOGRAD_MIN_COLUMNS = 256  # tiles per product: below this a single-threaded sgemm slows
+# Tiles per product. Measured (2-core EPYC, batch 128, forward + backward ms) for 64 / 256 /
+# 512 / 1024: small net's conv3 (6x6) 205 / 179 / 177 / 336 (1024 leaves one task, one
+# core); paper net's conv5 (13x13) 684 / 688 / 513 / 569.
+WINOGRAD_MIN_COLUMNS = 512
 
 
 def use_winograd(kh, kw, stride, pad) -> bool:

@@ -18,9 +18,22 @@ def test_bench_step_prints_layers_step_and_ratios():
     for layer in ("conv1", "lrn1", "pool5", "fc8", "sum"):
         assert layer in out
     assert "img/s" in out and "peak RSS" in out and "tinyalex / torch:" in out
+    assert "convolutions: 3x3 stride-1 by Winograd" in out
 
 
 def test_bench_rejects_bad_numbers():
     r = subprocess.run([sys.executable, "-m", "tinyalex.bench", "--steps", "0"],
                        capture_output=True, text=True)
     assert r.returncode == 2 and r.stderr.startswith("error:")
+
+
+def test_bench_device_gpu_without_a_gpu_says_why():
+    """On a machine without CuPy or a GPU (CI's): one line and exit 2, no traceback."""
+    from tinyalex.backend import gpu_available
+
+    if gpu_available()[0]:
+        pytest.skip("this machine has a GPU: the benchmark would run (tests/test_gpu.py)")
+    r = subprocess.run([sys.executable, "-m", "tinyalex.bench", "--device", "gpu"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.startswith("error: --device gpu:") and "Traceback" not in r.stderr

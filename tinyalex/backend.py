@@ -46,6 +46,54 @@ def gpu_available() -> tuple[bool, str]:
     return True, ""
 
 
+def gpu_module():
+    """The cupy module, for moving a net there (``net.to(gpu_module())``); RuntimeError with
+    gpu_available()'s reason when there is no usable GPU."""
+    ok, why = gpu_available()
+    if not ok:
+        raise RuntimeError(why)
+    return _cupy
+
+
+def prefetch_to_gpu(batches):
+    """Yield the host (x, y) batches as CuPy arrays, one batch ahead: batch k+1 is copied
+    from page-locked memory on its own stream while step k runs on the default stream.
+
+    Two page-locked buffers take turns, and a buffer is refilled only after its copy has
+    finished (its event), so no batch is overwritten while it is in flight."""
+    cp = gpu_module()
+    stream = cp.cuda.Stream(non_blocking=True)
+    buffers = [None, None]
+
+    def send(k, x, y):
+        x = np.ascontiguousarray(x)
+        slot = buffers[k % 2]
+        if slot is not None:
+            slot["event"].synchronize()
+        if slot is None or slot["capacity"] < x.nbytes:
+            slot = {"memory": cp.cuda.alloc_pinned_memory(x.nbytes), "capacity": x.nbytes}
+            buffers[k % 2] = slot
+        host = np.frombuffer(slot["memory"], dtype=x.dtype, count=x.size).reshape(x.shape)
+        host[...] = x
+        slot["host"] = host
+        device = cp.empty(x.shape, dtype=x.dtype)
+        device.set(host, stream=stream)
+        with stream:
+            labels = cp.asarray(np.asarray(y))
+        slot["event"] = stream.record()
+        return device, labels, slot["event"]
+
+    pending = None
+    for k, (x, y) in enumerate(batches):
+        sent = send(k, x, y)
+        if pending is not None:
+            yield pending
+        cp.cuda.get_current_stream().wait_event(sent[2])
+        pending = sent[:2]
+    if pending is not None:
+        yield pending
+
+
 def reuse_freed_memory() -> bool:
     """Ask glibc to keep freed memory for reuse instead of handing it back to the kernel.
 

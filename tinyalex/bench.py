@@ -238,6 +238,64 @@ def run_step_in_child(framework: str, args, tuned: bool = True) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+# ------------------------------------------------------------------- the step on a GPU
+
+def gpu_step_report(args) -> int:
+    """The paper's step on the GPU: tinyalex on CuPy against PyTorch CUDA (same weights,
+    same batch), both timed in this process with the device synchronised around each step."""
+    from .backend import gpu_available, gpu_module
+
+    ok, why = gpu_available()
+    if not ok:
+        raise cli.UserError(f"--device gpu: {why}")
+    cp = gpu_module()
+    net = build(args.arch, args.num_classes)
+    x, y = batch_for(net, args.batch_size, args.num_classes)
+    props = cp.cuda.runtime.getDeviceProperties(cp.cuda.Device().id)
+    print(f"GPU: {props['name'].decode()}; CuPy {cp.__version__}")
+    print(f"net: {args.arch}, {args.num_classes} classes, batch {args.batch_size}, float32")
+    rows = []
+    if args.compare_torch:
+        import torch
+
+        from .interop import to_torch
+        if not torch.cuda.is_available():
+            raise cli.UserError("--compare-torch on the GPU needs a CUDA build of PyTorch")
+        model = to_torch(net).cuda().train()
+        topt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+        xt = torch.from_numpy(x).cuda()
+        yt = torch.from_numpy(y.astype(np.int64)).cuda()
+        loss_fn = torch.nn.CrossEntropyLoss()
+
+        def torch_step():
+            topt.zero_grad(set_to_none=True)
+            loss_fn(model(xt), yt).backward()
+            topt.step()
+            torch.cuda.synchronize()
+    net.to(cp)
+    opt = SGD(net.params)
+    xg, yg = cp.asarray(x), cp.asarray(y)
+    loss = SoftmaxCrossEntropy()
+
+    def step():
+        train_step(net, loss, xg, yg)
+        opt.step(net.grads)
+        cp.cuda.Device().synchronize()
+
+    step()
+    rows.append(("tinyalex (CuPy)", median_time(step, args.steps)))
+    if args.compare_torch:
+        torch_step()
+        rows.append(("torch (CUDA)", median_time(torch_step, args.steps)))
+    print(f"\ntraining step (forward, loss, backward, SGD update; median of {args.steps}):")
+    for name, seconds in rows:
+        print(f"  {name:<20} {args.batch_size / seconds:>9.1f} img/s ({seconds * 1e3:.1f} ms/step)")
+    if len(rows) == 2:
+        print(f"  tinyalex / torch: {rows[1][1] / rows[0][1]:.2f}x the img/s "
+              f"(the target: within 2x of torch's time, i.e. >= 0.50x)")
+    return 0
+
+
 # ------------------------------------------------------------------------------ loader
 
 def loader_report(args) -> int:
@@ -337,6 +395,9 @@ def main(argv=None) -> int:
     p.add_argument("--compare-torch", action="store_true",
                    help="also time PyTorch CPU on the same layers and step")
     p.add_argument("--no-layers", action="store_true", help="skip the per-layer table")
+    p.add_argument("--device", default="cpu", choices=["cpu", "gpu"],
+                   help="gpu: time the training step on CuPy (with --compare-torch, against "
+                        "PyTorch CUDA in the same run); needs CuPy and an NVIDIA GPU")
     p.add_argument("--textbook-batch", type=int, default=None,
                    help="batch on which the textbook NumPy layers (tinyalex/textbook.py) are "
                         "timed, scaled to --batch-size (default: --batch-size; a smaller one "
@@ -357,6 +418,9 @@ def main(argv=None) -> int:
 
     if args.what == "loader":
         return loader_report(args)
+
+    if args.device == "gpu":
+        return gpu_step_report(args)
 
     if args.compare_torch:
         try:

@@ -45,6 +45,9 @@ class Sequential:
         if tuple(x.shape[1:]) != self.input_shape:
             raise ValueError(f"net expects inputs of shape (N, {', '.join(map(str, self.input_shape))}), "
                              f"got {tuple(x.shape)}")
+        xp = self.xp
+        if get_array_module(x) is not xp:  # the input goes where the weights are
+            x = xp.asarray(x)
         for _, layer in self.layers:
             x = layer.forward(x, train)
         return x
@@ -94,6 +97,11 @@ class Sequential:
             rows.append((name, layer, shape, out))
             shape = out
         return rows
+
+    @property
+    def xp(self):
+        """The array module (numpy or cupy) the parameters live in."""
+        return get_array_module(*self.params.values())
 
     @property
     def dtype(self):

@@ -42,7 +42,7 @@ DEFAULTS = dict(data=None, subset="100-class", arch=None, epochs=30, batch_size=
                 warmup_steps=0)
 #: What may change when resuming; everything else comes from the checkpoint.
 RESUMABLE = ("epochs", "max_steps", "checkpoint_every", "log_every", "no_figures",
-             "val_max_images", "diagnostics_every", "show_diagnostics")
+             "val_max_images", "diagnostics_every", "show_diagnostics", "device")
 
 
 def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
@@ -206,10 +206,12 @@ def check_config(cfg: dict) -> None:
         ok, why = gpu_available()
         if not ok:
             raise cli.UserError(f"--device gpu: {why}")
-        # The layers already run on CuPy arrays; the loop's host->device copies, GPU
-        # kernels and their tests are not done yet, so say so rather than train on the CPU.
-        raise cli.UserError("--device gpu: training on the GPU is not available yet in this "
-                            "version; use --device cpu")
+        if os.environ.get("TINYALEX_UNVERIFIED_GPU", "0") in ("0", ""):
+            # The CuPy kernels, the prefetch and tests/test_gpu.py are written but have not
+            # yet run on a GPU; until they have, say so rather than fail halfway.
+            raise cli.UserError("--device gpu has not been verified on a GPU yet in this "
+                                "version; to try it anyway set TINYALEX_UNVERIFIED_GPU=1 (and "
+                                "run python -m pytest tests/test_gpu.py), or use --device cpu")
 
 
 def warmup_lr(lr: float, step: int, warmup_steps: int) -> float:
@@ -288,6 +290,10 @@ class Trainer:
         kwargs = net_kwargs(arch, crop, lrn_convention=cfg["lrn_convention"])
         self.net_spec = {"arch": arch, "num_classes": num_classes, "kwargs": kwargs}
         self.net = build(arch, num_classes, seed=cfg["seed"], init=cfg["init"], **kwargs)
+        if cfg.get("device") == "gpu":  # the same weights as a CPU run's, then on the GPU
+            from .backend import gpu_module
+
+            self.net.to(gpu_module())
         self.opt = SGD(self.net.params, lr=cfg["lr"], momentum=cfg["momentum"],
                        weight_decay=cfg["weight_decay"])
         self.schedule = PlateauSchedule(lr=cfg["lr"], patience=cfg["patience"])
@@ -347,7 +353,12 @@ class Trainer:
                        desc=f"epoch {epoch + 1}/{cfg['epochs']}", leave=False)
             window_loss, window_correct, window_n, window_t = 0.0, 0, 0, time.perf_counter()
             epoch_loss, epoch_correct, epoch_n, t_epoch = 0.0, 0, 0, time.perf_counter()
-            with self.train_loader.iter_epoch(epoch, self.batch) as batches:
+            with self.train_loader.iter_epoch(epoch, self.batch) as host_batches:
+                batches = host_batches
+                if cfg.get("device") == "gpu":
+                    from .backend import prefetch_to_gpu
+
+                    batches = prefetch_to_gpu(host_batches)
                 for x, y in batches:
                     seed_dropout(self.net, cfg["seed"], self.step)
                     loss, logits = train_step(self.net, self.loss_fn, x, y)

@@ -33,6 +33,7 @@ from ..kernels import fast
 from .base import Layer
 
 COLUMN_BUDGET_BYTES = 64 * 2**20  # the largest im2col buffer one chunk of the batch may use
+GPU_COLUMN_BUDGET_BYTES = 2**30   # on a GPU: fewer, larger cuBLAS products
 
 
 def conv_output_size(size: int, kernel: int, stride: int, pad: int) -> int:
@@ -85,6 +86,10 @@ def batch_chunks(n: int, per_example_bytes: int, budget: int | None = None):
     budget = COLUMN_BUDGET_BYTES if budget is None else budget
     step = max(1, budget // max(1, per_example_bytes))
     return [slice(start, min(n, start + step)) for start in range(0, n, step)]
+
+
+def _budget(xp) -> int:
+    return COLUMN_BUDGET_BYTES if xp is np else GPU_COLUMN_BUDGET_BYTES
 
 
 class Conv2D(Layer):
@@ -143,7 +148,7 @@ class Conv2D(Layer):
         Wg = self._grouped(self.params["W"])
         Kg, Fg = Wg.shape[2], F // G
         out = xp.empty((N, F, OH, OW), dtype=x.dtype)
-        for chunk in batch_chunks(N, Kg * G * OH * OW * x.itemsize):
+        for chunk in batch_chunks(N, Kg * G * OH * OW * x.itemsize, _budget(xp)):
             n = chunk.stop - chunk.start
             cols = im2col(x[chunk], k, k, s, p)                       # (G*Kg, n*OH*OW)
             for g in range(G):
@@ -171,7 +176,7 @@ class Conv2D(Layer):
         Kg, Fg = Wg.shape[2], F // G
         dW = xp.zeros_like(Wg)
         dx = xp.empty_like(x) if self.need_input_grad else None
-        for chunk in batch_chunks(N, 2 * Kg * G * OH * OW * x.itemsize):
+        for chunk in batch_chunks(N, 2 * Kg * G * OH * OW * x.itemsize, _budget(xp)):
             n = chunk.stop - chunk.start
             cols = im2col(x[chunk], k, k, s, p)
             dout_r = dout[chunk].transpose(1, 0, 2, 3).reshape(F, n * OH * OW)

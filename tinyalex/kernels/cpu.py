@@ -772,6 +772,8 @@ def _winograd_tasks(N: int, tiles_per_image: int) -> list:
 
 
 def _winograd_forward(x, W, b, groups):
+    """Twin of winograd.conv_forward: x (N, C, H, W), W (F, C/G, 3, 3), b (F,) -> out
+    (N, F, H, W). Per task: V (16, C, T) and M (16, F, T) for its T tiles, 16*G GEMMs."""
     N, C, H, Wd = x.shape
     F = W.shape[0]
     Fg, Cg = F // groups, C // groups
@@ -798,6 +800,8 @@ def _winograd_forward(x, W, b, groups):
 
 
 def _winograd_backward(x, W, dout, groups, need_input_grad):
+    """Twin of winograd.conv_backward: (dW (F, C/G, 3, 3), db (F,), dx or None). Per task:
+    V recomputed, Z (16, F, T) from dout, its partial dU (16, F, C/G) summed in task order."""
     N, C, H, Wd = x.shape
     F = W.shape[0]
     Fg, Cg = F // groups, C // groups

@@ -1,5 +1,6 @@
 """Numba twins of the hot loops: im2col/col2im, max pooling with argmax, ReLU, LRN fused,
-the whole convolution forward/backward, batch-parallel, and the SGD update in one pass.
+the whole convolution forward/backward, batch-parallel (the 3x3 stride-1 ones by Winograd
+F(2x2,3x3), kernels/winograd.py), and the SGD update in one pass.
 
 Each function has exactly the signature and result of the readable NumPy body it replaces
 (named in its docstring), and tests/test_kernels_cpu.py proves them equal. All loops are

@@ -438,9 +438,14 @@ def main(argv=None) -> int:
         if os.environ.get(var):
             print(f"note: {var}={os.environ[var]} is set; a user's machine would not set it")
     from .kernels import cpu as cpu_kernels
-    print("convolutions: 3x3 stride-1 by Winograd F(2x2,3x3), the others by im2col"
-          if cpu_kernels.use_winograd(3, 3, 1, 1) else
-          "convolutions: all by im2col (TINYALEX_NO_WINOGRAD is set)")
+    from .kernels import fast
+    if cpu_kernels.conv_forward is None or fast("conv_forward", np.zeros(1)) is None:
+        print("convolutions: the readable im2col body (no batch-parallel conv on this BLAS, "
+              "or TINYALEX_NO_NUMBA is set)")
+    elif cpu_kernels.use_winograd(3, 3, 1, 1):
+        print("convolutions: 3x3 stride-1 by Winograd F(2x2,3x3), the others by im2col")
+    else:
+        print("convolutions: all by im2col (TINYALEX_NO_WINOGRAD is set)")
     print(f"net: {args.arch}, {args.num_classes} classes, batch {args.batch_size}, float32")
 
     if not args.no_layers:

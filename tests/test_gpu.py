@@ -180,15 +180,17 @@ def test_dropout_and_loss_on_gpu():
     assert err(gpu_loss.backward(), cpu_loss.backward()) < 1e-12
 
 
-@pytest.mark.parametrize("dtype, tol", [(np.float64, 1e-9), (np.float32, 1e-4)],
-                         ids=["f64", "f32"])
-def test_ten_training_steps_gpu_equal_cpu(dtype, tol):
-    """alexnet-mini, the same batches and dropout masks: weights after 10 SGD steps."""
+@pytest.mark.parametrize("dtype, steps, tol", [(np.float64, 10, 1e-9), (np.float32, 1, 1e-4)],
+                         ids=["f64-10-steps", "f32-1-step"])
+def test_training_steps_gpu_equal_cpu(dtype, steps, tol):
+    """alexnet-mini, the same batches and dropout masks: the weights after the SGD steps.
+    float32 takes one step only: over several, a max-pool near-tie that rounds the other way
+    on one device sends a gradient elsewhere (tests/test_lockstep.py met this on the CPU)."""
     nets = [build("alexnet-mini", 10, seed=0).astype(dtype) for _ in range(2)]
     nets[1].to(cp)
     opts = [SGD(net.params) for net in nets]
     rng = np.random.default_rng(7)
-    for step in range(10):
+    for step in range(steps):
         x = rng.standard_normal((8,) + nets[0].input_shape).astype(dtype)
         y = rng.integers(0, 10, 8).astype(np.int32)
         for net, opt in zip(nets, opts, strict=True):

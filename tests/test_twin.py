@@ -149,3 +149,26 @@ def test_state_with_other_settings_is_a_clear_error(tiny_set, tmp_path):
     (tmp_path / "state" / "torch-epoch1.pt").unlink()
     with pytest.raises(UserError, match="torch-epoch1.pt is missing"):
         twin.run_twin(open_prepared(tiny_set), epochs=2, **kwargs)
+
+
+def test_seeds_run_the_pair_per_seed_and_summarise(tiny_set, tmp_path):
+    """--seeds 0 1: one report per seed (each with its own state folder), then the summary:
+    each seed's difference, their mean, and each framework's seed-to-seed spread."""
+    out = tmp_path / "seeds.json"
+    r = subprocess.run([sys.executable, "-m", "tinyalex.bench", "twin", "--data", str(tiny_set),
+                        "--arch", "alexnet-mini", "--epochs", "1", "--batch-size", "8",
+                        "--no-progress", "--seeds", "0", "1", "--state", str(tmp_path / "st"),
+                        "--out", str(out)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "over seeds 0, 1" in r.stdout and "mean over the seeds" in r.stdout
+    assert sorted(p.name for p in (tmp_path / "st").iterdir()) == ["seed-0", "seed-1"]
+    report = json.loads(out.read_text())
+    runs, summary = report["runs"], report["seeds_summary"]
+    assert [run["config"]["seed"] for run in runs] == [0, 1]
+    row = summary["epochs"][0]
+    diffs = [run["epochs"][0]["top1_diff_points"] for run in runs]
+    assert row["diffs"] == pytest.approx(diffs)
+    assert row["mean_diff"] == pytest.approx(sum(diffs) / 2)
+    errs = [run["epochs"][0]["tinyalex"]["val_top1_err"] for run in runs]
+    assert row["spread"]["tinyalex"] == pytest.approx(100 * (max(errs) - min(errs)))
+    assert summary["mean_within_target"] == (row["mean_diff"] <= twin.TARGET_POINTS)

@@ -390,6 +390,42 @@ def format_report(report: dict) -> str:
                       format_summary(report)])
 
 
+def seeds_summary(reports: list) -> dict:
+    """Several seeds of the pair: per epoch, each seed's top-1 difference (points), their
+    mean, and each framework's seed-to-seed spread of val top-1 error (max - min, points),
+    which is how far apart two runs of the SAME framework land. Judged: the mean difference
+    at most TARGET_POINTS at every epoch."""
+    epochs = min(len(r["epochs"]) for r in reports)
+    rows = []
+    for e in range(epochs):
+        diffs = [r["epochs"][e]["top1_diff_points"] for r in reports]
+        spread = {fw: 100 * (max(r["epochs"][e][fw]["val_top1_err"] for r in reports)
+                             - min(r["epochs"][e][fw]["val_top1_err"] for r in reports))
+                  for fw in FRAMEWORKS}
+        rows.append({"epoch": e + 1, "diffs": diffs, "mean_diff": sum(diffs) / len(diffs),
+                     "spread": spread})
+    failed = [row["epoch"] for row in rows if not row["mean_diff"] <= TARGET_POINTS]
+    return {"seeds": [r["config"]["seed"] for r in reports], "epochs": rows,
+            "mean_within_target": not failed, "failed_epochs": failed}
+
+
+def format_seeds_summary(summary: dict) -> str:
+    seeds = summary["seeds"]
+    head = (f"{'epoch':>5} | " + " ".join(f"{'seed ' + str(s):>8}" for s in seeds)
+            + f" | {'mean':>6} | {'tinyalex spread':>15} {'torch spread':>12}")
+    lines = [f"val top-1 error difference, tinyalex - torch, in points, over seeds "
+             f"{', '.join(map(str, seeds))}; spread = max - min of one framework's error "
+             f"over the seeds", head, "-" * len(head)]
+    for row in summary["epochs"]:
+        lines.append(f"{row['epoch']:>5} | " + " ".join(f"{d:>+8.1f}" for d in row["diffs"])
+                     + f" | {row['mean_diff']:>+6.1f} | {row['spread']['tinyalex']:>15.1f} "
+                       f"{row['spread']['torch']:>12.1f}")
+    verdict = ("MET" if summary["mean_within_target"] else
+               "NOT MET at epoch(s) " + ", ".join(map(str, summary["failed_epochs"])))
+    lines.append(f"mean over the seeds within +{TARGET_POINTS:g} point at every epoch: {verdict}")
+    return "\n".join(lines)
+
+
 def write_json(report: dict, path) -> Path:
     path = Path(path)
     if path.parent != Path(""):
@@ -429,6 +465,10 @@ def build_parser():
                    help="dropout probability of fc6/fc7 in both nets (0 turns it off)")
     p.add_argument("--seed", type=int, default=0,
                    help="init, data order/augmentation, tinyalex's and torch's dropout")
+    p.add_argument("--seeds", type=int, nargs="+", default=None, metavar="S",
+                   help="run the pair once per seed (instead of --seed; with --state, each "
+                        "in DIR/seed-S) and add a summary: each seed's difference, the mean, "
+                        "and each framework's seed-to-seed spread")
     p.add_argument("--masks", choices=MASKS, default="shared",
                    help="dropout: 'shared' gives torch tinyalex's masks of each step (the two "
                         "runs differ only by rounding); 'own' lets torch draw its own (two "
@@ -461,12 +501,24 @@ def main(argv=None) -> int:
 
     prepared = resolve_from_args(args, log=tqdm.write)
     arch = args.arch or ("alexnet" if prepared.image_size >= 256 else "alexnet-small")
-    report = run_twin(prepared, arch=arch, epochs=args.epochs, batch_size=args.batch_size,
-                      lr=args.lr, init=args.init, seed=args.seed,
-                      val_max_images=args.val_max_images, dropout=args.dropout,
-                      progress=not args.no_progress, log=tqdm.write, state_dir=args.state,
-                      masks=args.masks)
-    print(format_summary(report))
+    common = dict(arch=arch, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                  init=args.init, val_max_images=args.val_max_images, dropout=args.dropout,
+                  progress=not args.no_progress, log=tqdm.write, masks=args.masks)
+    if args.seeds is None:
+        report = run_twin(prepared, seed=args.seed, state_dir=args.state, **common)
+        print(format_summary(report))
+    else:
+        if len(set(args.seeds)) != len(args.seeds):
+            raise cli.UserError("--seeds: each seed once")
+        reports = []
+        for seed in args.seeds:
+            tqdm.write(f"--- seed {seed}")
+            state = None if args.state is None else Path(args.state) / f"seed-{seed}"
+            reports.append(run_twin(prepared, seed=seed, state_dir=state, **common))
+            print(format_summary(reports[-1]))
+        summary = seeds_summary(reports)
+        print(format_seeds_summary(summary))
+        report = {"runs": reports, "seeds_summary": summary}
     if args.out:
         print(f"wrote {write_json(report, args.out)}")
     return 0

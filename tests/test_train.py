@@ -174,6 +174,12 @@ def test_warmup_steps_in_a_run_and_on_resume(tiny_prepared, tmp_path):
            if json.loads(line)["kind"] == "train"]
     assert lrs[:8] == pytest.approx([0.02 * s / 6 for s in range(1, 7)] + [0.02, 0.02])
 
+    # a warm-up still ramping at the epoch's end is no lr cut (nothing to report)
+    ramping = tmp_path / "ramping"
+    r = run(train_cmd(tiny_prepared, ramping, "--epochs", "1", "--warmup-steps", "1000"))
+    assert r.returncode == 0, r.stderr
+    assert "stopped improving" not in r.stdout + r.stderr
+
     stopped = tmp_path / "stopped"
     r = run(train_cmd(tiny_prepared, stopped, *common, "--max-steps", "3"))
     assert r.returncode == 0, r.stderr

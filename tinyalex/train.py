@@ -456,9 +456,10 @@ class Trainer:
             improved = self.best is None or val["top1_err"] < self.best
             if improved:
                 self.best = val["top1_err"]
+            before = self.schedule.lr  # not opt.lr, which a warm-up may still be ramping
             new_lr = self.schedule.step(val["top1_err"])
-            if new_lr != self.opt.lr:
-                self.log(f"validation error stopped improving: lr {self.opt.lr:g} -> {new_lr:g}")
+            if new_lr != before:
+                self.log(f"validation error stopped improving: lr {before:g} -> {new_lr:g}")
                 self.opt.lr = new_lr
             append_jsonl(self.metrics, record)
             self.save()

@@ -179,7 +179,6 @@ def set_dropout_masks(net, model, masks: dict) -> None:
     shape)}, set tinyalex's ``Dropout.fixed_mask`` and, in the nn.Sequential ``model``,
     replace that nn.Dropout by a module multiplying by mask / (1 - p) (or update it).
     A mask of None clears tinyalex's fixed mask (random again) and restores nn.Dropout."""
-    import torch
     import torch.nn as nn
 
     cls = _fixed_mask_dropout_class()
@@ -199,14 +198,25 @@ def set_dropout_masks(net, model, masks: dict) -> None:
         if not np.isin(keep, (0, 1)).all():
             raise ValueError(f"{name}: a keep mask holds only 0 and 1")
         layer.fixed_mask = keep.astype(bool)
-        if not isinstance(module, cls):
-            if not isinstance(module, nn.Dropout) or module.p != layer.p:
-                raise TypeError(f"model.{name} is {module!r}, not nn.Dropout(p={layer.p})")
-            fixed = cls(layer.p)
-            fixed.train(module.training)
-            setattr(model, name, fixed)
-            module = fixed
-        module.mask = torch.from_numpy(keep.astype(np.float64))
+        set_torch_dropout_mask(model, name, keep, layer.p)
+
+
+def set_torch_dropout_mask(model, name: str, keep, p: float) -> None:
+    """Torch's side only: model.<name> (an nn.Dropout(p), replaced on first use by a module
+    multiplying by keep / (1 - p)) applies the 0/1 mask ``keep`` from now on."""
+    import torch
+    import torch.nn as nn
+
+    cls = _fixed_mask_dropout_class()
+    module = getattr(model, name)
+    if not isinstance(module, cls):
+        if not isinstance(module, nn.Dropout) or module.p != p:
+            raise TypeError(f"model.{name} is {module!r}, not nn.Dropout(p={p})")
+        fixed = cls(p)
+        fixed.train(module.training)
+        setattr(model, name, fixed)
+        module = fixed
+    module.mask = torch.from_numpy(np.asarray(keep).astype(np.float64))
 
 
 def paper_sgd(params, lr: float = 0.01, momentum: float = 0.9, weight_decay: float = 5e-4):

@@ -110,19 +110,11 @@ def make_twins(arch: str, num_classes: int, crop: int, init: str = "pytorch", se
 
 def share_masks(net, model, names) -> None:
     """Give torch's dropout layers the keep masks tinyalex's drew in its last forward."""
-    import torch
+    from .interop import set_torch_dropout_mask
 
-    from .interop import _fixed_mask_dropout_class
-
-    cls = _fixed_mask_dropout_class()
     for name in names:
-        module = getattr(model, name)
-        if not isinstance(module, cls):
-            fixed = cls(module.p)
-            fixed.train(module.training)
-            setattr(model, name, fixed)
-            module = fixed
-        module.mask = torch.from_numpy(to_numpy(net[name].cache) != 0)
+        layer = net[name]
+        set_torch_dropout_mask(model, name, to_numpy(layer.cache) != 0, layer.p)
 
 
 def warm_up(net, model, batch_size: int, num_classes: int) -> None:
@@ -180,10 +172,9 @@ def load_state(state_dir, net, opt, model, topt, config: dict) -> tuple[list, in
         saved = ckpt.meta["twin"]
     except (ValueError, KeyError):
         raise cli.UserError(f"--state: {path} is not a twin state; give another folder") from None
-    # a state saved before --masks existed was trained with torch's own masks
-    differ = [f"{k} {saved.get(k, 'own' if k == 'masks' else None)!r} -> {config[k]!r}"
-              for k in SAME_ON_RESUME
-              if saved.get(k, "own" if k == "masks" else None) != config[k]]
+    saved = {"masks": "own", **saved}  # saved before --masks existed: torch's own masks
+    differ = [f"{k} {saved.get(k)!r} -> {config[k]!r}" for k in SAME_ON_RESUME
+              if saved.get(k) != config[k]]
     if differ:
         raise cli.UserError(f"--state {state_dir} was saved with other settings "
                             f"({'; '.join(differ)}); use the same settings or another folder")

@@ -19,6 +19,7 @@ def test_bench_step_prints_layers_step_and_ratios():
         assert layer in out
     assert "img/s" in out and "peak RSS" in out and "tinyalex / torch:" in out
     assert "convolutions: 3x3 stride-1 by Winograd" in out
+    assert "at GEMM peak" in out
 
 
 def test_bench_rejects_bad_numbers():

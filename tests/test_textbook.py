@@ -87,3 +87,16 @@ def test_textbook_im2col_col2im_match_tinyalex():
     cols = rng.standard_normal(conv.im2col(x, 3, 3, 2, 1).shape)
     assert rel_error(textbook.col2im(cols, x.shape, 3, 3, 2, 1),
                      conv.col2im(cols, x.shape, 3, 3, 2, 1)) < 1e-14
+
+
+def test_textbook_conv_skips_dx_where_tinyalex_does():
+    """A net's first layer computes no dx (need_input_grad False): its textbook twin does
+    the same work, so the benchmark's speed-up does not count a col2im only one side ran."""
+    layer = Conv2D(3, 4, 5, stride=2, weight_std=0.1, rng=0).astype(np.float64)
+    layer.need_input_grad = False
+    twin = textbook.textbook_twin(layer)
+    x = np.random.default_rng(0).standard_normal((2, 3, 13, 13))
+    dout = np.random.default_rng(1).standard_normal(layer.forward(x, True).shape)
+    twin.forward(x, True)
+    assert layer.backward(dout) is None and twin.backward(dout) is None
+    assert rel_error(twin.grads["W"], layer.grads["W"]) < 1e-12

@@ -175,6 +175,37 @@ def sgemm_gflops(size: int = 2048, repeats: int = 3) -> float:
     return 2 * size ** 3 / seconds / 1e9
 
 
+def layer_gemm_flops(net, batch_size: int) -> list[float]:
+    """Per layer, the FLOPs of a training step's products at this batch: forward's count
+    times 3 (dW and dx are each as big), times 2 for a first layer that computes no dx;
+    0 for a layer with no product (pooling, LRN, ReLU, ...)."""
+    rows = []
+    for index, (_, layer, shape, _) in enumerate(net.shapes()):
+        passes = 3 if index > 0 or not hasattr(layer, "need_input_grad") else 2
+        rows.append(passes * layer.flops(shape) * batch_size if layer.params else 0.0)
+    return rows
+
+
+def textbook_bounds(net, batch_size: int, textbook, sgemm_rate: float) -> list[float | None]:
+    """Per layer with products, the largest speed-up over its textbook twin that any code
+    doing the same products can reach: the twin's time / (the products' FLOPs at the best
+    sgemm rate). A Winograd layer does 2.25x fewer multiplications (F(2x2,3x3): 16 per
+    4 outputs against 36), so its bound is 2.25x higher. None where there is no product."""
+    from .kernels import cpu as cpu_kernels
+
+    bounds = []
+    for (_, layer, _, _), flops, row in zip(net.shapes(), layer_gemm_flops(net, batch_size),
+                                            textbook):
+        if row is None or flops == 0:
+            bounds.append(None)
+            continue
+        if getattr(layer, "kernel_size", None) and cpu_kernels.use_winograd(
+                layer.kernel_size, layer.kernel_size, layer.stride, layer.padding):
+            flops /= 2.25
+        bounds.append((row[1] + row[2]) * sgemm_rate * 1e9 / flops)
+    return bounds
+
+
 def step_gflop_per_image(net) -> float:
     """A training step's GFLOP per image: forward FLOPs (tinyalex.summary's count) times 3
     (backward: the products for dW and for dx are each as big as the forward's)."""
@@ -338,14 +369,17 @@ def argparse_namespace(args, **changes):
 
 # ------------------------------------------------------------------------------ report
 
-def format_layers(ours, theirs=None, textbook=None) -> str:
+def format_layers(ours, theirs=None, textbook=None, bounds=None) -> str:
     """The per-layer table: tinyalex's times, then PyTorch's and the textbook twins' (each
-    optional) with tinyalex's speed-up over them (their fwd+bwd time / tinyalex's)."""
+    optional) with tinyalex's speed-up over them (their fwd+bwd time / tinyalex's), and
+    with ``bounds`` (textbook_bounds) the most any code doing the same products could get."""
     head = f"{'layer':<9} {'fwd ms':>9} {'bwd ms':>9}"
     if theirs:
         head += f" {'torch fwd':>10} {'torch bwd':>10} {'vs torch':>9}"
     if textbook:
         head += f" {'textbook f+b':>13} {'vs textbook':>12}"
+        if bounds:
+            head += f" {'at GEMM peak':>13}"
     lines = [head, "-" * len(head)]
     for i, (name, f, b) in enumerate(ours):
         line = f"{name:<9} {f * 1e3:>9.1f} {b * 1e3:>9.1f}"
@@ -358,6 +392,8 @@ def format_layers(ours, theirs=None, textbook=None) -> str:
             else:
                 _, tf, tb = textbook[i]
                 line += f" {(tf + tb) * 1e3:>13.1f} {(tf + tb) / max(f + b, 1e-9):>11.1f}x"
+            if bounds:
+                line += f" {'-':>13}" if bounds[i] is None else f" {bounds[i]:>12.1f}x"
         lines.append(line)
     total = sum(f + b for _, f, b in ours)
     line = f"{'sum':<9} {sum(f for _, f, _ in ours) * 1e3:>9.1f} {sum(b for *_, b in ours) * 1e3:>9.1f}"
@@ -453,15 +489,21 @@ def main(argv=None) -> int:
         x, _ = batch_for(net, args.batch_size, args.num_classes)
         ours = layer_times(net, x, args.repeats)
         theirs = torch_layer_times(net, x, args.repeats) if args.compare_torch else None
-        textbook = None
+        textbook = bounds = None
         if args.textbook_batch > 0:
             small = x[:min(args.textbook_batch, args.batch_size)]
             textbook = textbook_layer_times(net, small, args.batch_size / len(small))
+            rate = sgemm_gflops()
+            bounds = textbook_bounds(net, args.batch_size, textbook, rate)
         print(f"\nper layer (median of {args.repeats}; vs X = X's fwd+bwd time / tinyalex's)"
               + ("; textbook NumPy timed once" + (
                   f" at batch {len(small)}, scaled to {args.batch_size}"
                   if len(small) < args.batch_size else "") if textbook else "") + ":")
-        print(format_layers(ours, theirs, textbook))
+        print(format_layers(ours, theirs, textbook, bounds))
+        if bounds:
+            print(f"at GEMM peak: the most any code doing the layer's products could beat the "
+                  f"textbook by, if every product ran at the best sgemm rate ({rate:.0f} "
+                  f"GFLOP/s, measured now; Winograd layers' count is 2.25x smaller)")
         del net, x
 
     print(f"\ntraining step (forward, loss, backward, SGD update; median of {args.steps}, "

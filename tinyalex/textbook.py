@@ -92,6 +92,8 @@ class TextbookConv2D:
         self.grads["W"] = np.concatenate(
             [dout_r[g * Fg:(g + 1) * Fg] @ cols[g * Kg:(g + 1) * Kg].T for g in range(G)]
         ).reshape(L.params["W"].shape)
+        if not L.need_input_grad:  # a net's first layer: tinyalex skips dx, so equal work does
+            return None
         dcols = np.concatenate([Wg[g].T @ dout_r[g * Fg:(g + 1) * Fg] for g in range(G)])
         return col2im(dcols, x.shape, k, k, s, p)
 

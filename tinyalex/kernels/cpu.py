@@ -54,15 +54,25 @@ def _valid_range(out_size, stride, offset, size):
     return lo, hi
 
 
+# Indices into arrays are np.uint64 in the hot copies below: numba checks every signed
+# index for a negative value to wrap around (Python's a[-1]), and that check keeps LLVM
+# from vectorising a copy whose offset it cannot prove >= 0 (here `ow + off`, off = j - pad).
+# Unsigned indices skip it: im2col measured 3-4x faster (paper conv2, one image: 2.3 ->
+# 0.6 ms). x must be C-contiguous (it is read flat); cols may be a view of wider rows.
+_U = np.uint64
+
+
 @numba.njit(**JIT)
 def _im2col(x, cols, kh, kw, stride, pad, OH, OW):
     N, C, H, W = x.shape
+    flat = x.reshape(-1)
     for row in numba.prange(C * kh * kw):
         c = row // (kh * kw)
         i = (row // kw) % kh
         j = row % kw
         off = j - pad
         lo, hi = _valid_range(OW, stride, off, W)
+        dst_row = cols[row]
         for n in range(N):
             base = n * OH * OW
             for oh in range(OH):
@@ -70,20 +80,22 @@ def _im2col(x, cols, kh, kw, stride, pad, OH, OW):
                 dst = base + oh * OW
                 if h < 0 or h >= H:
                     for ow in range(OW):
-                        cols[row, dst + ow] = 0
+                        dst_row[_U(dst + ow)] = 0
                     continue
+                src = ((n * C + c) * H + h) * W + off  # x[n, c, h, off]
                 # Plain loops, not slice assignments (each slice is an array object), and a
                 # stride-1 branch whose copy is contiguous: paper conv2 1.3 -> 1.0 ms/image.
                 for ow in range(lo):
-                    cols[row, dst + ow] = 0
+                    dst_row[_U(dst + ow)] = 0
                 if stride == 1:
-                    for ow in range(lo, hi):
-                        cols[row, dst + ow] = x[n, c, h, ow + off]
+                    d, s = _U(dst + lo), _U(src + lo)
+                    for k in range(_U(hi - lo)):
+                        dst_row[d + k] = flat[s + k]
                 else:
                     for ow in range(lo, hi):
-                        cols[row, dst + ow] = x[n, c, h, ow * stride + off]
+                        dst_row[_U(dst + ow)] = flat[_U(src + ow * stride)]
                 for ow in range(hi, OW):
-                    cols[row, dst + ow] = 0
+                    dst_row[_U(dst + ow)] = 0
 
 
 def im2col(x, kh, kw, stride, pad):
@@ -97,13 +109,16 @@ def im2col(x, kh, kw, stride, pad):
 
 @numba.njit(**JIT)
 def _col2im(cols, dx, kh, kw, stride, pad, OH, OW):
+    # unsigned indices as in _im2col; dx must be C-contiguous (written flat)
     N, C, H, W = dx.shape
+    flat = dx.reshape(-1)
     for c in numba.prange(C):  # each channel of dx is written by its own rows only
         dx[:, c] = 0
         for i in range(kh):
             for j in range(kw):
-                row = (c * kh + i) * kw + j
-                lo, hi = _valid_range(OW, stride, j - pad, W)
+                src_row = cols[(c * kh + i) * kw + j]
+                off = j - pad
+                lo, hi = _valid_range(OW, stride, off, W)
                 for n in range(N):
                     base = n * OH * OW
                     for oh in range(OH):
@@ -111,8 +126,14 @@ def _col2im(cols, dx, kh, kw, stride, pad, OH, OW):
                         if h < 0 or h >= H:
                             continue
                         src = base + oh * OW
-                        for ow in range(lo, hi):
-                            dx[n, c, h, ow * stride - pad + j] += cols[row, src + ow]
+                        dst = ((n * C + c) * H + h) * W + off  # dx[n, c, h, off]
+                        if stride == 1:
+                            d, s = _U(dst + lo), _U(src + lo)
+                            for k in range(_U(hi - lo)):
+                                flat[d + k] += src_row[s + k]
+                        else:
+                            for ow in range(lo, hi):
+                                flat[_U(dst + ow * stride)] += src_row[_U(src + ow)]
 
 
 def col2im(cols, x_shape, kh, kw, stride, pad):

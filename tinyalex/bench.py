@@ -186,23 +186,54 @@ def layer_gemm_flops(net, batch_size: int) -> list[float]:
     return rows
 
 
-def textbook_bounds(net, batch_size: int, textbook, sgemm_rate: float) -> list[float | None]:
-    """Per layer with products, the largest speed-up over its textbook twin that any code
-    doing the same products can reach: the twin's time / (the products' FLOPs at the best
-    sgemm rate). A Winograd layer does 2.25x fewer multiplications (F(2x2,3x3): 16 per
-    4 outputs against 36), so its bound is 2.25x higher. None where there is no product."""
+# Per layer without products, the fewest bytes its forward + backward must move, in
+# arrays the size of its input (x) and output (y): ReLU reads x, writes y, then reads dout
+# and y and writes dx; LRN likewise (its y or s recomputed, not stored); dropout reads x,
+# writes y, reads dout, writes dx (the mask's bytes not counted); max pooling reads x, writes
+# y, reads dout (y-sized) and writes dx.
+MIN_PASSES = {"ReLU": (5, 0), "LocalResponseNorm": (5, 0), "Dropout": (4, 0),
+              "MaxPool2D": (2, 2)}
+
+
+def memory_gbps(megabytes: int = 256, repeats: int = 3) -> float:
+    """The machine's best streaming rate in GB/s (bytes read + written), on every core: the
+    parallel ReLU kernel over a large positive array, which is a copy."""
+    from .kernels import cpu as cpu_kernels
+
+    x = np.ones(megabytes * 2**20 // 4, dtype=np.float32)
+    cpu_kernels.relu_forward(x)
+    seconds = median_time(lambda: cpu_kernels.relu_forward(x), repeats)
+    return 2 * x.nbytes / seconds / 1e9
+
+
+def textbook_bounds(net, batch_size: int, textbook, sgemm_rate: float,
+                    memory_rate: float) -> list[float | None]:
+    """Per layer, the largest speed-up over its textbook twin that any code could reach on
+    this machine: the twin's time / the least time the work can take. For conv and FC: the
+    products' FLOPs at the best sgemm rate (a Winograd layer does 2.25x fewer
+    multiplications, F(2x2,3x3): 16 per 4 outputs against 36, so its bound is 2.25x
+    higher). For the others: MIN_PASSES' bytes at the best streaming rate, a bound for
+    arrays past the caches (the training batch's are; a small batch's may beat it). None
+    where there is no twin or no work (flatten)."""
     from .kernels import cpu as cpu_kernels
 
     bounds = []
-    for (_, layer, _, _), flops, row in zip(net.shapes(), layer_gemm_flops(net, batch_size),
-                                            textbook):
-        if row is None or flops == 0:
+    for (_, layer, in_shape, out_shape), flops, row in zip(
+            net.shapes(), layer_gemm_flops(net, batch_size), textbook):
+        kind = type(layer).__name__
+        if row is None or (flops == 0 and kind not in MIN_PASSES):
             bounds.append(None)
             continue
-        if getattr(layer, "kernel_size", None) and cpu_kernels.use_winograd(
-                layer.kernel_size, layer.kernel_size, layer.stride, layer.padding):
-            flops /= 2.25
-        bounds.append((row[1] + row[2]) * sgemm_rate * 1e9 / flops)
+        if flops:
+            if getattr(layer, "kernel_size", None) and cpu_kernels.use_winograd(
+                    layer.kernel_size, layer.kernel_size, layer.stride, layer.padding):
+                flops /= 2.25
+            least = flops / (sgemm_rate * 1e9)
+        else:
+            of_x, of_y = MIN_PASSES[kind]
+            size = lambda shape: 4 * batch_size * int(np.prod(shape))  # noqa: E731 (float32)
+            least = (of_x * size(in_shape) + of_y * size(out_shape)) / (memory_rate * 1e9)
+        bounds.append((row[1] + row[2]) / least)
     return bounds
 
 
@@ -372,14 +403,14 @@ def argparse_namespace(args, **changes):
 def format_layers(ours, theirs=None, textbook=None, bounds=None) -> str:
     """The per-layer table: tinyalex's times, then PyTorch's and the textbook twins' (each
     optional) with tinyalex's speed-up over them (their fwd+bwd time / tinyalex's), and
-    with ``bounds`` (textbook_bounds) the most any code doing the same products could get."""
+    with ``bounds`` (textbook_bounds) the most any code could beat the textbook by."""
     head = f"{'layer':<9} {'fwd ms':>9} {'bwd ms':>9}"
     if theirs:
         head += f" {'torch fwd':>10} {'torch bwd':>10} {'vs torch':>9}"
     if textbook:
         head += f" {'textbook f+b':>13} {'vs textbook':>12}"
         if bounds:
-            head += f" {'at GEMM peak':>13}"
+            head += f" {'bound':>8}"
     lines = [head, "-" * len(head)]
     for i, (name, f, b) in enumerate(ours):
         line = f"{name:<9} {f * 1e3:>9.1f} {b * 1e3:>9.1f}"
@@ -393,7 +424,7 @@ def format_layers(ours, theirs=None, textbook=None, bounds=None) -> str:
                 _, tf, tb = textbook[i]
                 line += f" {(tf + tb) * 1e3:>13.1f} {(tf + tb) / max(f + b, 1e-9):>11.1f}x"
             if bounds:
-                line += f" {'-':>13}" if bounds[i] is None else f" {bounds[i]:>12.1f}x"
+                line += f" {'-':>8}" if bounds[i] is None else f" {bounds[i]:>7.1f}x"
         lines.append(line)
     total = sum(f + b for _, f, b in ours)
     line = f"{'sum':<9} {sum(f for _, f, _ in ours) * 1e3:>9.1f} {sum(b for *_, b in ours) * 1e3:>9.1f}"
@@ -493,17 +524,18 @@ def main(argv=None) -> int:
         if args.textbook_batch > 0:
             small = x[:min(args.textbook_batch, args.batch_size)]
             textbook = textbook_layer_times(net, small, args.batch_size / len(small))
-            rate = sgemm_gflops()
-            bounds = textbook_bounds(net, args.batch_size, textbook, rate)
+            rate, stream = sgemm_gflops(), memory_gbps()
+            bounds = textbook_bounds(net, args.batch_size, textbook, rate, stream)
         print(f"\nper layer (median of {args.repeats}; vs X = X's fwd+bwd time / tinyalex's)"
               + ("; textbook NumPy timed once" + (
                   f" at batch {len(small)}, scaled to {args.batch_size}"
                   if len(small) < args.batch_size else "") if textbook else "") + ":")
         print(format_layers(ours, theirs, textbook, bounds))
         if bounds:
-            print(f"at GEMM peak: the most any code doing the layer's products could beat the "
-                  f"textbook by, if every product ran at the best sgemm rate ({rate:.0f} "
-                  f"GFLOP/s, measured now; Winograd layers' count is 2.25x smaller)")
+            print(f"bound: the most any code could beat the textbook by here, its time / the "
+                  f"least the work takes: conv and FC products at the best sgemm rate "
+                  f"({rate:.0f} GFLOP/s, measured now; 2.25x fewer for Winograd layers), the "
+                  f"others' fewest bytes at the best streaming rate ({stream:.1f} GB/s)")
         del net, x
 
     print(f"\ntraining step (forward, loss, backward, SGD update; median of {args.steps}, "

@@ -195,15 +195,21 @@ MIN_PASSES = {"ReLU": (5, 0), "LocalResponseNorm": (5, 0), "Dropout": (4, 0),
               "MaxPool2D": (2, 2)}
 
 
-def memory_gbps(megabytes: int = 256, repeats: int = 3) -> float:
+def memory_gbps(megabytes: int = 256, repeats: int = 7) -> float:
     """The machine's best streaming rate in GB/s (bytes read + written), on every core: the
-    parallel ReLU kernel over a large positive array, which is a copy."""
+    parallel ReLU kernel over a large positive array into one already written (a fresh
+    one would time the page faults), which is a copy."""
     from .kernels import cpu as cpu_kernels
 
     x = np.ones(megabytes * 2**20 // 4, dtype=np.float32)
-    cpu_kernels.relu_forward(x)
-    seconds = median_time(lambda: cpu_kernels.relu_forward(x), repeats)
-    return 2 * x.nbytes / seconds / 1e9
+    y = np.zeros_like(x)
+    cpu_kernels._relu_forward(x, y)
+    best = float("inf")
+    for _ in range(repeats):  # the best, not the median: it bounds what any code can do
+        start = time.perf_counter()
+        cpu_kernels._relu_forward(x, y)
+        best = min(best, time.perf_counter() - start)
+    return 2 * x.nbytes / best / 1e9
 
 
 def textbook_bounds(net, batch_size: int, textbook, sgemm_rate: float,

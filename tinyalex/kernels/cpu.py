@@ -273,26 +273,29 @@ def _inverse_powers(s_row, out, beta, one):
 
 @numba.njit(**LRN_JIT)
 def _lrn_forward(x, y, s, before, after, a, beta, k):
-    # One (n, h) row of every channel per task; the squares of that row are kept in a
-    # small buffer and each window is summed directly (no running sum to drift).
+    # One image per task, its channels as (C, H*W) planes: the squares of the image are
+    # kept in a buffer and each window of planes is summed directly (no running sum to
+    # drift), along H*W contiguous floats. (A task per (n, h) row read C rows H*W apart:
+    # too many streams for the prefetcher; measured 3-7x slower, with the same results.)
     N, C, H, W = x.shape
-    for job in numba.prange(N * H):
-        n, h = job // H, job % H
-        sq = np.empty((C, W), x.dtype)
+    P = H * W
+    x3, y3, s3 = x.reshape(N, C, P), y.reshape(N, C, P), s.reshape(N, C, P)
+    for n in numba.prange(N):
+        sq = np.empty((C, P), x.dtype)
         for c in range(C):
-            for w in range(W):
-                sq[c, w] = x[n, c, h, w] * x[n, c, h, w]
-        acc = np.empty(W, x.dtype)
+            for p in range(P):
+                sq[c, p] = x3[n, c, p] * x3[n, c, p]
+        acc = np.empty(P, x.dtype)
         for c in range(C):
             lo, hi = max(0, c - before), min(C - 1, c + after)
             acc[:] = sq[lo]
-            for j in range(lo + 1, hi + 1):  # row by row: the w loop vectorises
-                for w in range(W):
-                    acc[w] += sq[j, w]
-            for w in range(W):
-                sc = k + a * acc[w]
-                s[n, c, h, w] = sc
-                y[n, c, h, w] = x[n, c, h, w] * _inverse_power(sc, beta)
+            for j in range(lo + 1, hi + 1):  # plane by plane: the p loop vectorises
+                for p in range(P):
+                    acc[p] += sq[j, p]
+            for p in range(P):
+                sc = k + a * acc[p]
+                s3[n, c, p] = sc
+                y3[n, c, p] = x3[n, c, p] * _inverse_power(sc, beta)
 
 
 def lrn_forward(x, size, a, beta, k):
@@ -307,32 +310,34 @@ def lrn_forward(x, size, a, beta, k):
 @numba.njit(**LRN_JIT)
 def _lrn_backward(dout, x, y, s, dx, before, after, a, beta, one):
     # before/after are the TRANSPOSED window: x_c feeds s_i for i in [c - before, c + after].
-    # t_i = dout_i * y_i / s_i and s_i ** -beta are computed once per row into buffers,
-    # then the window is summed row by row (the w loops vectorise).
+    # One image per task as in _lrn_forward: t_i = dout_i * y_i / s_i and s_i ** -beta
+    # are computed once per plane into buffers, then the window is summed plane by plane.
     N, C, H, W = x.shape
+    P = H * W
     coef = 2 * a * beta
-    for job in numba.prange(N * H):
-        n, h = job // H, job % H
-        t = np.empty((C, W), x.dtype)
-        scale = np.empty((C, W), x.dtype)
+    d3, x3, y3 = dout.reshape(N, C, P), x.reshape(N, C, P), y.reshape(N, C, P)
+    s3, dx3 = s.reshape(N, C, P), dx.reshape(N, C, P)
+    for n in numba.prange(N):
+        t = np.empty((C, P), x.dtype)
+        scale = np.empty((C, P), x.dtype)
         for c in range(C):
-            for w in range(W):
-                t[c, w] = dout[n, c, h, w] * y[n, c, h, w] / s[n, c, h, w]
-            _inverse_powers(s[n, c, h], scale[c], beta, one)
-        acc = np.empty(W, x.dtype)
+            for p in range(P):
+                t[c, p] = d3[n, c, p] * y3[n, c, p] / s3[n, c, p]
+            _inverse_powers(s3[n, c], scale[c], beta, one)
+        acc = np.empty(P, x.dtype)
         for c in range(C):
             lo, hi = max(0, c - before), min(C - 1, c + after)
             acc[:] = t[lo]
             for i in range(lo + 1, hi + 1):
-                for w in range(W):
-                    acc[w] += t[i, w]
-            for w in range(W):
-                dx[n, c, h, w] = dout[n, c, h, w] * scale[c, w] - coef * x[n, c, h, w] * acc[w]
+                for p in range(P):
+                    acc[p] += t[i, p]
+            for p in range(P):
+                dx3[n, c, p] = d3[n, c, p] * scale[c, p] - coef * x3[n, c, p] * acc[p]
 
 
 def lrn_backward(dout, x, y, s, size, a, beta):
     """Twin of tinyalex.layers.lrn.lrn_backward."""
-    dout = np.ascontiguousarray(dout)
+    dout, x, y, s = (np.ascontiguousarray(a_) for a_ in (dout, x, y, s))  # read as planes
     dx = np.empty_like(dout)
     t = dout.dtype.type
     _lrn_backward(dout, x, y, s, dx, (size - 1) // 2, size // 2, t(a), t(beta), t(1))

@@ -202,8 +202,9 @@ def test_max_per_class_takes_the_first_n_sorted(tmp_path):
 
 
 def test_cache_key_changes_with_what_matters(tmp_path, monkeypatch):
-    """The folder name differs with size, subset, per-class limit and source content (mtime);
-    TINYALEX_CACHE sets the root, --cache wins over it."""
+    """The folder name differs with size, subset, per-class limit and source content, and
+    not with where the archive lies or its mtime (a copy or a fresh download of the same
+    file reuses the prepared data); TINYALEX_CACHE sets the root, --cache wins over it."""
     path = materialise(layout("ilsvrc"), tmp_path / "ds", "zip")
     src = open_source(path)
     names = {prep.folder_name(src, "all", CLASSES, 8, None),
@@ -213,8 +214,16 @@ def test_cache_key_changes_with_what_matters(tmp_path, monkeypatch):
     assert len(names) == 4
     before = prep.folder_name(src, "all", CLASSES, 8, None)
     import os
+    import shutil
     os.utime(path, ns=(1, 1))
-    assert prep.folder_name(src, "all", CLASSES, 8, None) != before
+    assert prep.folder_name(src, "all", CLASSES, 8, None) == before
+    copy = shutil.copy(path, tmp_path / "elsewhere.zip")
+    assert prep.folder_name(open_source(copy), "all", CLASSES, 8, None) == before
+    files = layout("ilsvrc")
+    first = sorted(files)[0]
+    files[first] = image_bytes(30, 20, (10, 200, 10))  # one member's pixels differ
+    changed = materialise(files, tmp_path / "changed", "zip")
+    assert prep.folder_name(open_source(changed), "all", CLASSES, 8, None) != before
     monkeypatch.setenv("TINYALEX_CACHE", str(tmp_path / "envcache"))
     assert prep.cache_root() == tmp_path / "envcache"
     assert prep.cache_root(tmp_path / "x") == tmp_path / "x"
@@ -407,3 +416,19 @@ def test_real_full_size_samples(real_data):
         fast = prep.decode_image(f.read_bytes(), 256).astype(float)
         slow = prep.preprocess(Image.open(f), 256).astype(float)
         assert np.abs(fast - slow).mean() < 2.0, f.name
+
+
+def test_cache_key_of_a_tgz_survives_a_copy_and_of_a_plain_tar_keeps_its_mtime(tmp_path):
+    """A gzip ends with its content's CRC-32, so a copied .tgz keys the same; a plain tar
+    ends in padding, so its key keeps the mtime as well."""
+    import os
+    import shutil
+
+    tgz = materialise(layout("ilsvrc"), tmp_path / "ds", "tgz")
+    before = prep.folder_name(open_source(tgz), "all", CLASSES, 8, None)
+    copy = shutil.copy(tgz, tmp_path / "copy.tgz")
+    assert prep.folder_name(open_source(copy), "all", CLASSES, 8, None) == before
+    plain = materialise(layout("ilsvrc"), tmp_path / "plain", "tar")
+    key = prep.folder_name(open_source(plain), "all", CLASSES, 8, None)
+    os.utime(plain, ns=(1, 1))
+    assert prep.folder_name(open_source(plain), "all", CLASSES, 8, None) != key

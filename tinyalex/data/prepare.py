@@ -26,8 +26,9 @@ undecodable files are skipped, counted and reported (log and ``meta.json["skippe
 the arrays are compacted in place so no gap remains.
 
 Cache folder: ``<cache_root>/<kind>-<subset-tag>[-max<N>]-<S>px-<hash10>/`` where the hash
-covers the source (resolved path, size and mtime of an archive; path and folder mtimes of a
-folder), the chosen wnids, S, the per-class limit and the preprocessing version. Cache root:
+covers the source (an archive's size and a hash of its head and tail, where zip and gzip
+keep their members' checksums, so a copy or re-download of the same file reuses the cache;
+a plain tar's mtime too; a folder's path and folder mtimes), the chosen wnids, S, the per-class limit and the preprocessing version. Cache root:
 ``--cache DIR``, else ``$TINYALEX_CACHE``, else ``~/.cache/tinyalex``.
 """
 

@@ -34,6 +34,7 @@ wnid, val files without a label, label lines naming unknown classes or missing f
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import re
@@ -112,9 +113,19 @@ class Container:
                 yield name, err
 
     def fingerprint(self) -> dict:
-        """What identifies this source's content cheaply (for the cache key)."""
-        st = self.path.stat()
-        return {"path": str(self.path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+        """What identifies this archive's content cheaply (for the cache key): its size and a
+        hash of its first 64 KiB and last MiB. The tail holds checksums of everything
+        before it (a zip's central directory lists every member's CRC-32; a gzip ends with
+        the CRC-32 and length of the whole tar), so a copy, a move or a fresh download of
+        the same file keeps the key, and any change to a member changes it. (Path and
+        mtime did neither: a re-copied download prepared again and left the old cache.)"""
+        size = self.path.stat().st_size
+        digest = hashlib.sha256()
+        with open(self.path, "rb") as f:
+            digest.update(f.read(64 * 2**10))
+            f.seek(max(0, size - 2**20))
+            digest.update(f.read())
+        return {"size": size, "head_tail_sha256": digest.hexdigest()}
 
     def close(self) -> None:
         pass
@@ -179,6 +190,16 @@ class TarContainer(Container):
     def __init__(self, path: Path):
         super().__init__(path)
         self._names = None
+
+    def fingerprint(self) -> dict:
+        """As an archive's, plus the mtime for a plain tar: it ends in padding, with no
+        checksum of what came before, so a same-size edit in its middle would not show."""
+        fp = super().fingerprint()
+        with open(self.path, "rb") as f:
+            magic = f.read(6)
+        if not magic.startswith((b"\x1f\x8b", b"BZh", b"\xfd7zXZ")):  # gzip, bzip2, xz
+            fp["mtime_ns"] = self.path.stat().st_mtime_ns
+        return fp
 
     def names(self) -> list[str]:
         if self._names is None:

@@ -36,6 +36,18 @@ _IM2COL = cp.ElementwiseKernel(
     """,
     "tinyalex_im2col")
 
+# The two gathers (col2im, max-pool backward) ask the same of each window offset: which
+# output position, if any, read this input pixel from there.
+_OUTPUT_OF = """
+__device__ inline bool tinyalex_output_of(long long at, long long s, long long size,
+                                          long long& o) {
+    // o with o * s == at and 0 <= o < size, if there is one
+    if (at < 0 || at % s != 0) return false;
+    o = at / s;
+    return o < size;
+}
+"""
+
 _COL2IM = cp.ElementwiseKernel(
     "raw T cols, int64 C, int64 H, int64 W, int64 kh, int64 kw, int64 s, int64 p, int64 N, "
     "int64 OH, int64 OW",
@@ -49,17 +61,16 @@ _COL2IM = cp.ElementwiseKernel(
     const long long P = N * OH * OW;
     T total = 0;
     for (long long ii = 0; ii < kh; ++ii) {
-        const long long hh = h + p - ii;
-        if (hh < 0 || hh % s != 0 || hh / s >= OH) continue;
+        long long oh, ow;
+        if (!tinyalex_output_of(h + p - ii, s, OH, oh)) continue;
         for (long long j = 0; j < kw; ++j) {
-            const long long ww = w + p - j;
-            if (ww < 0 || ww % s != 0 || ww / s >= OW) continue;
-            total += cols[((c * kh + ii) * kw + j) * P + (n * OH + hh / s) * OW + ww / s];
+            if (!tinyalex_output_of(w + p - j, s, OW, ow)) continue;
+            total += cols[((c * kh + ii) * kw + j) * P + (n * OH + oh) * OW + ow];
         }
     }
     dx = total;
     """,
-    "tinyalex_col2im")
+    "tinyalex_col2im", preamble=_OUTPUT_OF)
 
 _MAXPOOL_FORWARD = cp.ElementwiseKernel(
     "raw T x, int64 H, int64 W, int64 z, int64 s, int64 OH, int64 OW",
@@ -92,18 +103,17 @@ _MAXPOOL_BACKWARD = cp.ElementwiseKernel(
     const long long plane = t / H;
     T total = 0;
     for (long long a = 0; a < z; ++a) {
-        const long long hh = h - a;
-        if (hh < 0 || hh % s != 0 || hh / s >= OH) continue;
+        long long oh, ow;
+        if (!tinyalex_output_of(h - a, s, OH, oh)) continue;
         for (long long b = 0; b < z; ++b) {
-            const long long ww = w - b;
-            if (ww < 0 || ww % s != 0 || ww / s >= OW) continue;
-            const long long o = (plane * OH + hh / s) * OW + ww / s;
+            if (!tinyalex_output_of(w - b, s, OW, ow)) continue;
+            const long long o = (plane * OH + oh) * OW + ow;
             if (argmax[o] == a * z + b) total += dout[o];
         }
     }
     dx = total;
     """,
-    "tinyalex_maxpool_backward")
+    "tinyalex_maxpool_backward", preamble=_OUTPUT_OF)
 
 _LRN_FORWARD = cp.ElementwiseKernel(
     "raw T x, int64 C, int64 HW, int64 before, int64 after, T a, T beta, T k",

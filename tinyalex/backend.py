@@ -75,7 +75,6 @@ def prefetch_to_gpu(batches):
             buffers[k % 2] = slot
         host = np.frombuffer(slot["memory"], dtype=x.dtype, count=x.size).reshape(x.shape)
         host[...] = x
-        slot["host"] = host
         device = cp.empty(x.shape, dtype=x.dtype)
         device.set(host, stream=stream)
         with stream:

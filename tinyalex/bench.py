@@ -237,8 +237,8 @@ def textbook_bounds(net, batch_size: int, textbook, sgemm_rate: float,
             least = flops / (sgemm_rate * 1e9)
         else:
             of_x, of_y = MIN_PASSES[kind]
-            size = lambda shape: 4 * batch_size * int(np.prod(shape))  # noqa: E731 (float32)
-            least = (of_x * size(in_shape) + of_y * size(out_shape)) / (memory_rate * 1e9)
+            elements = of_x * int(np.prod(in_shape)) + of_y * int(np.prod(out_shape))
+            least = 4 * batch_size * elements / (memory_rate * 1e9)  # float32
         bounds.append((row[1] + row[2]) / least)
     return bounds
 
@@ -266,19 +266,9 @@ def step_child(framework: str, arch: str, batch_size: int, num_classes: int,
     else:
         import torch
 
-        from .interop import to_torch
         torch.set_num_threads(os.cpu_count() or 1)
-        model = to_torch(net)
-        model.train()
+        step = torch_step_fn(net, x, y)
         del net
-        opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
-        xt, yt = torch.from_numpy(x), torch.from_numpy(y.astype(np.int64))
-        loss_fn = torch.nn.CrossEntropyLoss()
-
-        def step():
-            opt.zero_grad(set_to_none=True)
-            loss_fn(model(xt), yt).backward()
-            opt.step()
     step()
     seconds = median_time(step, steps)
     rss = peak_rss_bytes()
@@ -306,6 +296,29 @@ def run_step_in_child(framework: str, args, tuned: bool = True) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+def torch_step_fn(net, x, y, device: str = "cpu"):
+    """A PyTorch training step of ``net``'s twin (tinyalex.interop.to_torch, its weights) on
+    the batch (x, y), on ``device``, with the paper's SGD; on CUDA the step ends synchronised."""
+    import torch
+
+    from .interop import to_torch
+
+    model = to_torch(net).to(device).train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+    xt = torch.from_numpy(x).to(device)
+    yt = torch.from_numpy(y.astype(np.int64)).to(device)
+    loss_fn = torch.nn.CrossEntropyLoss()
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        loss_fn(model(xt), yt).backward()
+        opt.step()
+        if device != "cpu":
+            torch.cuda.synchronize()
+
+    return step
+
+
 # ------------------------------------------------------------------- the step on a GPU
 
 def gpu_step_report(args) -> int:
@@ -326,20 +339,9 @@ def gpu_step_report(args) -> int:
     if args.compare_torch:
         import torch
 
-        from .interop import to_torch
         if not torch.cuda.is_available():
             raise cli.UserError("--compare-torch on the GPU needs a CUDA build of PyTorch")
-        model = to_torch(net).cuda().train()
-        topt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
-        xt = torch.from_numpy(x).cuda()
-        yt = torch.from_numpy(y.astype(np.int64)).cuda()
-        loss_fn = torch.nn.CrossEntropyLoss()
-
-        def torch_step():
-            topt.zero_grad(set_to_none=True)
-            loss_fn(model(xt), yt).backward()
-            topt.step()
-            torch.cuda.synchronize()
+        torch_step = torch_step_fn(net, x, y, "cuda")
     net.to(cp)
     opt = SGD(net.params)
     xg, yg = cp.asarray(x), cp.asarray(y)

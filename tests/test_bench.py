@@ -44,7 +44,7 @@ def test_bench_device_gpu_without_a_gpu_says_why():
 def test_textbook_bounds_divide_the_twin_time_by_the_least_the_work_takes(monkeypatch):
     """Products at the sgemm rate (Winograd's 2.25x fewer), bytes at the streaming rate."""
     monkeypatch.delenv("TINYALEX_NO_WINOGRAD", raising=False)
-    from tinyalex.bench import layer_gemm_flops, textbook_bounds
+    from tinyalex.checks.bench import layer_gemm_flops, textbook_bounds
     from tinyalex.net import build
 
     net = build("alexnet-mini", 10)

@@ -5,11 +5,14 @@ import importlib
 
 import pytest
 
-from tinyalex import cli
+from tinyalex.commands import cli
 
-COMMANDS = ["tinyalex.train", "tinyalex.evaluate", "tinyalex.predict", "tinyalex.figures",
-            "tinyalex.summary", "tinyalex.bench", "tinyalex.twin", "tinyalex.data.__main__",
-            "tinyalex.experiments"]
+COMMANDS = ["tinyalex.commands.train", "tinyalex.commands.evaluate",
+            "tinyalex.commands.predict", "tinyalex.commands.figures", "tinyalex.commands.summary",
+            "tinyalex.checks.bench", "tinyalex.checks.twin", "tinyalex.data.__main__",
+            "tinyalex.checks.experiments"]
+#: The short names the README gives (python -m tinyalex.X): shims over the modules above.
+SHORT_NAMES = ["train", "evaluate", "predict", "figures", "summary", "bench", "experiments"]
 
 
 class _Caught(Exception):
@@ -28,7 +31,7 @@ def _parser_of(module_name, monkeypatch) -> argparse.ArgumentParser:
     monkeypatch.setattr(argparse.ArgumentParser, "parse_known_args", catch)
     main = importlib.import_module(module_name).main
     with pytest.raises(_Caught):
-        main(["--help"] if module_name != "tinyalex.bench" else ["step", "--help"])
+        main(["--help"] if module_name != "tinyalex.checks.bench" else ["step", "--help"])
     return seen["parser"]
 
 
@@ -59,3 +62,19 @@ def test_help_shows_a_default_once():
     assert "a number (default: 3)" in text
     assert text.count("(default: x)") == 1
     assert "default: None" not in text and "default: False" not in text
+
+
+@pytest.mark.parametrize("name", SHORT_NAMES)
+def test_short_names_run_the_command(name):
+    """python -m tinyalex.X (the README's spelling) runs the command in commands/ or checks/,
+    and importing tinyalex.X gives that very module (so patching it patches the command)."""
+    import subprocess
+    import sys
+
+    run = subprocess.run([sys.executable, "-m", f"tinyalex.{name}", "--help"],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert f"python -m tinyalex.{name}" in run.stdout
+    module = importlib.import_module(f"tinyalex.{name}")
+    assert module.__name__.startswith(("tinyalex.commands.", "tinyalex.checks."))
+    assert hasattr(module, "main")

@@ -14,7 +14,7 @@ import pytest
 import tinyalex.data.find as find
 from tinyalex.data.__main__ import main
 from tinyalex.data.cache import write_prepared
-from tinyalex.data.readers import DataError
+from tinyalex.data.errors import DataError
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_data_readers import layout, materialise  # noqa: E402

@@ -13,7 +13,8 @@ import pytest
 
 from tinyalex.data.__main__ import main
 from tinyalex.data.download import download
-from tinyalex.data.readers import DataError, open_source
+from tinyalex.data.errors import DataError
+from tinyalex.data.readers import open_source
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_data_readers import layout, materialise  # noqa: E402

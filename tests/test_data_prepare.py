@@ -17,7 +17,8 @@ from PIL import Image
 
 import tinyalex.data.prepare as prep
 from tinyalex.data.cache import is_prepared
-from tinyalex.data.readers import DataError, open_source
+from tinyalex.data.errors import DataError
+from tinyalex.data.readers import open_source
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_data_readers import CLASSES, color_of, image_bytes, layout, materialise  # noqa: E402

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tinyalex.data.readers import DataError
+from tinyalex.data.errors import DataError
 from tinyalex.data.subsets import (
     IMAGENETTE_WNIDS,
     class_name,

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from tinyalex import checkpoint
-from tinyalex.diagnostics import diagnostics, format_header, format_row, relu_stats
-from tinyalex.figures import plot_diagnostics
+from tinyalex.commands.diagnostics import diagnostics, format_header, format_row, relu_stats
+from tinyalex.commands.figures import plot_diagnostics
 from tinyalex.layers import Linear, ReLU, SoftmaxCrossEntropy
 from tinyalex.net import Sequential, build, train_step
 from tinyalex.optim import SGD

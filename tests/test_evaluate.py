@@ -19,12 +19,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tinyalex import checkpoint, cli
+from tinyalex import checkpoint
+from tinyalex.commands import cli
+from tinyalex.commands.evaluate import evaluate_checkpoint, format_table, main, subsample
 from tinyalex.data.augment import Augmenter
 from tinyalex.data.cache import open_prepared, write_prepared
+from tinyalex.data.errors import DataError
 from tinyalex.data.loader import eval_loader
-from tinyalex.data.readers import DataError
-from tinyalex.evaluate import evaluate_checkpoint, format_table, main, subsample
 from tinyalex.metrics import evaluate_net
 from tinyalex.net import alexnet_small
 

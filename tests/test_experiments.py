@@ -5,8 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from tinyalex import experiments as ex
-from tinyalex.cli import UserError
+from tinyalex.checks import experiments as ex
+from tinyalex.commands.cli import UserError
 from tinyalex.data.cache import open_prepared
 from tinyalex.net import alexnet_mini, alexnet_small
 
@@ -128,7 +128,7 @@ def test_cli(tiny_prepared, tmp_path, capsys):
     (["--classes", "0"], "--classes must be at least 1"),
 ])
 def test_cli_errors(argv, message, capsys):
-    from tinyalex.cli import run
+    from tinyalex.commands.cli import run
 
     assert run(ex.main, argv) == 2
     err = capsys.readouterr().err

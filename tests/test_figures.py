@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tinyalex import checkpoint, cli
-from tinyalex.figures import (
+from tinyalex import checkpoint
+from tinyalex.commands import cli
+from tinyalex.commands.figures import (
     filter_tiles,
     main,
     make_all,

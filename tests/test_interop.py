@@ -9,8 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tinyalex.gradcheck import rel_error
-from tinyalex.interop import (
+from tinyalex.checks.interop import (
     from_torch,
     load_state_dict,
     paper_sgd,
@@ -20,6 +19,7 @@ from tinyalex.interop import (
     to_torch,
     torch_sgd,
 )
+from tinyalex.gradcheck import rel_error
 from tinyalex.layers import SoftmaxCrossEntropy
 from tinyalex.net import alexnet_mini, alexnet_small, build, train_step
 from tinyalex.optim import SGD

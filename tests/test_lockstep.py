@@ -25,8 +25,8 @@ import copy
 import numpy as np
 import pytest
 
+from tinyalex.checks.interop import paper_sgd, set_dropout_masks, to_torch
 from tinyalex.gradcheck import rel_error
-from tinyalex.interop import paper_sgd, set_dropout_masks, to_torch
 from tinyalex.layers import Dropout, MaxPool2D, SoftmaxCrossEntropy
 from tinyalex.net import alexnet, alexnet_mini, alexnet_small, train_step
 from tinyalex.optim import SGD

@@ -22,7 +22,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from tinyalex import exercises
+from tinyalex.checks import exercises
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]-*.ipynb"))

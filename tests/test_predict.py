@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tinyalex import checkpoint, cli
+from tinyalex import checkpoint
+from tinyalex.commands import cli
+from tinyalex.commands.predict import format_result, main, predict_images, read_image
 from tinyalex.layers.loss import softmax
-from tinyalex.predict import format_result, main, predict_images, read_image
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_evaluate import CLASSES, NAMES, SIZE, K, class_images, shared_run  # noqa: E402

@@ -3,8 +3,8 @@
 import subprocess
 import sys
 
+from tinyalex.commands.summary import main, summary_rows
 from tinyalex.net import alexnet
-from tinyalex.summary import main, summary_rows
 
 
 def test_summary_totals_match_the_paper(capsys):

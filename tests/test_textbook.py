@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tinyalex import textbook
+from tinyalex.checks import textbook
 from tinyalex.gradcheck import rel_error
 from tinyalex.layers import (
     Conv2D,

@@ -154,7 +154,7 @@ def test_short_real_data_run_learns(real_data, tmp_path):
 
 
 def test_warmup_lr_ramps_linearly_then_holds():
-    from tinyalex.train import warmup_lr
+    from tinyalex.commands.train import warmup_lr
 
     assert [warmup_lr(0.01, s, 4) for s in range(6)] == pytest.approx(
         [0.0025, 0.005, 0.0075, 0.01, 0.01, 0.01])

@@ -11,7 +11,7 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="the twin is PyTorch (pip install torch==2.13.0)")
 
-from tinyalex import twin  # noqa: E402
+from tinyalex.checks import twin  # noqa: E402
 from tinyalex.data.cache import open_prepared, write_prepared  # noqa: E402
 
 CLASSES, TRAIN, VAL, SIZE = 4, 8, 4, 40  # 35-px crops: the smallest alexnet-mini takes
@@ -139,7 +139,7 @@ def test_state_continues_a_run_as_if_never_stopped(tiny_set, tmp_path):
 
 
 def test_state_with_other_settings_is_a_clear_error(tiny_set, tmp_path):
-    from tinyalex.cli import UserError
+    from tinyalex.commands.cli import UserError
 
     kwargs = dict(arch="alexnet-mini", batch_size=8, progress=False, log=lambda _: None,
                   state_dir=tmp_path / "state")

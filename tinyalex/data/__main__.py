@@ -17,7 +17,7 @@ import argparse
 import importlib
 import sys
 
-from tinyalex.data.readers import DataError
+from tinyalex.data.errors import DataError
 
 
 def _data_arguments(p: argparse.ArgumentParser) -> None:

@@ -20,7 +20,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from tinyalex.data.readers import DataError
+from tinyalex.data.errors import DataError
 
 
 @dataclass(frozen=True)

@@ -23,8 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tinyalex.data.cache import Prepared, is_prepared, open_prepared
+from tinyalex.data.errors import DataError
 from tinyalex.data.prepare import cache_root, plan, prepare
-from tinyalex.data.readers import LAYOUTS_HELP, DataError, Source, looks_like_archive, open_source
+from tinyalex.data.readers import LAYOUTS_HELP, Source, looks_like_archive, open_source
 
 __all__ = ["DataError", "DATA_ENV", "Found", "locate", "resolve_dataset", "inspect",
            "synthetic_dataset", "add_data_arguments", "resolve_from_args"]

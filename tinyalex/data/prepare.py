@@ -58,7 +58,8 @@ from tinyalex.data.cache import (
     rgb_statistics,
     temporary_folder,
 )
-from tinyalex.data.readers import DataError, Source
+from tinyalex.data.errors import DataError
+from tinyalex.data.readers import Source
 from tinyalex.data.subsets import class_name, resolve_subset, subset_tag
 
 CACHE_ENV = "TINYALEX_CACHE"

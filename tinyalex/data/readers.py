@@ -45,24 +45,14 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from tinyalex.cli import UserError
-from tinyalex.data.subsets import IMAGENETTE_WNIDS, imagenet_classes
-
-
-class DataError(UserError):
-    """A user mistake about data (missing path, unknown layout, impossible subset...).
-
-    CLIs print its message on one line and exit with status 2, without a traceback.
-    """
-
+from tinyalex.data.errors import DataError
+from tinyalex.data.subsets import IMAGENETTE_WNIDS, KIND_TITLES, imagenet_classes
 
 WNID_RE = re.compile(r"^n\d{8}$")
 IMAGE_EXTS = frozenset({".jpeg", ".jpg", ".jpe", ".png", ".bmp", ".gif", ".tif", ".tiff",
                         ".webp", ".ppm", ".pgm", ".pbm", ".pnm"})
 LABEL_EXTS = frozenset({".txt", ".csv", ".tsv"})
 KINDS = ("ilsvrc", "tiny-imagenet", "imagenette")
-KIND_TITLES = {"ilsvrc": "ILSVRC-2012-style", "tiny-imagenet": "Tiny ImageNet",
-               "imagenette": "Imagenette", "synthetic": "synthetic"}
 
 LAYOUTS_HELP = ("expected one of: ILSVRC-2012 (train/<wnid>/*.JPEG, val/<wnid>/ or flat val/ "
                 "with a label file), Tiny ImageNet (wnids.txt, train/<wnid>/images/, "

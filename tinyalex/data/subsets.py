@@ -21,6 +21,11 @@ import re
 from importlib import resources
 from pathlib import Path
 
+from tinyalex.data.errors import DataError
+
+KIND_TITLES = {"ilsvrc": "ILSVRC-2012-style", "tiny-imagenet": "Tiny ImageNet",
+               "imagenette": "Imagenette", "synthetic": "synthetic"}
+
 SUBSET_CHOICES = ("100-class", "all")
 IMAGENETTE_WNIDS = ("n01440764", "n02102040", "n02979186", "n03000684", "n03028079",
                     "n03394916", "n03417042", "n03425413", "n03445777", "n03888257")
@@ -60,7 +65,6 @@ def class_name(wnid: str, words: dict[str, str] | None = None) -> str:
 
 def read_subset_file(path) -> list[str]:
     """The wnids of a subset file (one a line), in file order, duplicates dropped."""
-    from tinyalex.data.readers import DataError
 
     path = Path(path)
     try:
@@ -107,7 +111,6 @@ def resolve_subset(kind: str, available, subset: str = "100-class",
 
     DataError when the dataset cannot provide every class of the subset, naming what it has.
     """
-    from tinyalex.data.readers import KIND_TITLES, DataError
 
     title = title or KIND_TITLES.get(kind, kind)
     available = sorted(set(available))

@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .backend import to_numpy
-from .layers import (
+from ..backend import to_numpy
+from ..layers import (
     Conv2D,
     Dropout,
     Flatten,
@@ -106,7 +106,7 @@ def from_torch(model, arch: str, num_classes: int, dtype=None, **kwargs):
     state_dict). dtype defaults to the model's (float32/float64); ``kwargs`` are the
     builder's (input_size, width, lrn_convention, dropout, ...). The builder's init is
     overwritten entirely by the model's weights."""
-    from .net import build
+    from ..net import build
 
     state = model.state_dict() if hasattr(model, "state_dict") else dict(model)
     if dtype is None:

@@ -138,7 +138,7 @@ def check_layer(names, source=None, verbose: bool = True) -> bool:
 # ------------------------------------------------------------------ function exercises
 
 def _check_pca_offsets(fn, rng):
-    from .data.augment import pca_offsets
+    from ..data.augment import pca_offsets
 
     eigvals = np.sort(rng.uniform(10, 5000, 3))[::-1]
     eigvecs = np.linalg.qr(rng.standard_normal((3, 3)))[0]
@@ -147,7 +147,7 @@ def _check_pca_offsets(fn, rng):
 
 
 def _check_sgd_step(fn, rng):
-    from .optim import SGD
+    from ..optim import SGD
 
     w = rng.standard_normal((4, 3))
     mine_w, mine_v = w.copy(), np.zeros_like(w)
@@ -162,8 +162,8 @@ def _check_sgd_step(fn, rng):
 
 
 def _check_train_step(fn, rng):
-    from .layers import SoftmaxCrossEntropy
-    from .net import alexnet_mini, train_step
+    from ..layers import SoftmaxCrossEntropy
+    from ..net import alexnet_mini, train_step
 
     x = rng.standard_normal((4, 3, 32, 32))
     y = rng.integers(0, 5, 4)
@@ -178,7 +178,7 @@ def _check_train_step(fn, rng):
 
 
 def _check_topk_error(fn, rng):
-    from .metrics import topk_correct
+    from ..metrics import topk_correct
 
     scores = rng.standard_normal((50, 10))
     labels = rng.integers(0, 10, 50)
@@ -187,7 +187,7 @@ def _check_topk_error(fn, rng):
 
 
 def _check_nearest(fn, rng):
-    from .figures import nearest
+    from ..commands.figures import nearest
 
     q, d = rng.standard_normal((4, 16)), rng.standard_normal((30, 16))
     return np.asarray(fn(q, d, 5), np.float64), nearest(q, d, 5)[0].astype(np.float64)
@@ -201,7 +201,7 @@ FUNCTION_CHECKS = {"pca_offsets": _check_pca_offsets, "sgd_step": _check_sgd_ste
 def check_function(name: str, fn, verbose: bool = True, seed: int = 0) -> bool:
     """Compare the learner's function ``name`` with tinyalex's on random inputs (float64,
     relative error at most 1e-6, as the gradient checks)."""
-    from .gradcheck import TOLERANCE, rel_error
+    from ..gradcheck import TOLERANCE, rel_error
 
     if name not in FUNCTION_CHECKS:
         raise ValueError(f"no check for {name!r}; one of {', '.join(FUNCTION_CHECKS)}")

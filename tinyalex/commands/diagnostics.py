@@ -38,8 +38,8 @@ from __future__ import annotations
 
 import math
 
-from .backend import get_array_module
-from .layers import Conv2D, Linear, ReLU
+from ..backend import get_array_module
+from ..layers import Conv2D, Linear, ReLU
 
 LEARNABLE = (Conv2D, Linear)
 

@@ -43,13 +43,13 @@ from pathlib import Path
 
 import numpy as np
 
-from . import cli
-from .backend import to_numpy
-from .layers import Dropout, SoftmaxCrossEntropy
-from .layers.loss import log_softmax
-from .metrics import Scores, topk_correct
-from .net import ARCHITECTURES, INITS, build, train_step
-from .optim import SGD
+from ..backend import to_numpy
+from ..commands import cli
+from ..layers import Dropout, SoftmaxCrossEntropy
+from ..layers.loss import log_softmax
+from ..metrics import Scores, topk_correct
+from ..net import ARCHITECTURES, INITS, build, train_step
+from ..optim import SGD
 
 #: tinyalex's val top-1 error may exceed the twin's by at most this much, at every epoch.
 TARGET_POINTS = 1.0
@@ -96,8 +96,8 @@ def make_twins(arch: str, num_classes: int, crop: int, init: str = "pytorch", se
                weight_decay: float = 5e-4):
     """(net, opt, model, torch_opt): a fresh tinyalex net and its torch twin, same weights."""
     torch = import_torch()
+    from ..commands.train import net_kwargs
     from .interop import to_torch
-    from .train import net_kwargs
 
     net = build(arch, num_classes, seed=seed, init=init, **net_kwargs(arch, crop, dropout=dropout))
     opt = SGD(net.params, lr=lr, momentum=momentum, weight_decay=weight_decay)
@@ -141,7 +141,7 @@ def save_state(state_dir, net, opt, model, topt, config: dict, rows: list, step:
     """Both nets after a finished epoch. torch's file is named by epoch and written first;
     tinyalex.npz, renamed into place last, says which epoch is complete."""
     torch = import_torch()
-    from . import checkpoint
+    from .. import checkpoint
 
     state_dir = Path(state_dir)
     epoch = len(rows)
@@ -162,7 +162,7 @@ def load_state(state_dir, net, opt, model, topt, config: dict) -> tuple[list, in
     """Restore what save_state wrote into fresh twins: returns (rows, step); ([], 0) when
     the folder holds no finished epoch yet. UserError if its settings differ."""
     torch = import_torch()
-    from . import checkpoint
+    from .. import checkpoint
 
     path = Path(state_dir) / "tinyalex.npz"
     if not path.is_file():
@@ -204,9 +204,9 @@ def run_twin(prepared, arch: str = "alexnet-small", epochs: int = 5, batch_size:
     folder continues from the last finished epoch."""
     from tqdm import tqdm
 
-    from .data.augment import Augmenter
-    from .data.loader import eval_loader, train_loader
-    from .train import seed_dropout
+    from ..commands.train import seed_dropout
+    from ..data.augment import Augmenter
+    from ..data.loader import eval_loader, train_loader
 
     torch = import_torch()
     if epochs < 1 or batch_size < 1:
@@ -438,7 +438,7 @@ def _jsonable(value):
 # --------------------------------------------------------------------------------- CLI
 
 def build_parser():
-    from .data.find import add_data_arguments
+    from ..data.find import add_data_arguments
 
     p = cli.parser("python -m tinyalex.bench twin",
                    "Train tinyalex and its PyTorch twin (same initial weights, same loader "
@@ -488,7 +488,7 @@ def main(argv=None) -> int:
 
     from tqdm import tqdm
 
-    from .data.find import resolve_from_args
+    from ..data.find import resolve_from_args
 
     prepared = resolve_from_args(args, log=tqdm.write)
     arch = args.arch or ("alexnet" if prepared.image_size >= 256 else "alexnet-small")

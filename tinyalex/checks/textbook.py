@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .layers import (
+from ..layers import (
     Conv2D,
     Dropout,
     Flatten,

@@ -1,9 +1,12 @@
-"""What every command shares: argparse with --help, user errors as one line and exit 2."""
+"""What every command shares: argparse with --help, user errors (UserError, and the data
+layer's DataError) as one line and exit 2, progress bars."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+
+from ..data.errors import DataError
 
 
 class UserError(Exception):
@@ -11,13 +14,13 @@ class UserError(Exception):
 
 
 def run(main, argv=None) -> int:
-    """Call main(argv); turn a UserError (the data pipeline's DataError is one) into exit 2."""
+    """Call main(argv); turn a UserError or a DataError into one line on stderr and exit 2."""
     try:
         return main(argv) or 0
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except UserError as err:
+    except (UserError, DataError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
 

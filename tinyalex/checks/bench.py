@@ -1,0 +1,579 @@
+"""``python -m tinyalex.bench``: how fast is each layer, and the whole training step?
+
+Times every layer's forward and backward at the training batch size, then a whole SGD
+training step (forward, loss, backward, update) in img/s, with its peak memory (RSS of a
+fresh process that runs only that step). ``--compare-torch`` measures the same layers and
+step in PyTorch CPU in the same run and prints the ratios: on a machine whose CPU model
+can change, only a ratio measured in one run means anything.
+
+Run it as a user's machine would: if OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE are set for old
+OpenBLAS builds, unset them for this command. The BLAS kernel that ran is printed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+from ..commands import cli
+from ..layers import SoftmaxCrossEntropy
+from ..net import ARCHITECTURES, build, train_step
+from ..optim import SGD
+
+
+def blas_info() -> str:
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return "threadpoolctl not installed (pip install threadpoolctl to see the BLAS kernel)"
+    parts = []
+    for pool in threadpool_info():
+        if pool.get("user_api") == "blas":
+            parts.append(f"{pool.get('internal_api')} {pool.get('version')} "
+                         f"kernel={pool.get('architecture')} threads={pool.get('num_threads')}")
+    return "; ".join(parts) or "no BLAS found by threadpoolctl"
+
+
+def cpu_name() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident memory. /proc's VmHWM starts afresh at exec, unlike
+    getrusage's ru_maxrss, which a child inherits from the parent that forked it."""
+    try:
+        for line in open("/proc/self/status"):
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
+
+
+def median_time(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def batch_for(net, batch_size: int, num_classes: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((batch_size,) + net.input_shape, dtype=np.float32)
+    y = rng.integers(0, num_classes, batch_size).astype(np.int32)
+    return x, y
+
+
+# ---------------------------------------------------------------------------- per layer
+
+def layer_times(net, x, repeats: int) -> list[tuple[str, float, float]]:
+    """(name, forward s, backward s) per layer, each on its real input from the layer before."""
+    rows = []
+    rng = np.random.default_rng(1)
+    for index, (name, layer) in enumerate(net.layers):
+        if hasattr(layer, "need_input_grad"):
+            layer.need_input_grad = index > 0
+        layer.forward(x, True)  # warm up (compiles kernels on first use)
+        fwd = median_time(lambda: layer.forward(x, True), repeats)  # noqa: B023
+        out = layer.forward(x, True)
+        dout = rng.standard_normal(out.shape, dtype=np.float32)
+        layer.backward(dout)
+        bwd = median_time(lambda: layer.backward(dout), repeats)  # noqa: B023
+        rows.append((name, fwd, bwd))
+        x = out
+    return rows
+
+
+def torch_layer_times(net, x, repeats: int) -> list[tuple[str, float, float]]:
+    import torch
+
+    from .interop import torch_module
+
+    rows = []
+    rng = np.random.default_rng(1)
+    for index, (name, layer) in enumerate(net.layers):
+        module = torch_module(layer)
+        if layer.params:
+            module.load_state_dict({"weight": torch.from_numpy(layer.params["W"]),
+                                    "bias": torch.from_numpy(layer.params["b"])})
+        xt = torch.from_numpy(np.ascontiguousarray(x)).requires_grad_(index > 0)
+
+        def fwd_once():
+            return module(xt)  # noqa: B023
+
+        fwd_once()
+        fwd = median_time(fwd_once, repeats)
+        out = module(xt)
+        dout = torch.from_numpy(rng.standard_normal(tuple(out.shape), dtype=np.float32))
+
+        def bwd_once():
+            y = module(xt)  # noqa: B023
+            start = time.perf_counter()
+            y.backward(dout)  # noqa: B023
+            return time.perf_counter() - start
+
+        bwd_once()
+        bwd = float(np.median([bwd_once() for _ in range(repeats)]))
+        rows.append((name, fwd, bwd))
+        x = out.detach().numpy()
+    return rows
+
+
+def textbook_layer_times(net, x, scale: float) -> list[tuple[str, float, float] | None]:
+    """(name, forward s, backward s) per layer of the textbook NumPy twins
+    (tinyalex/textbook.py), each timed once on x (plain NumPy: nothing to warm up, and
+    seconds per layer where tinyalex takes tenths) and multiplied by ``scale`` (batch size
+    / len(x); their cost is linear in the batch, but a batch much smaller than the
+    training one flatters them: its arrays fit in cache). None for a layer with no twin."""
+    from .textbook import textbook_twin
+
+    rows = []
+    rng = np.random.default_rng(1)
+    for name, layer in net.layers:
+        twin = textbook_twin(layer)
+        if twin is None:
+            rows.append(None)
+            x = layer.forward(x, True)
+            continue
+        start = time.perf_counter()
+        out = twin.forward(x, True)
+        fwd = time.perf_counter() - start
+        dout = rng.standard_normal(out.shape, dtype=np.float32)
+        start = time.perf_counter()
+        twin.backward(dout)
+        bwd = time.perf_counter() - start
+        rows.append((name, fwd * scale, bwd * scale))
+        del twin
+        x = out
+    return rows
+
+
+def sgemm_gflops(size: int = 2048, repeats: int = 3) -> float:
+    """The best float32 GEMM rate of this machine's BLAS (numpy's), in GFLOP/s: a square
+    size^3 product, the shape BLAS runs fastest; no convolution or FC layer beats it."""
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((size, size), dtype=np.float32)
+    b = rng.standard_normal((size, size), dtype=np.float32)
+    out = np.empty((size, size), dtype=np.float32)
+    np.matmul(a, b, out=out)
+    seconds = min(median_time(lambda: np.matmul(a, b, out=out), repeats) for _ in range(2))
+    return 2 * size ** 3 / seconds / 1e9
+
+
+def layer_gemm_flops(net, batch_size: int) -> list[float]:
+    """Per layer, the FLOPs of a training step's products at this batch: forward's count
+    times 3 (dW and dx are each as big), times 2 for a first layer that computes no dx;
+    0 for a layer with no product (pooling, LRN, ReLU, ...)."""
+    rows = []
+    for index, (_, layer, shape, _) in enumerate(net.shapes()):
+        passes = 3 if index > 0 or not hasattr(layer, "need_input_grad") else 2
+        rows.append(passes * layer.flops(shape) * batch_size if layer.params else 0.0)
+    return rows
+
+
+# Per layer without products, the fewest bytes its forward + backward must move, in
+# arrays the size of its input (x) and output (y): ReLU reads x, writes y, then reads dout
+# and y and writes dx; LRN likewise (its y or s recomputed, not stored); dropout reads x,
+# writes y, reads dout, writes dx (the mask's bytes not counted); max pooling reads x, writes
+# y, reads dout (y-sized) and writes dx.
+MIN_PASSES = {"ReLU": (5, 0), "LocalResponseNorm": (5, 0), "Dropout": (4, 0),
+              "MaxPool2D": (2, 2)}
+
+
+def memory_gbps(megabytes: int = 256, repeats: int = 7) -> float:
+    """The machine's best streaming rate in GB/s (bytes read + written), on every core: the
+    parallel ReLU kernel over a large positive array into one already written (a fresh
+    one would time the page faults), which is a copy."""
+    from ..kernels import cpu as cpu_kernels
+
+    x = np.ones(megabytes * 2**20 // 4, dtype=np.float32)
+    y = np.zeros_like(x)
+    cpu_kernels._relu_forward(x, y)
+    best = float("inf")
+    for _ in range(repeats):  # the best, not the median: it bounds what any code can do
+        start = time.perf_counter()
+        cpu_kernels._relu_forward(x, y)
+        best = min(best, time.perf_counter() - start)
+    return 2 * x.nbytes / best / 1e9
+
+
+def textbook_bounds(net, batch_size: int, textbook, sgemm_rate: float,
+                    memory_rate: float) -> list[float | None]:
+    """Per layer, the largest speed-up over its textbook twin that any code could reach on
+    this machine: the twin's time / the least time the work can take. For conv and FC: the
+    products' FLOPs at the best sgemm rate (a Winograd layer does 2.25x fewer
+    multiplications, F(2x2,3x3): 16 per 4 outputs against 36, so its bound is 2.25x
+    higher). For the others: MIN_PASSES' bytes at the best streaming rate, a bound for
+    arrays past the caches (the training batch's are; a small batch's may beat it). None
+    where there is no twin or no work (flatten)."""
+    from ..kernels import cpu as cpu_kernels
+
+    bounds = []
+    for (_, layer, in_shape, out_shape), flops, row in zip(
+            net.shapes(), layer_gemm_flops(net, batch_size), textbook):
+        kind = type(layer).__name__
+        if row is None or (flops == 0 and kind not in MIN_PASSES):
+            bounds.append(None)
+            continue
+        if flops:
+            if getattr(layer, "kernel_size", None) and cpu_kernels.use_winograd(
+                    layer.kernel_size, layer.kernel_size, layer.stride, layer.padding):
+                flops /= 2.25
+            least = flops / (sgemm_rate * 1e9)
+        else:
+            of_x, of_y = MIN_PASSES[kind]
+            elements = of_x * int(np.prod(in_shape)) + of_y * int(np.prod(out_shape))
+            least = 4 * batch_size * elements / (memory_rate * 1e9)  # float32
+        bounds.append((row[1] + row[2]) / least)
+    return bounds
+
+
+def step_gflop_per_image(net) -> float:
+    """A training step's GFLOP per image: forward FLOPs (tinyalex.commands.summary's count) times 3
+    (backward: the products for dW and for dx are each as big as the forward's)."""
+    return 3 * sum(layer.flops(shape) for _, layer, shape, _ in net.shapes()) / 1e9
+
+
+# ----------------------------------------------------------- the whole step, in a child
+
+def step_child(framework: str, arch: str, batch_size: int, num_classes: int,
+               steps: int) -> dict:
+    """Time `steps` training steps after one warm-up; report img/s and peak RSS."""
+    net = build(arch, num_classes)
+    x, y = batch_for(net, batch_size, num_classes)
+    if framework == "tinyalex":
+        loss_fn = SoftmaxCrossEntropy()
+        opt = SGD(net.params)
+
+        def step():
+            train_step(net, loss_fn, x, y)
+            opt.step(net.grads)
+    else:
+        import torch
+
+        torch.set_num_threads(os.cpu_count() or 1)
+        step = torch_step_fn(net, x, y)
+        del net
+    step()
+    seconds = median_time(step, steps)
+    rss = peak_rss_bytes()
+    result = {"framework": framework, "seconds": seconds, "img_per_s": batch_size / seconds,
+              "peak_rss_bytes": rss}
+    if framework == "tinyalex":  # right after the steps, while the machine is as loaded
+        result["sgemm_gflops"] = sgemm_gflops()
+    return result
+
+
+def run_step_in_child(framework: str, args, tuned: bool = True) -> dict:
+    """One framework's step in a fresh process. tuned=False runs it with
+    TINYALEX_NO_TUNING=1: the malloc and OpenBLAS settings tinyalex makes on import are
+    left alone, as for a plain PyTorch user."""
+    cmd = [sys.executable, "-m", "tinyalex.bench", "_step", "--framework", framework,
+           "--arch", args.arch, "--batch-size", str(args.batch_size),
+           "--num-classes", str(args.num_classes), "--steps", str(args.steps)]
+    env = dict(os.environ)
+    if not tuned:
+        env["TINYALEX_NO_TUNING"] = "1"
+        env.pop("OPENBLAS_THREAD_TIMEOUT", None)
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if result.returncode != 0:
+        raise RuntimeError(f"{framework} step benchmark failed:\n{result.stderr[-2000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def torch_step_fn(net, x, y, device: str = "cpu"):
+    """A PyTorch training step of ``net``'s twin (tinyalex.checks.interop.to_torch, its weights) on
+    the batch (x, y), on ``device``, with the paper's SGD; on CUDA the step ends synchronised."""
+    import torch
+
+    from .interop import to_torch
+
+    model = to_torch(net).to(device).train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+    xt = torch.from_numpy(x).to(device)
+    yt = torch.from_numpy(y.astype(np.int64)).to(device)
+    loss_fn = torch.nn.CrossEntropyLoss()
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        loss_fn(model(xt), yt).backward()
+        opt.step()
+        if device != "cpu":
+            torch.cuda.synchronize()
+
+    return step
+
+
+# ------------------------------------------------------------------- the step on a GPU
+
+def gpu_step_report(args) -> int:
+    """The paper's step on the GPU: tinyalex on CuPy against PyTorch CUDA (same weights,
+    same batch), both timed in this process with the device synchronised around each step."""
+    from ..backend import gpu_available, gpu_module
+
+    ok, why = gpu_available()
+    if not ok:
+        raise cli.UserError(f"--device gpu: {why}")
+    cp = gpu_module()
+    net = build(args.arch, args.num_classes)
+    x, y = batch_for(net, args.batch_size, args.num_classes)
+    props = cp.cuda.runtime.getDeviceProperties(cp.cuda.Device().id)
+    print(f"GPU: {props['name'].decode()}; CuPy {cp.__version__}")
+    print(f"net: {args.arch}, {args.num_classes} classes, batch {args.batch_size}, float32")
+    rows = []
+    if args.compare_torch:
+        import torch
+
+        if not torch.cuda.is_available():
+            raise cli.UserError("--compare-torch on the GPU needs a CUDA build of PyTorch")
+        torch_step = torch_step_fn(net, x, y, "cuda")
+    net.to(cp)
+    opt = SGD(net.params)
+    xg, yg = cp.asarray(x), cp.asarray(y)
+    loss = SoftmaxCrossEntropy()
+
+    def step():
+        train_step(net, loss, xg, yg)
+        opt.step(net.grads)
+        cp.cuda.Device().synchronize()
+
+    step()
+    rows.append(("tinyalex (CuPy)", median_time(step, args.steps)))
+    if args.compare_torch:
+        torch_step()
+        rows.append(("torch (CUDA)", median_time(torch_step, args.steps)))
+    print(f"\ntraining step (forward, loss, backward, SGD update; median of {args.steps}):")
+    for name, seconds in rows:
+        print(f"  {name:<20} {args.batch_size / seconds:>9.1f} img/s ({seconds * 1e3:.1f} ms/step)")
+    if len(rows) == 2:
+        print(f"  tinyalex / torch: {rows[1][1] / rows[0][1]:.2f}x the img/s "
+              f"(the target: within 2x of torch's time, i.e. >= 0.50x)")
+    return 0
+
+
+# ------------------------------------------------------------------------------ loader
+
+def loader_report(args) -> int:
+    """The background loader (random crop, flip, PCA colour, mean, batching) must deliver
+    at least 3x the images per second the training step eats, or training waits on it.
+    Random uint8 images stand in for a dataset: the work does not depend on the pixels."""
+    import tempfile
+
+    from ..data.cache import open_prepared, write_prepared
+    from ..data.loader import measure_throughput, train_loader
+
+    rng = np.random.default_rng(0)
+    print(f"CPU: {cpu_name()} ({os.cpu_count()} cores)")
+    print(f"{'images':<8} {'arch':<14} {'loader img/s':>13} {'step img/s':>11} {'ratio':>7}")
+    for size, arch, count in ((64, "alexnet-small", 4096), (256, "alexnet", 768)):
+        with tempfile.TemporaryDirectory() as tmp:
+            images = rng.integers(0, 256, (count, size, size, 3), dtype=np.uint8)
+            labels = rng.integers(0, 100, count).astype(np.int32)
+            path = write_prepared(f"{tmp}/set", images, labels, images[:8], labels[:8],
+                                  {"classes": [f"c{i}" for i in range(100)], "kind": "bench"})
+            loader = train_loader(open_prepared(path), batch_size=args.batch_size)
+            loader_rate = measure_throughput(loader, n_batches=len(loader) - 1)
+            del loader
+        child = argparse_namespace(args, arch=arch)
+        step_rate = run_step_in_child("tinyalex", child)["img_per_s"]
+        print(f"{size:>4} px  {arch:<14} {loader_rate:>13.0f} {step_rate:>11.1f} "
+              f"{loader_rate / step_rate:>6.1f}x")
+    print("the loader keeps up when the ratio is at least 3x (it shares the cores with "
+          "the step)")
+    return 0
+
+
+def argparse_namespace(args, **changes):
+    import argparse
+
+    values = dict(vars(args))
+    values.update(changes)
+    return argparse.Namespace(**values)
+
+
+# ------------------------------------------------------------------------------ report
+
+def format_layers(ours, theirs=None, textbook=None, bounds=None) -> str:
+    """The per-layer table: tinyalex's times, then PyTorch's and the textbook twins' (each
+    optional) with tinyalex's speed-up over them (their fwd+bwd time / tinyalex's), and
+    with ``bounds`` (textbook_bounds) the most any code could beat the textbook by."""
+    head = f"{'layer':<9} {'fwd ms':>9} {'bwd ms':>9}"
+    if theirs:
+        head += f" {'torch fwd':>10} {'torch bwd':>10} {'vs torch':>9}"
+    if textbook:
+        head += f" {'textbook f+b':>13} {'vs textbook':>12}"
+        if bounds:
+            head += f" {'bound':>8}"
+    lines = [head, "-" * len(head)]
+    for i, (name, f, b) in enumerate(ours):
+        line = f"{name:<9} {f * 1e3:>9.1f} {b * 1e3:>9.1f}"
+        if theirs:
+            _, tf, tb = theirs[i]
+            line += f" {tf * 1e3:>10.1f} {tb * 1e3:>10.1f} {(tf + tb) / max(f + b, 1e-9):>8.2f}x"
+        if textbook:
+            if textbook[i] is None:
+                line += f" {'-':>13} {'-':>12}"
+            else:
+                _, tf, tb = textbook[i]
+                line += f" {(tf + tb) * 1e3:>13.1f} {(tf + tb) / max(f + b, 1e-9):>11.1f}x"
+            if bounds:
+                line += f" {'-':>8}" if bounds[i] is None else f" {bounds[i]:>7.1f}x"
+        lines.append(line)
+    total = sum(f + b for _, f, b in ours)
+    line = f"{'sum':<9} {sum(f for _, f, _ in ours) * 1e3:>9.1f} {sum(b for *_, b in ours) * 1e3:>9.1f}"
+    if theirs:
+        ttotal = sum(f + b for _, f, b in theirs)
+        line += (f" {sum(f for _, f, _ in theirs) * 1e3:>10.1f} "
+                 f"{sum(b for *_, b in theirs) * 1e3:>10.1f} {ttotal / total:>8.2f}x")
+    if textbook:
+        ttotal = sum(f + b for row in textbook if row for _, f, b in [row])
+        line += f" {ttotal * 1e3:>13.1f} {ttotal / total:>11.1f}x"
+    lines.append(line)
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "twin" in argv:  # its own options: see tinyalex/twin.py
+        from . import twin
+
+        argv.remove("twin")
+        return twin.main(argv)
+    p = cli.parser("python -m tinyalex.bench", "Time each layer and the whole training step.")
+    p.add_argument("what", nargs="?", default="step", choices=["step", "loader", "twin", "_step"],
+                   help="step: layers + training step; loader: the data loader's img/s "
+                        "against the training step's; twin: train tinyalex and its PyTorch "
+                        "twin on the same batches, compare val error and time per epoch "
+                        "(its own options: python -m tinyalex.bench twin --help; the _step "
+                        "form is internal)")
+    p.add_argument("--arch", default="alexnet", choices=sorted(ARCHITECTURES),
+                   help="the net whose layers and step are timed")
+    p.add_argument("--batch-size", type=int, default=128, help="images per step (§5: 128)")
+    p.add_argument("--num-classes", type=int, default=100, help="outputs of fc8")
+    p.add_argument("--repeats", type=int, default=3, help="timings per layer (median)")
+    p.add_argument("--steps", type=int, default=3, help="timed training steps (median)")
+    p.add_argument("--compare-torch", action="store_true",
+                   help="also time PyTorch CPU on the same layers and step")
+    p.add_argument("--no-layers", action="store_true", help="skip the per-layer table")
+    p.add_argument("--device", default="cpu", choices=["cpu", "gpu"],
+                   help="gpu: time the training step on CuPy (with --compare-torch, against "
+                        "PyTorch CUDA in the same run); needs CuPy and an NVIDIA GPU")
+    p.add_argument("--textbook-batch", type=int, default=None,
+                   help="batch on which the textbook NumPy layers (tinyalex/textbook.py) are "
+                        "timed, scaled to --batch-size (default: --batch-size; a smaller one "
+                        "is quicker but fits in cache); 0 skips them")
+    p.add_argument("--framework", default="tinyalex", choices=["tinyalex", "torch"],
+                   help=argparse_hidden())
+    args = p.parse_args(argv)
+    if args.textbook_batch is None:
+        args.textbook_batch = args.batch_size
+    if args.batch_size < 1 or args.steps < 1 or args.repeats < 1 or args.textbook_batch < 0:
+        raise cli.UserError("--batch-size, --steps and --repeats must be at least 1, "
+                            "--textbook-batch at least 0")
+
+    if args.what == "_step":
+        print(json.dumps(step_child(args.framework, args.arch, args.batch_size,
+                                    args.num_classes, args.steps)))
+        return 0
+
+    if args.what == "loader":
+        return loader_report(args)
+
+    if args.device == "gpu":
+        return gpu_step_report(args)
+
+    if args.compare_torch:
+        try:
+            import torch
+        except ImportError:
+            raise cli.UserError("--compare-torch needs PyTorch: pip install torch==2.13.0 "
+                                "(the CPU build; torch is never a runtime dependency)") from None
+        torch.set_num_threads(os.cpu_count() or 1)
+
+    import numba
+    print(f"CPU: {cpu_name()} ({os.cpu_count()} cores); numba threads {numba.get_num_threads()}")
+    print(f"BLAS: {blas_info()}; OPENBLAS_THREAD_TIMEOUT="
+          f"{os.environ.get('OPENBLAS_THREAD_TIMEOUT', 'unset')}")
+    for var in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"):
+        if os.environ.get(var):
+            print(f"note: {var}={os.environ[var]} is set; a user's machine would not set it")
+    from ..kernels import cpu as cpu_kernels
+    from ..kernels import fast
+    if cpu_kernels.conv_forward is None or fast("conv_forward", np.zeros(1)) is None:
+        print("convolutions: the readable im2col body (no batch-parallel conv on this BLAS, "
+              "or TINYALEX_NO_NUMBA is set)")
+    elif cpu_kernels.use_winograd(3, 3, 1, 1):
+        print("convolutions: 3x3 stride-1 by Winograd F(2x2,3x3), the others by im2col")
+    else:
+        print("convolutions: all by im2col (TINYALEX_NO_WINOGRAD is set)")
+    print(f"net: {args.arch}, {args.num_classes} classes, batch {args.batch_size}, float32")
+
+    if not args.no_layers:
+        net = build(args.arch, args.num_classes)
+        x, _ = batch_for(net, args.batch_size, args.num_classes)
+        ours = layer_times(net, x, args.repeats)
+        theirs = torch_layer_times(net, x, args.repeats) if args.compare_torch else None
+        textbook = bounds = None
+        if args.textbook_batch > 0:
+            small = x[:min(args.textbook_batch, args.batch_size)]
+            textbook = textbook_layer_times(net, small, args.batch_size / len(small))
+            rate, stream = sgemm_gflops(), memory_gbps()
+            bounds = textbook_bounds(net, args.batch_size, textbook, rate, stream)
+        print(f"\nper layer (median of {args.repeats}; vs X = X's fwd+bwd time / tinyalex's)"
+              + ("; textbook NumPy timed once" + (
+                  f" at batch {len(small)}, scaled to {args.batch_size}"
+                  if len(small) < args.batch_size else "") if textbook else "") + ":")
+        print(format_layers(ours, theirs, textbook, bounds))
+        if bounds:
+            print(f"bound: the most any code could beat the textbook by here, its time / the "
+                  f"least the work takes: conv and FC products at the best sgemm rate "
+                  f"({rate:.0f} GFLOP/s, measured now; 2.25x fewer for Winograd layers), the "
+                  f"others' fewest bytes at the best streaming rate ({stream:.1f} GB/s)")
+        del net, x
+
+    print(f"\ntraining step (forward, loss, backward, SGD update; median of {args.steps}, "
+          "each framework in a fresh process for its peak RSS):")
+    gflop = step_gflop_per_image(build(args.arch, args.num_classes))
+    rows = [("tinyalex", run_step_in_child("tinyalex", args))]
+    if args.compare_torch:
+        rows.append(("torch", run_step_in_child("torch", args, tuned=False)))
+        rows.append(("torch + tinyalex's malloc/OpenBLAS settings",
+                     run_step_in_child("torch", args, tuned=True)))
+    for label, r in rows:
+        print(f"  {label:<45} {r['img_per_s']:>6.1f} img/s ({r['seconds']:.2f} s/step)  "
+              f"peak RSS {r['peak_rss_bytes'] / 2**30:.2f} GiB")
+    if args.compare_torch:
+        ours, theirs, tuned = (r for _, r in rows)
+        print(f"  tinyalex / torch: {ours['img_per_s'] / theirs['img_per_s']:.2f}x the img/s "
+              f"({ours['img_per_s'] / tuned['img_per_s']:.2f}x against the tuned torch), "
+              f"{ours['peak_rss_bytes'] / theirs['peak_rss_bytes']:.2f}x the peak RSS")
+    ours = rows[0][1]
+    ceiling = ours["sgemm_gflops"] / gflop
+    print(f"  GEMM ceiling: best sgemm {ours['sgemm_gflops']:.0f} GFLOP/s (2048^3, measured right "
+          f"after tinyalex's steps) / {gflop:.2f} GFLOP per image per step = {ceiling:.1f} img/s; "
+          f"tinyalex reaches {ours['img_per_s'] / ceiling:.0%} of it")
+    return 0
+
+
+def argparse_hidden():
+    import argparse
+    return argparse.SUPPRESS
+
+
+if __name__ == "__main__":
+    raise SystemExit(cli.run(main))

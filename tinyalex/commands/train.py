@@ -1,0 +1,538 @@
+"""``python -m tinyalex.train``: train AlexNet on a 100-class ImageNet subset (or any set).
+
+    python -m tinyalex.train --subset 100-class                 # finds data, or synthetic
+    python -m tinyalex.train --data ~/tiny-imagenet-200.zip --epochs 10
+    python -m tinyalex.train --resume                           # the latest run, exactly
+
+The loop is the paper's §5: SGD with momentum 0.9 and weight decay 5e-4 on batches of 128
+augmented crops (§4.1), the learning rate divided by 10 when the validation error stops
+improving (three times at most). Every epoch: validation top-1/top-5 error, metrics.jsonl
+and curves.png (and diagnostics.png, see --diagnostics-every) in the run folder, `last.npz` (also every --checkpoint-every steps) and
+`best.npz`. Ctrl-C saves and stops cleanly; `--resume` continues exactly where it stopped
+(same data order, augmentation and dropout masks: on the CPU the weights come out
+bit-identical to an uninterrupted run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .. import checkpoint
+from ..backend import to_numpy
+from ..layers import Dropout, SoftmaxCrossEntropy
+from ..metrics import evaluate_net, topk_correct
+from ..net import ARCHITECTURES, INITS, build, train_step
+from ..optim import SGD, PlateauSchedule
+from . import cli
+
+DEFAULTS = dict(data=None, subset="100-class", arch=None, epochs=30, batch_size=128, lr=0.01,
+                momentum=0.9, weight_decay=5e-4, seed=0, device="cpu", out=None,
+                max_steps=None, init="pytorch", checkpoint_every=500, log_every=20,
+                size=None, cache=None, max_per_class=None, val_max_images=None,
+                pca_std=0.1, pca_scale="paper", no_flip=False, mean_mode="pixel", lrn_convention="paper",
+                patience=3, no_figures=False, diagnostics_every=50, show_diagnostics=False,
+                warmup_steps=0)
+#: What may change when resuming; everything else comes from the checkpoint.
+RESUMABLE = ("epochs", "max_steps", "checkpoint_every", "log_every", "no_figures",
+             "val_max_images", "diagnostics_every", "show_diagnostics", "device")
+
+
+def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
+    p = cli.parser("python -m tinyalex.train", __doc__.split("\n\n")[0].split(": ", 1)[1])
+    d = (lambda k: argparse.SUPPRESS) if suppress_defaults else DEFAULTS.get
+    g = p.add_argument_group("data")
+    g.add_argument("--data", default=d("data"), metavar="PATH",
+                   help="dataset folder or archive, or a prepared folder "
+                        "(default: $TINYALEX_DATA, then ./data/, else the synthetic set)")
+    g.add_argument("--subset", default=d("subset"),
+                   help="100-class (ImageNet-100 / Tiny-100), all, or a file of wnids")
+    g.add_argument("--size", type=int, default=d("size"),
+                   help="stored image side (default 256; 64 for Tiny ImageNet)")
+    g.add_argument("--cache", default=d("cache"), metavar="DIR",
+                   help="where prepared data is kept (default $TINYALEX_CACHE or ~/.cache/tinyalex)")
+    g.add_argument("--max-per-class", type=int, default=d("max_per_class"), metavar="N",
+                   help="use at most N images per class (quick runs)")
+    g.add_argument("--pca-std", type=float, default=d("pca_std"),
+                   help="std of the PCA colour alphas (§4.1; 0 turns it off)")
+    g.add_argument("--pca-scale", choices=["paper", "paper-255", "sqrt"],
+                   default=d("pca_scale"),
+                   help="PCA colour: the paper's alpha*lambda on [0,1] RGB, literally on "
+                        "0..255 (far too strong), or alpha*sqrt(lambda)")
+    g.add_argument("--no-flip", action="store_true", default=d("no_flip"),
+                   help="no random horizontal reflections")
+    g.add_argument("--mean-mode", choices=["pixel", "channel"], default=d("mean_mode"),
+                   help="subtract the mean image (§2) or the per-channel mean")
+    g = p.add_argument_group("model and optimisation")
+    g.add_argument("--arch", choices=sorted(ARCHITECTURES), default=d("arch"),
+                   help="default: alexnet for 256-px images, alexnet-small for smaller; "
+                        "alexnet-mini is alexnet-small at 1/4 width, for quick runs")
+    g.add_argument("--init", choices=sorted(INITS), default=d("init"),
+                   help="weight init: 'paper' is §5 exactly (it stalls at chance on these "
+                        "subsets, see README); 'paper-bias0' is §5's weights with zero "
+                        "biases; 'pytorch' is fan-in scaled")
+    g.add_argument("--lrn-convention", choices=["paper", "alpha/n"],
+                   default=d("lrn_convention"), help="LRN formula (§3.3)")
+    g.add_argument("--epochs", type=int, default=d("epochs"), help="passes over the training set")
+    g.add_argument("--batch-size", type=int, default=d("batch_size"),
+                   help="images per SGD step (§5: 128)")
+    g.add_argument("--lr", type=float, default=d("lr"), help="initial learning rate")
+    g.add_argument("--warmup-steps", type=int, default=d("warmup_steps"), metavar="N",
+                   help="ramp the lr linearly from lr/N to lr over the first N steps (not in "
+                        "the paper; measured with --init paper in the README; 0: none)")
+    g.add_argument("--momentum", type=float, default=d("momentum"), help="§5: 0.9")
+    g.add_argument("--weight-decay", type=float, default=d("weight_decay"), help="§5: 0.0005")
+    g.add_argument("--patience", type=int, default=d("patience"),
+                   help="epochs without validation improvement before lr /= 10 (3: a "
+                        "patience of 1 cut the lr during the first epochs' plateau on "
+                        "Tiny-100, before anything was learnt)")
+    g.add_argument("--seed", type=int, default=d("seed"),
+                   help="init, data order and augmentation, dropout masks")
+    g.add_argument("--device", choices=["cpu", "gpu"], default=d("device"),
+                   help="gpu needs CuPy (pip install 'tinyalex[gpu]') and an NVIDIA GPU")
+    g = p.add_argument_group("run")
+    g.add_argument("--out", default=d("out"), metavar="DIR",
+                   help="run folder (default runs/<date>-<arch>-<dataset>)")
+    g.add_argument("--resume", nargs="?", const="latest", default=argparse.SUPPRESS,
+                   metavar="PATH", help="continue a run: its folder or a .npz "
+                                        "(no PATH: the latest run under runs/)")
+    g.add_argument("--max-steps", type=int, default=d("max_steps"), metavar="N",
+                   help="stop after N training steps in all (smoke runs)")
+    g.add_argument("--checkpoint-every", type=int, default=d("checkpoint_every"), metavar="N",
+                   help="save last.npz every N steps (and at every epoch end)")
+    g.add_argument("--log-every", type=int, default=d("log_every"), metavar="N",
+                   help="write a train line to metrics.jsonl every N steps")
+    g.add_argument("--diagnostics-every", type=int, default=d("diagnostics_every"),
+                   metavar="N",
+                   help="at step 1 and every N steps write a 'diag' line to metrics.jsonl "
+                        "(activation and gradient RMS per layer, dead ReLUs; "
+                        "diagnostics.png); 0 turns it off")
+    g.add_argument("--show-diagnostics", action="store_true", default=d("show_diagnostics"),
+                   help="also print each diag line as a compact table row")
+    g.add_argument("--val-max-images", type=int, default=d("val_max_images"), metavar="N",
+                   help="validate on the first N validation images only")
+    g.add_argument("--no-figures", action="store_true", default=d("no_figures"),
+                   help="do not draw the PNG figures")
+    return p
+
+
+# ------------------------------------------------------------------------------ helpers
+
+class Log:
+    """Print above the progress bar and append to <run>/train.log."""
+
+    def __init__(self, path: Path | None = None):
+        self.path = path
+
+    def __call__(self, message: str) -> None:
+        from tqdm import tqdm
+
+        tqdm.write(message)
+        if self.path is not None:
+            with open(self.path, "a") as fh:
+                fh.write(message + "\n")
+
+
+class StopFlag:
+    """Ctrl-C (SIGINT) or SIGTERM asks the loop to stop at the next step boundary, so
+    the checkpoint never holds a half-applied update; a second Ctrl-C stops at once."""
+
+    def __init__(self):
+        self.requested = False
+        self._old = {}
+
+    def __enter__(self):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc):
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+
+
+class Diverged(Exception):
+    pass
+
+
+def latest_run(root: Path = Path("runs")) -> Path:
+    runs = [p for p in root.glob("*/last.npz")] if root.is_dir() else []
+    if not runs:
+        raise cli.UserError(f"--resume: no run with a last.npz under {root}/; "
+                            "give the run folder or checkpoint path")
+    return max(runs, key=lambda p: p.stat().st_mtime)
+
+
+def resolve_resume(value: str) -> Path:
+    if value == "latest":
+        return latest_run()
+    path = Path(value)
+    if path.is_dir():
+        path = path / "last.npz"
+    if not path.is_file():
+        raise cli.UserError(f"--resume: no checkpoint at {path}")
+    return path
+
+
+def check_config(cfg: dict) -> None:
+    for key in ("epochs", "batch_size"):
+        if cfg[key] < 1:
+            raise cli.UserError(f"--{key.replace('_', '-')} must be at least 1")
+    for key in ("max_steps", "checkpoint_every", "log_every", "max_per_class",
+                "val_max_images", "size"):
+        if cfg.get(key) is not None and cfg[key] < 1:
+            raise cli.UserError(f"--{key.replace('_', '-')} must be at least 1")
+    if cfg.get("warmup_steps", 0) < 0:
+        raise cli.UserError("--warmup-steps must be at least 0 (0: no warm-up)")
+    if cfg.get("diagnostics_every", 0) < 0:
+        raise cli.UserError("--diagnostics-every must be at least 0 (0 turns it off)")
+    if not cfg["lr"] > 0:
+        raise cli.UserError("--lr must be positive")
+    if cfg["device"] == "gpu":
+        from ..backend import gpu_available
+
+        ok, why = gpu_available()
+        if not ok:
+            raise cli.UserError(f"--device gpu: {why}")
+        if os.environ.get("TINYALEX_UNVERIFIED_GPU", "0") in ("0", ""):
+            # The CuPy kernels, the prefetch and tests/test_gpu.py are written but have not
+            # yet run on a GPU; until they have, say so rather than fail halfway.
+            raise cli.UserError("--device gpu has not been verified on a GPU yet in this "
+                                "version; to try it anyway set TINYALEX_UNVERIFIED_GPU=1 (and "
+                                "run python -m pytest tests/test_gpu.py), or use --device cpu")
+
+
+def warmup_lr(lr: float, step: int, warmup_steps: int) -> float:
+    """The lr of 0-based ``step`` under a linear warm-up: lr*(step+1)/N for the first N
+    steps, then lr. A function of the step, so a resumed run takes the same steps."""
+    if warmup_steps and step < warmup_steps:
+        return lr * (step + 1) / warmup_steps
+    return lr
+
+
+def seed_dropout(net, seed: int, step: int) -> None:
+    """Dropout masks are a function of (seed, step, layer): a resumed run draws the same."""
+    for index, (_, layer) in enumerate(net.layers):
+        if isinstance(layer, Dropout):
+            layer.rng = np.random.default_rng([seed, step, index])
+
+
+def append_jsonl(path: Path, record: dict) -> None:
+    with open(path, "a") as fh:
+        fh.write(json.dumps(record) + "\n")
+
+
+def truncate_metrics(path: Path, step: int) -> None:
+    """Drop lines written after the checkpoint a run resumes from (they will be redone)."""
+    if not path.is_file():
+        return
+    keep = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line).get("step", 0) <= step:
+                keep.append(line)
+        except json.JSONDecodeError:
+            continue  # a line cut off by a crash
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(line + "\n" for line in keep))
+    os.replace(tmp, path)
+
+
+def net_kwargs(arch: str, crop: int, **extra) -> dict:
+    """build() keyword arguments for an arch fed crop-px images (UserError if it can't be)."""
+    kwargs = dict(extra)
+    if arch != "alexnet":
+        kwargs["input_size"] = crop
+    elif crop != 227:
+        raise cli.UserError(f"--arch alexnet needs 227-px crops of 256-px images; this "
+                            f"data gives {crop}-px crops (use --size 256 or alexnet-small)")
+    return kwargs
+
+
+def default_out(arch: str, kind: str) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    out = Path("runs") / f"{stamp}-{arch}-{kind}"
+    n = 1
+    while out.exists():
+        n += 1
+        out = Path("runs") / f"{stamp}-{arch}-{kind}-{n}"
+    return out
+
+
+# -------------------------------------------------------------------------------- trainer
+
+class Trainer:
+    """Owns the net, optimizer, schedule, loaders and the run folder; ``run()`` trains."""
+
+    def __init__(self, cfg: dict, prepared, out: Path, log: Log, ckpt=None):
+        from ..data.augment import Augmenter
+        from ..data.loader import eval_loader, train_loader
+
+        self.cfg, self.prepared, self.out, self.log = cfg, prepared, out, log
+        num_classes = prepared.num_classes
+        self.augmenter = Augmenter.from_prepared(
+            prepared, pca_std=cfg["pca_std"], pca_scale=cfg.get("pca_scale", "paper"),
+            flip=not cfg["no_flip"], mean_mode=cfg["mean_mode"])
+        crop = self.augmenter.crop
+        arch = cfg["arch"]
+        kwargs = net_kwargs(arch, crop, lrn_convention=cfg["lrn_convention"])
+        self.net_spec = {"arch": arch, "num_classes": num_classes, "kwargs": kwargs}
+        self.net = build(arch, num_classes, seed=cfg["seed"], init=cfg["init"], **kwargs)
+        if cfg.get("device") == "gpu":  # the same weights as a CPU run's, then on the GPU
+            from ..backend import gpu_module
+
+            self.net.to(gpu_module())
+        self.opt = SGD(self.net.params, lr=cfg["lr"], momentum=cfg["momentum"],
+                       weight_decay=cfg["weight_decay"])
+        self.schedule = PlateauSchedule(lr=cfg["lr"], patience=cfg["patience"])
+        self.loss_fn = SoftmaxCrossEntropy()
+        self.epoch, self.batch, self.step = 0, 0, 0
+        self.best = None
+        if ckpt is not None:
+            self.net.load_params(ckpt.params)
+            self.opt.load_state_dict({**{f"velocity/{k}": v for k, v in ckpt.velocity.items()},
+                                      "lr": ckpt.meta["lr"]})
+            self.schedule.load_state_dict(ckpt.meta["schedule"])
+            self.epoch, self.batch, self.step = (ckpt.meta[k] for k in ("epoch", "batch", "step"))
+            self.best = ckpt.meta.get("best_val_top1_err")
+        self.train_loader = train_loader(prepared, self.augmenter, batch_size=cfg["batch_size"],
+                                         seed=cfg["seed"])
+        if len(self.train_loader) == 0:
+            raise cli.UserError(f"{prepared.train_labels.shape[0]} training images make no "
+                                f"full batch of {cfg['batch_size']}; lower --batch-size")
+        self.val_loader = eval_loader(prepared, self.augmenter, batch_size=cfg["batch_size"])
+        self.metrics = out / "metrics.jsonl"
+        self._diag_header_shown = False
+
+    # -- checkpoints
+    def meta(self) -> dict:
+        p = self.prepared
+        return {"net": self.net_spec, "classes": p.classes, "names": p.names,
+                "data": {"kind": p.meta.get("kind"), "source": p.meta.get("source"),
+                         "path": str(p.path), "subset": p.meta.get("subset"),
+                         "size": p.image_size, "crop": self.augmenter.crop,
+                         "mean_mode": self.augmenter.mean_mode},
+                "config": self.cfg, "epoch": self.epoch, "batch": self.batch,
+                "step": self.step, "lr": self.opt.lr, "schedule": self.schedule.state_dict(),
+                "best_val_top1_err": self.best}
+
+    def save(self, name: str = "last.npz") -> Path:
+        p = self.prepared
+        return checkpoint.save(self.out / name, self.net.params, self.meta(),
+                               velocity=self.opt.velocity,
+                               data={"mean": p.mean, "pca_eigvals": p.pca_eigvals,
+                                     "pca_eigvecs": p.pca_eigvecs})
+
+    # -- the loop
+    def run(self, stop: StopFlag) -> int:
+        from tqdm import tqdm
+
+        cfg, n_batches = self.cfg, len(self.train_loader)
+        self.log(f"training {cfg['arch']} ({self.net.num_params():,} parameters, init "
+                 f"{cfg['init']}"
+                 + (f", lr warm-up over {cfg['warmup_steps']} steps" if cfg.get("warmup_steps")
+                    else "")
+                 + f") on {self.prepared.num_classes} classes: "
+                 f"{n_batches} batches of {cfg['batch_size']} per epoch, "
+                 f"{cfg['epochs']} epochs; run folder {self.out}")
+        while self.epoch < cfg["epochs"]:
+            epoch = self.epoch
+            bar = tqdm(total=n_batches, initial=self.batch, unit="batch", dynamic_ncols=True,
+                       desc=f"epoch {epoch + 1}/{cfg['epochs']}", leave=False)
+            window_loss, window_correct, window_n, window_t = 0.0, 0, 0, time.perf_counter()
+            epoch_loss, epoch_correct, epoch_n, t_epoch = 0.0, 0, 0, time.perf_counter()
+            with self.train_loader.iter_epoch(epoch, self.batch) as host_batches:
+                batches = host_batches
+                if cfg.get("device") == "gpu":
+                    from ..backend import prefetch_to_gpu
+
+                    batches = prefetch_to_gpu(host_batches)
+                for x, y in batches:
+                    seed_dropout(self.net, cfg["seed"], self.step)
+                    loss, logits = train_step(self.net, self.loss_fn, x, y)
+                    loss = float(loss)
+                    if not math.isfinite(loss):
+                        raise Diverged(f"the loss became {loss} at step {self.step + 1} "
+                                       f"(epoch {epoch + 1}); stopping. The last good "
+                                       f"checkpoint is {self.out / 'last.npz'}. Try a lower "
+                                       f"--lr or another --init.")
+                    if self.cfg.get("warmup_steps", 0):
+                        self.opt.lr = warmup_lr(self.schedule.lr, self.step,
+                                                self.cfg["warmup_steps"])
+                    self.opt.step(self.net.grads)
+                    self.step += 1
+                    self.batch += 1
+                    if self.diagnostics_due():
+                        self.write_diagnostics(epoch, logits)
+                    correct = int(topk_correct(to_numpy(logits), y, 1).sum())
+                    window_loss += loss * len(y)
+                    window_correct += correct
+                    window_n += len(y)
+                    epoch_loss += loss * len(y)
+                    epoch_correct += correct
+                    epoch_n += len(y)
+                    bar.update(1)
+                    if self.step % cfg["log_every"] == 0 or self.batch == n_batches:
+                        seconds = time.perf_counter() - window_t
+                        record = {"kind": "train", "epoch": epoch, "step": self.step,
+                                  "loss": window_loss / window_n,
+                                  "top1_err": 1 - window_correct / window_n,
+                                  "lr": self.opt.lr, "img_per_s": window_n / seconds,
+                                  "time": time.time()}
+                        append_jsonl(self.metrics, record)
+                        bar.set_postfix(loss=f"{record['loss']:.3f}",
+                                        img_s=f"{record['img_per_s']:.0f}", lr=f"{self.opt.lr:g}")
+                        window_loss, window_correct, window_n = 0.0, 0, 0
+                        window_t = time.perf_counter()
+                    if self.step % cfg["checkpoint_every"] == 0:
+                        self.save()
+                    if stop.requested:
+                        bar.close()
+                        self.save()
+                        self.log(f"stopped at step {self.step}; saved {self.out / 'last.npz'}. "
+                                 f"Continue with: python -m tinyalex.train --resume {self.out}")
+                        return 130
+                    if cfg["max_steps"] is not None and self.step >= cfg["max_steps"]:
+                        bar.close()
+                        self.save()
+                        self.validate(epoch, epoch_loss, epoch_correct, epoch_n, t_epoch,
+                                      partial=True)
+                        self.log(f"reached --max-steps {cfg['max_steps']}; saved "
+                                 f"{self.out / 'last.npz'}")
+                        return 0
+            bar.close()
+            self.epoch, self.batch = epoch + 1, 0
+            self.validate(epoch, epoch_loss, epoch_correct, epoch_n, t_epoch)
+        self.log(f"done: {cfg['epochs']} epochs, best validation top-1 error "
+                 f"{self.best:.4f}" if self.best is not None else "done")
+        self.figures(final=True)
+        return 0
+
+    def diagnostics_due(self) -> bool:
+        every = self.cfg.get("diagnostics_every", DEFAULTS["diagnostics_every"])
+        return bool(every) and (self.step == 1 or self.step % every == 0)
+
+    def write_diagnostics(self, epoch: int, logits) -> None:
+        """After the update: read-only (no RNG, nothing training uses), so exact resume
+        and the weights are the same with or without it."""
+        from .diagnostics import diagnostics, format_header, format_row
+
+        diag = diagnostics(self.net, logits, self.opt)
+        append_jsonl(self.metrics, {"kind": "diag", "epoch": epoch, "step": self.step,
+                                    **diag, "time": time.time()})
+        if self.cfg.get("show_diagnostics"):
+            if not self._diag_header_shown:
+                self.log(format_header(diag))
+                self._diag_header_shown = True
+            self.log(format_row(diag, self.step))
+
+    def validate(self, epoch, loss_sum, correct, n, t_epoch, partial=False) -> None:
+        max_batches = None
+        if self.cfg["val_max_images"]:
+            max_batches = -(-self.cfg["val_max_images"] // self.cfg["batch_size"])
+        val = evaluate_net(self.net, self.val_loader, max_batches=max_batches)
+        seconds = time.perf_counter() - t_epoch
+        record = {"kind": "partial" if partial else "epoch", "epoch": epoch, "step": self.step,
+                  "train_loss": loss_sum / max(n, 1), "train_top1_err": 1 - correct / max(n, 1),
+                  "val_loss": val["loss"], "val_top1_err": val["top1_err"],
+                  "val_top5_err": val["top5_err"], "lr": self.opt.lr, "seconds": seconds}
+        self.log(f"epoch {epoch + 1}{' (partial)' if partial else ''}: train loss "
+                 f"{record['train_loss']:.3f}, val loss {val['loss']:.3f}, val top-1 error "
+                 f"{val['top1_err']:.2%}, top-5 {val['top5_err']:.2%} ({val['n']} images), "
+                 f"lr {self.opt.lr:g}, {seconds:.0f} s")
+        if not partial:
+            improved = self.best is None or val["top1_err"] < self.best
+            if improved:
+                self.best = val["top1_err"]
+            before = self.schedule.lr  # not opt.lr, which a warm-up may still be ramping
+            new_lr = self.schedule.step(val["top1_err"])
+            if new_lr != before:
+                self.log(f"validation error stopped improving: lr {before:g} -> {new_lr:g}")
+                self.opt.lr = new_lr
+            append_jsonl(self.metrics, record)
+            self.save()
+            if improved:
+                self.save("best.npz")
+        else:
+            append_jsonl(self.metrics, record)
+        self.figures()
+
+    def figures(self, final: bool = False) -> None:
+        if self.cfg["no_figures"]:
+            return
+        from . import figures
+
+        figures.plot_curves(self.metrics, self.out / "curves.png")
+        figures.plot_diagnostics(self.metrics, self.out / "diagnostics.png")  # if diag lines
+        figures.plot_filters(self.net, self.out / "conv1_filters.png")
+        if final:
+            figures.nearest_neighbours(self.net, self.prepared, self.out / "neighbours.png",
+                                       augmenter=self.augmenter)
+
+
+# ---------------------------------------------------------------------------------- main
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    explicit = vars(build_parser(suppress_defaults=True).parse_args(argv))
+    ckpt = None
+    if "resume" in explicit:
+        path = resolve_resume(explicit["resume"])
+        try:
+            ckpt = checkpoint.load(path)
+        except ValueError as err:
+            raise cli.UserError(str(err)) from None
+        cfg = dict(ckpt.meta["config"])
+        for key in RESUMABLE:
+            if key in explicit:
+                cfg[key] = explicit[key]
+        ignored = sorted(set(explicit) - set(RESUMABLE) - {"resume", "out"})
+        out = path.parent
+    else:
+        cfg = {k: getattr(args, k) for k in DEFAULTS}
+        ignored, out = [], None
+    check_config(cfg)
+
+    from ..data.find import resolve_dataset
+
+    log = Log()
+    prepared = resolve_dataset(cfg["data"], subset=cfg["subset"], size=cfg["size"],
+                               cache=cfg["cache"], max_per_class=cfg["max_per_class"], log=log)
+    if cfg["arch"] is None:
+        cfg["arch"] = "alexnet" if prepared.image_size >= 256 else "alexnet-small"
+    if ckpt is not None and list(ckpt.meta["classes"]) != prepared.classes:
+        raise cli.UserError("the data found now has other classes than the run being resumed")
+    if out is None:
+        out = Path(cfg["out"]) if cfg["out"] else default_out(cfg["arch"],
+                                                             prepared.meta.get("kind", "data"))
+    out.mkdir(parents=True, exist_ok=True)
+    log.path = out / "train.log"
+    if ckpt is not None:
+        log(f"resuming {path} at epoch {ckpt.meta['epoch'] + 1}, step {ckpt.meta['step']}"
+            + (f" (ignoring {', '.join(ignored)}: fixed by the run)" if ignored else ""))
+        truncate_metrics(out / "metrics.jsonl", ckpt.meta["step"])
+    (out / "config.json").write_text(json.dumps(cfg, indent=1))
+    trainer = Trainer(cfg, prepared, out, log, ckpt)
+    with StopFlag() as stop:
+        try:
+            return trainer.run(stop)
+        except Diverged as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(cli.run(main))

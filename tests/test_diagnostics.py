@@ -15,7 +15,8 @@ from tinyalex import checkpoint
 from tinyalex.commands.diagnostics import diagnostics, format_header, format_row, relu_stats
 from tinyalex.commands.figures import plot_diagnostics
 from tinyalex.layers import Linear, ReLU, SoftmaxCrossEntropy
-from tinyalex.net import Sequential, build, train_step
+from tinyalex.loop import forward_backward
+from tinyalex.net import Sequential, build
 from tinyalex.optim import SGD
 
 
@@ -36,7 +37,7 @@ def test_numbers_equal_a_hand_computation_on_a_tiny_net():
     W1, b1 = net["fc1"].params["W"].copy(), net["fc1"].params["b"].copy()
     W2, b2 = net["fc2"].params["W"].copy(), net["fc2"].params["b"].copy()
     opt = SGD(net.params, lr=0.1, momentum=0.9, weight_decay=5e-4)
-    _, logits = train_step(net, SoftmaxCrossEntropy(), x, y)
+    _, logits = forward_backward(net, SoftmaxCrossEntropy(), x, y)
     opt.step(net.grads)
     d = diagnostics(net, logits, opt)
 
@@ -125,7 +126,7 @@ def first_step(init: str) -> dict:
     opt = SGD(net.params)
     x = (60 * rng.standard_normal((32, 3, 56, 56))).astype(np.float32)  # images' scale
     y = rng.integers(0, 100, 32)
-    _, logits = train_step(net, SoftmaxCrossEntropy(), x, y)
+    _, logits = forward_backward(net, SoftmaxCrossEntropy(), x, y)
     opt.step(net.grads)
     return diagnostics(net, logits, opt)
 

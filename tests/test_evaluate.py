@@ -26,7 +26,7 @@ from tinyalex.data.augment import Augmenter
 from tinyalex.data.cache import open_prepared, write_prepared
 from tinyalex.data.errors import DataError
 from tinyalex.data.loader import eval_loader
-from tinyalex.metrics import evaluate_net
+from tinyalex.loop import evaluate
 from tinyalex.net import alexnet_small
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -137,8 +137,8 @@ def quiet(*_):
 
 
 # --------------------------------------------------------------------------- evaluate
-def test_evaluate_equals_evaluate_net_by_hand(trained):
-    """Centre-crop errors and loss equal evaluate_net over an eval_loader built by hand with
+def test_evaluate_equals_loop_evaluate_by_hand(trained):
+    """Centre-crop errors and loss equal loop.evaluate over an eval_loader built by hand with
     the checkpoint's augmenter, on the recorded prepared folder; the probe beats chance."""
     r = evaluate_checkpoint(trained["ckpt"], batch_size=16, progress=False, log=quiet)
     n_val = K * VAL_PER_CLASS
@@ -148,7 +148,7 @@ def test_evaluate_equals_evaluate_net_by_hand(trained):
     assert 0 <= c["top1_err"] <= 1 and 0 <= c["top5_err"] <= 1 and c["top5_err"] <= c["top1_err"]
     ck = checkpoint.load(trained["ckpt"])
     loader = eval_loader(trained["prepared"], checkpoint.augmenter(ck), batch_size=16)
-    hand = evaluate_net(trained["net"], loader)         # the net the checkpoint was saved from
+    hand = evaluate(trained["net"], loader)         # the net the checkpoint was saved from
     assert c == pytest.approx(hand, rel=1e-6, abs=1e-9)
     assert c["top1_err"] < 0.5          # chance is 0.8: the checkpoint's weights were used
     assert c["top5_err"] == 0.0         # only 5 classes
@@ -156,7 +156,7 @@ def test_evaluate_equals_evaluate_net_by_hand(trained):
 
 def test_ten_crop_adds_a_second_result(trained):
     """--ten-crop keeps the centre result and adds the ten-crop average, which equals
-    evaluate_net(ten_crop=True) by hand and differs from the centre crop's loss."""
+    evaluate(ten_crop=True) by hand and differs from the centre crop's loss."""
     r = evaluate_checkpoint(trained["ckpt"], ten_crop=True, batch_size=2, max_images=2,
                             progress=False, log=quiet)
     assert set(r) >= {"centre", "ten_crop"} and r["n"] == 2
@@ -166,7 +166,7 @@ def test_ten_crop_adds_a_second_result(trained):
     assert t["loss"] != c["loss"]
     ck = checkpoint.load(trained["ckpt"])
     sub = subsample(trained["prepared"], "val", 2)
-    hand = evaluate_net(trained["net"], eval_loader(
+    hand = evaluate(trained["net"], eval_loader(
         sub, checkpoint.augmenter(ck), batch_size=2, ten_crop=True), ten_crop=True)
     assert t == pytest.approx(hand, rel=1e-6, abs=1e-9)
     assert "ten crops" in format_table(r) and "centre crop" in format_table(r)

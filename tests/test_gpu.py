@@ -46,7 +46,8 @@ from tinyalex.layers import (  # noqa: E402
     lrn,
     pool,
 )
-from tinyalex.net import build, train_step  # noqa: E402
+from tinyalex.loop import forward_backward  # noqa: E402
+from tinyalex.net import build  # noqa: E402
 from tinyalex.optim import SGD  # noqa: E402
 
 DTYPES = [np.float32, np.float64]
@@ -197,7 +198,7 @@ def test_training_steps_gpu_equal_cpu(dtype, steps, tol):
             for k, (_, layer) in enumerate(net.layers):
                 if isinstance(layer, Dropout):
                     layer.rng = np.random.default_rng([step, k])
-            train_step(net, SoftmaxCrossEntropy(), x, y)
+            forward_backward(net, SoftmaxCrossEntropy(), x, y)
             opt.step(net.grads)
     for name, w in nets[0].params.items():
         assert err(nets[1].params[name], w) < tol, name

@@ -21,7 +21,8 @@ from tinyalex.checks.interop import (
 )
 from tinyalex.gradcheck import rel_error
 from tinyalex.layers import SoftmaxCrossEntropy
-from tinyalex.net import alexnet_mini, alexnet_small, build, train_step
+from tinyalex.loop import forward_backward
+from tinyalex.net import alexnet_mini, alexnet_small, build
 from tinyalex.optim import SGD
 
 torch = pytest.importorskip("torch", reason="PyTorch (CPU) is the oracle of these tests; "
@@ -153,7 +154,7 @@ def test_sgd_state_to_torch_continues_a_run():
     loss_fn, opt = SoftmaxCrossEntropy(), SGD(net.params)
     model = to_torch(net)
     set_dropout_masks(net, model, masks[0])
-    train_step(net, loss_fn, *batches[0])
+    forward_backward(net, loss_fn, *batches[0])
     opt.step(net.grads)
     model.load_state_dict(state_dict_from(net))
     tsgd = torch_sgd(model, opt)
@@ -170,7 +171,7 @@ def test_sgd_state_to_torch_continues_a_run():
         o.zero_grad()
         torch.nn.functional.cross_entropy(m(torch.from_numpy(x)), torch.from_numpy(y)).backward()
         o.step()
-    train_step(net, loss_fn, x, y)
+    forward_backward(net, loss_fn, x, y)
     opt.step(net.grads)
     for m in (model, model2):
         sd = m.state_dict()

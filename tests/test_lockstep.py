@@ -28,7 +28,8 @@ import pytest
 from tinyalex.checks.interop import paper_sgd, set_dropout_masks, to_torch
 from tinyalex.gradcheck import rel_error
 from tinyalex.layers import Dropout, MaxPool2D, SoftmaxCrossEntropy
-from tinyalex.net import alexnet, alexnet_mini, alexnet_small, train_step
+from tinyalex.loop import forward_backward
+from tinyalex.net import alexnet, alexnet_mini, alexnet_small
 from tinyalex.optim import SGD
 
 torch = pytest.importorskip("torch", reason="PyTorch (CPU) is the oracle of the lockstep "
@@ -117,7 +118,7 @@ def lockstep(net, lrs, batch_size=4, num_classes=10, optimizer="torch.optim.SGD"
         opt.lr = lr
         for group in topt.param_groups:
             group["lr"] = lr
-        loss, _ = train_step(net, loss_fn, x, y)
+        loss, _ = forward_backward(net, loss_fn, x, y)
         opt.step(net.grads)
         ours.append(float(loss))
         if ref is not None:

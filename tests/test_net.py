@@ -15,7 +15,8 @@ from tinyalex.layers import (
     ReLU,
     SoftmaxCrossEntropy,
 )
-from tinyalex.net import PAPER_BIAS_ONE, Sequential, alexnet, alexnet_small, build, train_step
+from tinyalex.loop import forward_backward
+from tinyalex.net import PAPER_BIAS_ONE, Sequential, alexnet, alexnet_small, build
 
 
 def test_alexnet_has_the_papers_parameter_count_and_shapes():
@@ -150,7 +151,7 @@ def test_whole_small_net_gradient_check():
 
 
 def test_train_step_skips_first_input_gradient_but_keeps_params():
-    """train_step does not compute dL/dx for the image (nothing uses it) and the parameter
+    """forward_backward does not compute dL/dx for the image (nothing uses it) and the parameter
     gradients are the same as with it."""
     net = tiny_net()
     rng = np.random.default_rng(2)
@@ -160,7 +161,7 @@ def test_train_step_skips_first_input_gradient_but_keeps_params():
     loss_fn.forward(net.forward(x), y)
     assert net.backward(loss_fn.backward()) is not None
     full = {k: v.copy() for k, v in net.grads.items()}
-    train_step(net, loss_fn, x, y)
+    forward_backward(net, loss_fn, x, y)
     for name, g in net.grads.items():
         assert np.allclose(g, full[name], rtol=1e-12, atol=1e-14), name
 

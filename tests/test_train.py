@@ -188,3 +188,60 @@ def test_warmup_steps_in_a_run_and_on_resume(tiny_prepared, tmp_path):
     a, b = final_params(straight), final_params(stopped)
     for name in a:
         assert np.array_equal(a[name], b[name]), f"{name} differs after resume"
+
+
+# ------------------------------------------------------------------ resume at every boundary
+#: 64 training images in batches of 8: 8 steps an epoch, 16 in the two epochs.
+BOUNDARY_ARGS = ("--epochs", "2", "--checkpoint-every", "100", "--seed", "3")
+
+
+@pytest.fixture(scope="module")
+def straight_run(tiny_prepared, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("straight") / "run"
+    r = run(train_cmd(tiny_prepared, out, *BOUNDARY_ARGS))
+    assert r.returncode == 0, r.stderr
+    return out
+
+
+@pytest.mark.parametrize("stop_at", [3, 8, 16], ids=["mid-epoch", "epoch-end", "last-step"])
+def test_resume_at_every_boundary_is_exact(tiny_prepared, straight_run, tmp_path, stop_at):
+    """A run stopped by --max-steps mid-epoch, exactly at an epoch's end, or at its very last
+    step: resumed with the same arguments it does nothing (the weights stay as saved, no
+    extra step); resumed with a larger --max-steps it ends with the uninterrupted run's
+    weights, bit for bit."""
+    stopped = tmp_path / "stopped"
+    r = run(train_cmd(tiny_prepared, stopped, *BOUNDARY_ARGS, "--max-steps", str(stop_at)))
+    assert r.returncode == 0, r.stderr
+    saved = checkpoint.load(stopped / "last.npz")
+    assert saved.meta["step"] == stop_at
+
+    r = run(train_cmd(tiny_prepared, stopped, "--resume", str(stopped)))
+    assert r.returncode == 0, r.stderr
+    assert "nothing to do" in r.stdout + r.stderr
+    again = checkpoint.load(stopped / "last.npz")
+    assert again.meta["step"] == stop_at
+    for name in saved.params:
+        assert np.array_equal(saved.params[name], again.params[name]), name
+
+    # --resume with no path and --out: the run in --out, not the latest under runs/
+    cmd = train_cmd(tiny_prepared, stopped, "--resume", "--max-steps", "1000")
+    r = run(cmd, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    a, b = final_params(straight_run), final_params(stopped)
+    for name in a:
+        assert np.array_equal(a[name], b[name]), f"{name} differs after resume at {stop_at}"
+    assert checkpoint.load(stopped / "last.npz").meta["step"] == 16
+
+
+def test_resume_after_the_last_epoch_does_nothing(tiny_prepared, straight_run, tmp_path):
+    """A finished run resumed with the same arguments takes no step and changes nothing."""
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(straight_run, copy)
+    r = run(train_cmd(tiny_prepared, copy, "--resume", str(copy)))
+    assert r.returncode == 0, r.stderr
+    assert "finished its 2 epochs; nothing to do" in r.stdout + r.stderr
+    a, b = final_params(straight_run), final_params(copy)
+    for name in a:
+        assert np.array_equal(a[name], b[name]), name

@@ -1,16 +1,14 @@
-"""Top-1 / top-5 error (§2) and evaluation of a net over a loader (centre or ten crops, §4.1).
+"""Top-1 / top-5 error (§2).
 
 top-k error = fraction of images whose true label is not among the k classes the model
-considers most probable. With ten crops the softmax outputs of the ten patches are averaged
-before ranking, as the paper does.
+considers most probable. loop.evaluate runs a net over batches and counts them here.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from .backend import get_array_module, to_numpy
-from .layers.loss import log_softmax, softmax
+from .backend import to_numpy
 
 
 def topk_correct(scores, labels, k: int) -> np.ndarray:
@@ -44,25 +42,3 @@ class Scores:
         return {"top1_err": 1 - self.top1 / self.n, "top5_err": 1 - self.top5 / self.n,
                 "loss": self.loss_sum / self.n, "n": self.n}
 
-
-def evaluate_net(net, loader, ten_crop: bool = False, progress=None, max_batches=None) -> dict:
-    """Run the net in test mode over a loader; return errors, mean loss and the count.
-
-    loader yields (x, y) with x (B, 3, c, c), or (10, B, 3, c, c) when ten_crop.
-    progress: an optional callable(batch_size) called after each batch (e.g. tqdm.update).
-    Returns {"top1_err", "top5_err", "loss", "n"}.
-    """
-    scores = Scores()
-    for b, (x, y) in enumerate(loader):
-        if max_batches is not None and b >= max_batches:
-            break
-        if ten_crop:
-            probs = sum(softmax(net.forward(crop, train=False)) for crop in x) / len(x)
-            xp = get_array_module(probs)
-            logp = xp.log(xp.maximum(probs, 1e-30))
-        else:
-            logp = log_softmax(net.forward(x, train=False))
-        scores.add(logp, y)
-        if progress is not None:
-            progress(len(y))
-    return scores.result()

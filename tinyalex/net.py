@@ -19,7 +19,6 @@ from .layers import (
     LocalResponseNorm,
     MaxPool2D,
     ReLU,
-    SoftmaxCrossEntropy,
     Tanh,
 )
 from .layers.conv import conv_output_size
@@ -322,10 +321,3 @@ def build(arch: str, num_classes: int, **kwargs) -> Sequential:
         raise ValueError(f"unknown arch {arch!r}; choose one of {', '.join(ARCHITECTURES)}")
     return ARCHITECTURES[arch](num_classes=num_classes, **kwargs)
 
-
-def train_step(net: Sequential, loss_fn: SoftmaxCrossEntropy, x, y):
-    """One forward + backward: returns (loss, logits); gradients land in net.grads."""
-    logits = net.forward(x, train=True)
-    loss = loss_fn.forward(logits, y)
-    net.backward(loss_fn.backward(), input_grad=False)
-    return loss, logits

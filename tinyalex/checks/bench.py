@@ -24,7 +24,8 @@ import numpy as np
 
 from ..commands import cli
 from ..layers import SoftmaxCrossEntropy
-from ..net import ARCHITECTURES, build, train_step
+from ..loop import forward_backward
+from ..net import ARCHITECTURES, build
 from ..optim import SGD
 
 
@@ -261,7 +262,7 @@ def step_child(framework: str, arch: str, batch_size: int, num_classes: int,
         opt = SGD(net.params)
 
         def step():
-            train_step(net, loss_fn, x, y)
+            forward_backward(net, loss_fn, x, y)
             opt.step(net.grads)
     else:
         import torch
@@ -348,7 +349,7 @@ def gpu_step_report(args) -> int:
     loss = SoftmaxCrossEntropy()
 
     def step():
-        train_step(net, loss, xg, yg)
+        forward_backward(net, loss, xg, yg)
         opt.step(net.grads)
         cp.cuda.Device().synchronize()
 

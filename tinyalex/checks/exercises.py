@@ -163,12 +163,13 @@ def _check_sgd_step(fn, rng):
 
 def _check_train_step(fn, rng):
     from ..layers import SoftmaxCrossEntropy
-    from ..net import alexnet_mini, train_step
+    from ..loop import forward_backward
+    from ..net import alexnet_mini
 
     x = rng.standard_normal((4, 3, 32, 32))
     y = rng.integers(0, 5, 4)
     results = []
-    for step in (fn, train_step):
+    for step in (fn, forward_backward):
         net = alexnet_mini(5, input_size=32, init="pytorch", dropout=0.0).astype(np.float64)
         loss, _ = step(net, SoftmaxCrossEntropy(), x, y)
         grads = net.grads

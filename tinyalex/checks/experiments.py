@@ -26,7 +26,6 @@ default, found through ``$TINYALEX_REAL_DATA`` (the folder of real data), ``--da
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 from pathlib import Path
@@ -38,9 +37,9 @@ from ..data.augment import Augmenter
 from ..data.cache import Prepared
 from ..data.loader import BatchLoader
 from ..layers import SoftmaxCrossEntropy
-from ..layers.loss import log_softmax
-from ..metrics import Scores, topk_correct
-from ..net import INITS, build, train_step
+from ..loop import Diverged, evaluate, train_step
+from ..metrics import topk_correct
+from ..net import INITS, build
 from ..optim import SGD
 
 REAL_DATA_ENV = "TINYALEX_REAL_DATA"
@@ -202,8 +201,6 @@ def train_variant(subset: Prepared, steps: int, arch: str = "alexnet-mini", crop
     paper's Figure 1), "train_loss": per-step loss, "val_top1_err", "val_top5_err",
     "val_loss", "val_n", "params", "seconds", "step_seconds"}.
     """
-    from ..commands.train import seed_dropout
-
     if steps < 1:
         raise cli.UserError("--steps must be at least 1")
     if len(subset.train_labels) < batch_size:
@@ -225,30 +222,26 @@ def train_variant(subset: Prepared, steps: int, arch: str = "alexnet-mini", crop
     opt = SGD(net.params, lr=lr, momentum=momentum, weight_decay=weight_decay)
     loss_fn = SoftmaxCrossEntropy()
     errors, losses = [], []
-    bar = _bar(steps, desc, progress)
+    bar = cli.progress_bar(steps, desc, "step", progress)
     t0 = time.perf_counter()
     epoch = 0
     while len(errors) < steps:
         with loader.iter_epoch(epoch) as batches:
             for x, y in batches:
-                seed_dropout(net, seed, len(errors))
-                loss, logits = train_step(net, loss_fn, x, y)
-                opt.step(net.grads)
-                loss = float(loss)
-                if not math.isfinite(loss):
-                    raise FloatingPointError(f"{desc}: the loss became {loss} at step "
-                                             f"{len(errors) + 1}; lower the learning rate")
+                try:
+                    loss, logits = train_step(net, loss_fn, opt, x, y, step=len(errors),
+                                              seed=seed)
+                except Diverged as err:
+                    raise FloatingPointError(f"{desc}: {err}; lower the learning rate") from None
                 losses.append(loss)
                 errors.append(1 - float(topk_correct(logits, y, 1).mean()))
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{loss:.3f}", err=f"{np.mean(errors[-20:]):.2f}")
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss:.3f}", err=f"{np.mean(errors[-20:]):.2f}")
                 if len(errors) >= steps:
                     break
         epoch += 1
     train_seconds = time.perf_counter() - t0
-    if bar is not None:
-        bar.close()
+    bar.close()
     val = evaluate_subset(net, subset, augmenter, val_images, batch_size)
     return {"train_err": errors, "train_loss": losses, "val_top1_err": val["top1_err"],
             "val_top5_err": val["top5_err"], "val_loss": val["loss"], "val_n": val["n"],
@@ -259,21 +252,10 @@ def train_variant(subset: Prepared, steps: int, arch: str = "alexnet-mini", crop
 def evaluate_subset(net, subset: Prepared, augmenter: Augmenter, max_images=None,
                     batch_size: int = 128) -> dict:
     """Centre-crop top-1/top-5 error and loss on the subset's validation images."""
-    n = len(subset.val_labels) if max_images is None else min(max_images, len(subset.val_labels))
-    scores = Scores()
-    for start in range(0, n, batch_size):
-        stop = min(n, start + batch_size)
-        x = augmenter.center(subset.val_images[start:stop])
-        scores.add(log_softmax(net.forward(x, train=False)), subset.val_labels[start:stop])
-    return scores.result()
-
-
-def _bar(total: int, desc: str, enabled: bool):
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, unit="step", leave=False, dynamic_ncols=True)
+    images, labels = subset.val_images, subset.val_labels
+    batches = ((augmenter.center(images[start:start + batch_size]),
+                labels[start:start + batch_size]) for start in range(0, len(labels), batch_size))
+    return evaluate(net, batches, max_images=max_images)
 
 
 # ------------------------------------------------------------------------------ experiments

@@ -46,9 +46,9 @@ import numpy as np
 from ..backend import to_numpy
 from ..commands import cli
 from ..layers import Dropout, SoftmaxCrossEntropy
-from ..layers.loss import log_softmax
-from ..metrics import Scores, topk_correct
-from ..net import ARCHITECTURES, INITS, build, train_step
+from ..loop import evaluate, forward_backward, train_step
+from ..metrics import topk_correct
+from ..net import ARCHITECTURES, INITS, build
 from ..optim import SGD
 
 #: tinyalex's val top-1 error may exceed the twin's by at most this much, at every epoch.
@@ -69,26 +69,30 @@ def import_torch():
 
 # ------------------------------------------------------------------------------ pieces
 
+class _TorchForward:
+    """A torch model seen as a tinyalex net by loop.evaluate: forward(x, train=False) gives
+    NumPy logits, computed in eval mode without autograd."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def forward(self, x, train=False):
+        torch = import_torch()
+        with torch.no_grad():
+            return self.model(torch.from_numpy(np.ascontiguousarray(x))).numpy()
+
+
 def evaluate_both(net, model, val_loader, max_images: int | None = None) -> dict:
     """Both nets in test mode on the same validation batches (at most max_images images)."""
-    torch = import_torch()
-    scores = {"tinyalex": Scores(), "torch": Scores()}  # fed log-probabilities
     model.eval()
-    seen = 0
     try:
-        with torch.no_grad(), val_loader.iter_epoch(0) as batches:
-            for x, y in batches:
-                if max_images is not None:
-                    if seen >= max_images:
-                        break
-                    x, y = x[:max_images - seen], y[:max_images - seen]
-                seen += len(y)
-                scores["tinyalex"].add(log_softmax(net.forward(x, train=False)), y)
-                out = model(torch.from_numpy(np.ascontiguousarray(x)))
-                scores["torch"].add(log_softmax(out.numpy()), y)
+        results = {}
+        for name, forward in (("tinyalex", net), ("torch", _TorchForward(model))):
+            with val_loader.iter_epoch(0) as batches:
+                results[name] = evaluate(forward, batches, max_images=max_images)
     finally:
         model.train()
-    return {name: {f"val_{k}": v for k, v in s.result().items()} for name, s in scores.items()}
+    return {name: {f"val_{k}": v for k, v in r.items()} for name, r in results.items()}
 
 
 def make_twins(arch: str, num_classes: int, crop: int, init: str = "pytorch", seed: int = 0,
@@ -123,7 +127,7 @@ def warm_up(net, model, batch_size: int, num_classes: int) -> None:
     x = np.zeros((batch_size,) + net.input_shape, dtype=np.float32)
     y = (np.arange(batch_size) % num_classes).astype(np.int32)
     scratch = copy.deepcopy(net)
-    train_step(scratch, SoftmaxCrossEntropy(), x, y)
+    forward_backward(scratch, SoftmaxCrossEntropy(), x, y)
     scratch_model = copy.deepcopy(model)
     torch.nn.functional.cross_entropy(scratch_model(torch.from_numpy(x)),
                                       torch.from_numpy(y.astype(np.int64))).backward()
@@ -202,9 +206,7 @@ def run_twin(prepared, arch: str = "alexnet-small", epochs: int = 5, batch_size:
     "within_target", "failed_epochs", "totals"). ``log`` gets the table rows as they come.
     With ``state_dir`` both nets are saved after every epoch, and a run given the same
     folder continues from the last finished epoch."""
-    from tqdm import tqdm
 
-    from ..commands.train import seed_dropout
     from ..data.augment import Augmenter
     from ..data.loader import eval_loader, train_loader
 
@@ -274,15 +276,11 @@ def run_twin(prepared, arch: str = "alexnet-small", epochs: int = 5, batch_size:
         loss_sum = {"tinyalex": 0.0, "torch": 0.0}
         correct = {"tinyalex": 0, "torch": 0}
         n = 0
-        bar = tqdm(total=n_batches, desc=f"epoch {epoch + 1}/{epochs}", unit="batch",
-                   leave=False, dynamic_ncols=True, disable=not progress)
+        bar = cli.progress_bar(n_batches, f"epoch {epoch + 1}/{epochs}", "batch", progress)
         with loader.iter_epoch(epoch) as batches:
             for x, y in batches:
-                seed_dropout(net, seed, step)
                 t0 = time.perf_counter()
-                loss, logits = train_step(net, loss_fn, x, y)
-                opt.step(net.grads)
-                loss = float(loss)
+                loss, logits = train_step(net, loss_fn, opt, x, y, step=step, seed=seed)
                 seconds["tinyalex"] += time.perf_counter() - t0
 
                 if masks == "shared" and dropout_names:

@@ -39,3 +39,15 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 def parser(prog: str, description: str) -> argparse.ArgumentParser:
     return argparse.ArgumentParser(prog=prog, description=description,
                                    formatter_class=HelpFormatter)
+
+
+def progress_bar(total: int, desc: str = "", unit: str = "it", enabled: bool = True,
+                 initial: int = 0):
+    """The one progress bar of every command: tqdm with its rate and ETA, on stderr, gone
+    when done (leave=False), redrawn at most every half second so that a log or an executed
+    notebook keeps a few lines, not thousands. ``enabled=False`` gives a bar whose methods
+    do nothing (tqdm's disable)."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, desc=desc, unit=unit, leave=False,
+                dynamic_ncols=True, mininterval=0.5, file=sys.stderr, disable=not enabled)

@@ -21,7 +21,7 @@ import numpy as np
 
 from .. import checkpoint as ckpt_mod
 from ..data.cache import Prepared, is_prepared, open_prepared
-from ..metrics import evaluate_net
+from ..loop import evaluate
 from . import cli
 
 
@@ -155,22 +155,12 @@ def evaluate_checkpoint(ckpt_path, data=None, ten_crop: bool = False, batch_size
     modes = [("centre", False)] + ([("ten_crop", True)] if ten_crop else [])
     for key, ten in modes:
         loader = eval_loader(prepared, aug, batch_size=batch_size, split=split, ten_crop=ten)
-        bar = _bar(n, "ten crops" if ten else "centre crop", progress)
+        bar = cli.progress_bar(n, "ten crops" if ten else "centre crop", "img", progress)
         try:
-            result[key] = evaluate_net(net, loader, ten_crop=ten,
-                                       progress=bar.update if bar else None)
+            result[key] = evaluate(net, loader, ten_crop=ten, progress=bar.update)
         finally:
-            if bar:
-                bar.close()
+            bar.close()
     return result
-
-
-def _bar(total: int, desc: str, enabled: bool):
-    if not enabled:
-        return None
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=desc, unit="img", file=sys.stderr, leave=False)
 
 
 def format_table(result: dict) -> str:

@@ -17,20 +17,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import signal
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 from .. import checkpoint
 from ..backend import to_numpy
-from ..layers import Dropout, SoftmaxCrossEntropy
-from ..metrics import evaluate_net, topk_correct
-from ..net import ARCHITECTURES, INITS, build, train_step
+from ..layers import SoftmaxCrossEntropy
+from ..loop import Diverged, evaluate, train_step, warmup_lr
+from ..metrics import topk_correct
+from ..net import ARCHITECTURES, INITS, build
 from ..optim import SGD, PlateauSchedule
 from . import cli
 
@@ -103,7 +101,8 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
                    help="run folder (default runs/<date>-<arch>-<dataset>)")
     g.add_argument("--resume", nargs="?", const="latest", default=argparse.SUPPRESS,
                    metavar="PATH", help="continue a run: its folder or a .npz "
-                                        "(no PATH: the latest run under runs/)")
+                                        "(no PATH: the run in --out DIR if given, else the "
+                                        "latest run under runs/)")
     g.add_argument("--max-steps", type=int, default=d("max_steps"), metavar="N",
                    help="stop after N training steps in all (smoke runs)")
     g.add_argument("--checkpoint-every", type=int, default=d("checkpoint_every"), metavar="N",
@@ -164,10 +163,6 @@ class StopFlag:
             signal.signal(sig, handler)
 
 
-class Diverged(Exception):
-    pass
-
-
 def latest_run(root: Path = Path("runs")) -> Path:
     runs = [p for p in root.glob("*/last.npz")] if root.is_dir() else []
     if not runs:
@@ -213,21 +208,6 @@ def check_config(cfg: dict) -> None:
             raise cli.UserError("--device gpu has not been verified on a GPU yet in this "
                                 "version; to try it anyway set TINYALEX_UNVERIFIED_GPU=1 (and "
                                 "run python -m pytest tests/test_gpu.py), or use --device cpu")
-
-
-def warmup_lr(lr: float, step: int, warmup_steps: int) -> float:
-    """The lr of 0-based ``step`` under a linear warm-up: lr*(step+1)/N for the first N
-    steps, then lr. A function of the step, so a resumed run takes the same steps."""
-    if warmup_steps and step < warmup_steps:
-        return lr * (step + 1) / warmup_steps
-    return lr
-
-
-def seed_dropout(net, seed: int, step: int) -> None:
-    """Dropout masks are a function of (seed, step, layer): a resumed run draws the same."""
-    for index, (_, layer) in enumerate(net.layers):
-        if isinstance(layer, Dropout):
-            layer.rng = np.random.default_rng([seed, step, index])
 
 
 def append_jsonl(path: Path, record: dict) -> None:
@@ -338,9 +318,16 @@ class Trainer:
 
     # -- the loop
     def run(self, stop: StopFlag) -> int:
-        from tqdm import tqdm
 
         cfg, n_batches = self.cfg, len(self.train_loader)
+        if cfg["max_steps"] is not None and self.step >= cfg["max_steps"]:
+            self.log(f"this run has taken its --max-steps {cfg['max_steps']} steps; nothing "
+                     f"to do (give a larger --max-steps to go on)")
+            return 0
+        if self.epoch >= cfg["epochs"]:
+            self.log(f"this run has finished its {cfg['epochs']} epochs; nothing to do "
+                     f"(give a larger --epochs to go on)")
+            return 0
         self.log(f"training {cfg['arch']} ({self.net.num_params():,} parameters, init "
                  f"{cfg['init']}"
                  + (f", lr warm-up over {cfg['warmup_steps']} steps" if cfg.get("warmup_steps")
@@ -350,8 +337,8 @@ class Trainer:
                  f"{cfg['epochs']} epochs; run folder {self.out}")
         while self.epoch < cfg["epochs"]:
             epoch = self.epoch
-            bar = tqdm(total=n_batches, initial=self.batch, unit="batch", dynamic_ncols=True,
-                       desc=f"epoch {epoch + 1}/{cfg['epochs']}", leave=False)
+            bar = cli.progress_bar(n_batches, f"epoch {epoch + 1}/{cfg['epochs']}", "batch",
+                                   initial=self.batch)
             window_loss, window_correct, window_n, window_t = 0.0, 0, 0, time.perf_counter()
             epoch_loss, epoch_correct, epoch_n, t_epoch = 0.0, 0, 0, time.perf_counter()
             with self.train_loader.iter_epoch(epoch, self.batch) as host_batches:
@@ -361,18 +348,10 @@ class Trainer:
 
                     batches = prefetch_to_gpu(host_batches)
                 for x, y in batches:
-                    seed_dropout(self.net, cfg["seed"], self.step)
-                    loss, logits = train_step(self.net, self.loss_fn, x, y)
-                    loss = float(loss)
-                    if not math.isfinite(loss):
-                        raise Diverged(f"the loss became {loss} at step {self.step + 1} "
-                                       f"(epoch {epoch + 1}); stopping. The last good "
-                                       f"checkpoint is {self.out / 'last.npz'}. Try a lower "
-                                       f"--lr or another --init.")
-                    if self.cfg.get("warmup_steps", 0):
-                        self.opt.lr = warmup_lr(self.schedule.lr, self.step,
-                                                self.cfg["warmup_steps"])
-                    self.opt.step(self.net.grads)
+                    lr = (warmup_lr(self.schedule.lr, self.step, cfg["warmup_steps"])
+                          if cfg.get("warmup_steps", 0) else None)
+                    loss, logits = train_step(self.net, self.loss_fn, self.opt, x, y,
+                                              step=self.step, seed=cfg["seed"], lr=lr)
                     self.step += 1
                     self.batch += 1
                     if self.diagnostics_due():
@@ -440,10 +419,7 @@ class Trainer:
             self.log(format_row(diag, self.step))
 
     def validate(self, epoch, loss_sum, correct, n, t_epoch, partial=False) -> None:
-        max_batches = None
-        if self.cfg["val_max_images"]:
-            max_batches = -(-self.cfg["val_max_images"] // self.cfg["batch_size"])
-        val = evaluate_net(self.net, self.val_loader, max_batches=max_batches)
+        val = evaluate(self.net, self.val_loader, max_images=self.cfg["val_max_images"])
         seconds = time.perf_counter() - t_epoch
         record = {"kind": "partial" if partial else "epoch", "epoch": epoch, "step": self.step,
                   "train_loss": loss_sum / max(n, 1), "train_top1_err": 1 - correct / max(n, 1),
@@ -490,7 +466,9 @@ def main(argv=None) -> int:
     explicit = vars(build_parser(suppress_defaults=True).parse_args(argv))
     ckpt = None
     if "resume" in explicit:
-        path = resolve_resume(explicit["resume"])
+        # --resume with no path and --out DIR: that run, not the latest under runs/
+        path = resolve_resume(explicit["out"] if explicit["resume"] == "latest"
+                              and "out" in explicit else explicit["resume"])
         try:
             ckpt = checkpoint.load(path)
         except ValueError as err:
@@ -530,7 +508,9 @@ def main(argv=None) -> int:
         try:
             return trainer.run(stop)
         except Diverged as err:
-            print(f"error: {err}", file=sys.stderr)
+            print(f"error: {err} (epoch {trainer.epoch + 1}); stopping. The last good "
+                  f"checkpoint is {out / 'last.npz'}. Try a lower --lr or another --init.",
+                  file=sys.stderr)
             return 1
 
 

@@ -1,0 +1,112 @@
+"""The loop of §5: one SGD step and one pass of evaluation, the same for every tool.
+
+``python -m tinyalex.train``, the ablations (checks/experiments.py) and the PyTorch twin
+(checks/twin.py) all step through ``train_step`` and measure through ``evaluate``; they
+keep only their own bookkeeping (logs, checkpoints, tables). A step, in this order:
+
+    seed the dropout masks from (seed, step, layer)     a resumed run draws the same masks
+    forward, loss, backward                              gradients land in net.grads
+    stop if the loss is not finite                       BEFORE the update: the weights
+                                                         (and the last checkpoint) stay good
+    the step's learning rate                             a function of the step (a warm-up
+                                                         ramps it), so resume stays exact
+    the update                                           optim.SGD, §5's rule
+
+Evaluation (§2, §4.1) runs the net in test mode (dropout off, §4.2) over batches of centre
+crops, or of ten crops whose softmax outputs are averaged, and returns top-1 / top-5 error
+and the mean loss (metrics.Scores).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .backend import get_array_module
+from .layers import Dropout
+from .layers.loss import log_softmax, softmax
+from .metrics import Scores
+
+
+class Diverged(FloatingPointError):
+    """The loss of a step was not finite; raised before that step's update."""
+
+    def __init__(self, loss: float, step: int):
+        super().__init__(f"the loss became {loss} at step {step + 1}")
+        self.loss, self.step = loss, step
+
+
+def seed_dropout(net, seed: int, step: int) -> None:
+    """Dropout masks are a function of (seed, step, layer): a resumed run draws the same."""
+    for index, (_, layer) in enumerate(net.layers):
+        if isinstance(layer, Dropout):
+            layer.rng = np.random.default_rng([seed, step, index])
+
+
+def warmup_lr(lr: float, step: int, warmup_steps: int) -> float:
+    """The lr of 0-based ``step`` under a linear warm-up: lr*(step+1)/N for the first N
+    steps, then lr. A function of the step, so a resumed run takes the same steps."""
+    if warmup_steps and step < warmup_steps:
+        return lr * (step + 1) / warmup_steps
+    return lr
+
+
+def forward_backward(net, loss_fn, x, y):
+    """One forward and backward pass: returns (loss, logits); gradients land in net.grads.
+
+    x (B, 3, H, W), y (B,) labels -> loss (a 0-d array), logits (B, K). The net's first
+    layer computes no input gradient (nothing uses it)."""
+    logits = net.forward(x, train=True)
+    loss = loss_fn.forward(logits, y)
+    net.backward(loss_fn.backward(), input_grad=False)
+    return loss, logits
+
+
+def train_step(net, loss_fn, opt, x, y, *, step: int, seed: int, lr: float | None = None):
+    """One SGD step of §5 on the batch (x, y); returns (loss as a float, logits (B, K)).
+
+    ``step`` is the 0-based count of steps taken before this one and, with ``seed``, picks
+    the dropout masks. ``lr`` (optional) is this step's learning rate, set on ``opt`` before
+    the update (a warm-up or schedule; None keeps opt.lr). Raises Diverged, with the weights
+    and velocities untouched, when the loss is not finite."""
+    seed_dropout(net, seed, step)
+    loss, logits = forward_backward(net, loss_fn, x, y)
+    loss = float(loss)
+    if not math.isfinite(loss):
+        raise Diverged(loss, step)
+    if lr is not None:
+        opt.lr = lr
+    opt.step(net.grads)
+    return loss, logits
+
+
+def evaluate(net, batches, ten_crop: bool = False, max_images: int | None = None,
+             progress=None) -> dict:
+    """Run ``net`` in test mode over (x, y) batches; return errors, mean loss and the count.
+
+    net: anything with ``forward(x, train=False) -> logits`` (a tinyalex net, or an adapter
+    of another framework's). batches: (x, y) with x (B, 3, c, c), or (10, B, 3, c, c) when
+    ten_crop (the ten patches' softmax outputs are averaged, §4.1). max_images: stop after
+    exactly this many images (the last batch cut). progress: an optional callable(count)
+    called after each batch (e.g. tqdm.update).
+    Returns {"top1_err", "top5_err", "loss", "n"}.
+    """
+    scores = Scores()
+    for x, y in batches:
+        if max_images is not None:
+            left = max_images - scores.n
+            if left <= 0:
+                break
+            if len(y) > left:
+                x, y = (x[:, :left] if ten_crop else x[:left]), y[:left]
+        if ten_crop:
+            probs = sum(softmax(net.forward(crop, train=False)) for crop in x) / len(x)
+            xp = get_array_module(probs)
+            logp = xp.log(xp.maximum(probs, 1e-30))
+        else:
+            logp = log_softmax(net.forward(x, train=False))
+        scores.add(logp, y)
+        if progress is not None:
+            progress(len(y))
+    return scores.result()

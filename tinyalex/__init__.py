@@ -8,7 +8,9 @@ both alone); see ``backend.reuse_freed_memory`` and ``OPENBLAS_THREAD_TIMEOUT`` 
 
 import os as _os
 
-if _os.environ.get("TINYALEX_NO_TUNING", "0") in ("0", ""):
+from . import flags as _flags  # imports only os: numpy is not loaded yet
+
+if not _flags.boolean("TINYALEX_NO_TUNING"):
     # OpenBLAS's idle threads spin for a while after each GEMM, and on a small machine they
     # steal the cores from the Numba kernels that run between GEMMs (im2col, col2im):
     # measured on 2 cores, conv2's im2col took 19 ms a chunk after a GEMM and 6.5 ms

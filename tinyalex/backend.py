@@ -6,9 +6,9 @@ import here: CPU users never need it.
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
+
+from . import flags
 
 try:  # CuPy is the optional `gpu` extra.
     import cupy as _cupy  # type: ignore
@@ -105,7 +105,7 @@ def reuse_freed_memory() -> bool:
     TINYALEX_NO_TUNING=1 to leave malloc alone. A no-op off glibc. Returns True if
     applied.
     """
-    if os.environ.get("TINYALEX_NO_TUNING", "0") not in ("0", ""):
+    if flags.boolean("TINYALEX_NO_TUNING"):
         return False
     try:
         import ctypes
@@ -120,9 +120,9 @@ def reuse_freed_memory() -> bool:
 
 
 def use_fast_kernels() -> bool:
-    """The Numba fast paths are on unless TINYALEX_NO_NUMBA=1.
+    """The Numba fast paths are on unless TINYALEX_NO_NUMBA is set (tinyalex.flags).
 
     Turning them off must give the same results, slower: the readable NumPy bodies are the
     reference and every kernel is tested equal to them.
     """
-    return os.environ.get("TINYALEX_NO_NUMBA", "0") not in ("1", "true", "yes")
+    return not flags.boolean("TINYALEX_NO_NUMBA")

@@ -20,6 +20,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from tinyalex import flags
 from tinyalex.data.errors import DataError
 
 
@@ -57,8 +58,8 @@ def download(name: str, to="data", url: str | None = None, sha256: str | None = 
     if name not in DATASETS:
         raise DataError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
     remote = DATASETS[name]
-    url = url or os.environ.get(f"TINYALEX_URL_{_env_name(name)}") or remote.url
-    expected = (sha256 or os.environ.get(f"TINYALEX_SHA256_{_env_name(name)}")
+    url = url or flags.value(f"TINYALEX_URL_{_env_name(name)}") or remote.url
+    expected = (sha256 or flags.value(f"TINYALEX_SHA256_{_env_name(name)}")
                 or remote.sha256)
     expected = expected.lower() if expected else None
     to = Path(to).expanduser()

@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tinyalex import flags
 from tinyalex.data.cache import Prepared, is_prepared, open_prepared
 from tinyalex.data.errors import DataError
 from tinyalex.data.prepare import cache_root, plan, prepare
@@ -78,8 +78,8 @@ def locate(data=None, log=print) -> Found:
     """Where the data is (no preparing). DataError for an explicit path that is no dataset."""
     if data is not None and str(data) != "":
         explicit, path, how = True, Path(data).expanduser(), "--data"
-    elif os.environ.get(DATA_ENV):
-        explicit, path, how = True, Path(os.environ[DATA_ENV]).expanduser(), f"${DATA_ENV}"
+    elif env := flags.value(DATA_ENV):
+        explicit, path, how = True, Path(env).expanduser(), f"${DATA_ENV}"
     else:
         explicit, path, how = False, Path.cwd() / DEFAULT_DIR, "default"
     looked = [f"{path} ({how})"]
@@ -120,7 +120,7 @@ def banner(looked_at: list[str], uses: str = "This run uses") -> str:
     return "\n".join([
         line,
         "  NO DATASET FOUND. Looked at: " + "; ".join(looked_at),
-        f"  (and ${DATA_ENV} is {'set' if os.environ.get(DATA_ENV) else 'not set'}).",
+        f"  (and ${DATA_ENV} is {'set' if flags.value(DATA_ENV) else 'not set'}).",
         f"  {uses} the built-in SYNTHETIC 100-class dataset: it exercises the code,",
         "  but its accuracy says NOTHING about real images.",
         "  To train on real photographs, get one of:",

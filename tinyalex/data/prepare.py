@@ -49,6 +49,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from tinyalex import flags
 from tinyalex.data.cache import (
     FORMAT_VERSION,
     Prepared,
@@ -181,7 +182,7 @@ def _init_process_worker():
 def cache_root(cache=None) -> Path:
     if cache:
         return Path(cache).expanduser()
-    env = os.environ.get(CACHE_ENV)
+    env = flags.value(CACHE_ENV)
     return Path(env).expanduser() if env else Path.home() / ".cache" / "tinyalex"
 
 

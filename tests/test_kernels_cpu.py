@@ -15,8 +15,9 @@ Tolerances, measured as the largest error relative to the largest entry (gradche
 - max pool backward with overlapping windows: a pixel winning up to four 3/2 windows sums
   their gradients in a different order (readable: by window offset; Numba: by output
   position): 4 machine epsilons (float32 ~5e-7, float64 ~9e-16).
-- LRN forward/backward: the Numba twin accumulates the window sum in float64 even for
-  float32 input: 2e-6 (float32), 1e-14 (float64).
+- LRN forward/backward: the Numba twin accumulates the window sum in the input's dtype,
+  plane by plane, with its float arithmetic reassociated to vectorise (fastmath): 2e-6
+  (float32), 1e-14 (float64).
 - the batch-parallel convolution (conv_forward/conv_backward): its GEMMs are smaller and
   single-threaded, and OpenBLAS's float32 kernels then round differently (float64 forward
   and dx came out identical); dW adds per-task partial sums: 2e-6 (float32), 1e-14

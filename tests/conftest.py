@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from tinyalex.data.cache import write_prepared
+from tinyalex.kernels import fast
 
 
 def pytest_addoption(parser):
@@ -45,3 +46,15 @@ def tiny_prepared(tmp_path_factory) -> Path:
     meta = {"classes": ["c0", "c1", "c2", "c3"], "names": ["red", "green", "blue", "yellow"],
             "kind": "test", "source": "tests", "subset": "all"}
     return write_prepared(path, train_x, train_y, val_x, val_y, meta)
+
+@pytest.fixture(params=["numba", "numpy"])
+def fast_path(request, monkeypatch):
+    """A test twice: Numba fast paths on, and TINYALEX_NO_NUMBA=1 (the readable bodies).
+    A file runs every test so with ``pytestmark = pytest.mark.usefixtures("fast_path")``."""
+    if request.param == "numpy":
+        monkeypatch.setenv("TINYALEX_NO_NUMBA", "1")
+        assert fast("im2col", np.zeros((1, 1, 1, 1))) is None
+    else:
+        monkeypatch.delenv("TINYALEX_NO_NUMBA", raising=False)
+        assert fast("im2col", np.zeros((1, 1, 1, 1))) is not None
+    return request.param

@@ -48,7 +48,6 @@ import pytest
 
 import tinyalex.layers as reference
 from tinyalex import gradcheck
-from tinyalex.kernels import fast
 
 LAYER_NAMES = ("Conv2D", "ReLU", "Tanh", "LocalResponseNorm", "MaxPool2D", "Dropout",
                "Linear", "Flatten", "SoftmaxCrossEntropy")
@@ -87,16 +86,7 @@ LAYERS, OVERRIDDEN = load_layers()
 TOL = gradcheck.TOLERANCE
 
 
-@pytest.fixture(params=["numba", "numpy"], autouse=True)
-def fast_path(request, monkeypatch):
-    """Every test twice: Numba fast paths on, and TINYALEX_NO_NUMBA=1 (readable bodies)."""
-    if request.param == "numpy":
-        monkeypatch.setenv("TINYALEX_NO_NUMBA", "1")
-        assert fast("im2col", np.zeros((1, 1, 1, 1))) is None
-    else:
-        monkeypatch.delenv("TINYALEX_NO_NUMBA", raising=False)
-        assert fast("im2col", np.zeros((1, 1, 1, 1))) is not None
-    return request.param
+pytestmark = pytest.mark.usefixtures("fast_path")  # every test twice (tests/conftest.py)
 
 
 def make(name: str, *args, **kwargs):

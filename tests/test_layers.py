@@ -26,14 +26,7 @@ from tinyalex.layers import (
     softmax,
 )
 
-
-@pytest.fixture(params=["numba", "numpy"], autouse=True)
-def fast_path(request, monkeypatch):
-    if request.param == "numpy":
-        monkeypatch.setenv("TINYALEX_NO_NUMBA", "1")
-    else:
-        monkeypatch.delenv("TINYALEX_NO_NUMBA", raising=False)
-    return request.param
+pytestmark = pytest.mark.usefixtures("fast_path")  # every test twice (tests/conftest.py)
 
 
 def layer_cases():

@@ -34,14 +34,7 @@ F = torch.nn.functional
 PRECISION = {"float64": (np.float64, 1e-10), "float32": (np.float32, 1e-5)}
 
 
-@pytest.fixture(params=["numba", "numpy"], autouse=True)
-def fast_path(request, monkeypatch):
-    """Every test twice: Numba fast paths on, and TINYALEX_NO_NUMBA=1."""
-    if request.param == "numpy":
-        monkeypatch.setenv("TINYALEX_NO_NUMBA", "1")
-    else:
-        monkeypatch.delenv("TINYALEX_NO_NUMBA", raising=False)
-    return request.param
+pytestmark = pytest.mark.usefixtures("fast_path")  # every test twice (tests/conftest.py)
 
 
 @pytest.fixture(params=list(PRECISION))

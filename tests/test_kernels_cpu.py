@@ -1,7 +1,9 @@
-"""The Numba fast paths (tinyalex/kernels/cpu.py) equal the readable NumPy bodies.
+"""The Numba fast paths (tinyalex/kernels/conv.py, pool.py, relu.py, lrn.py, sgd.py) equal
+the readable NumPy bodies.
 
-Each kernel is called directly (``cpu.im2col``) and compared with the layer module's
-function of the same name run with TINYALEX_NO_NUMBA=1, which takes the readable body.
+Each kernel is called directly (``kconv.im2col``, or the twin kernels/registry.py picks
+for the arguments) and compared with the layer module's function of the same name run
+with TINYALEX_NO_NUMBA=1, which takes the readable body.
 
 Exact (bitwise) equality is required where both do the same arithmetic in the same order:
 im2col (a copy), col2im (each pixel adds its contributions in the same (i, j) order in
@@ -34,7 +36,13 @@ import numpy as np
 import pytest
 
 from tinyalex.gradcheck import rel_error
-from tinyalex.kernels import cpu, fast
+from tinyalex.kernels import conv as kconv
+from tinyalex.kernels import lrn as klrn
+from tinyalex.kernels import pool as kpool
+from tinyalex.kernels import registry
+from tinyalex.kernels import relu as krelu
+from tinyalex.kernels import sgd as ksgd
+from tinyalex.kernels import threads as kthreads
 from tinyalex.layers import Conv2D, LocalResponseNorm, MaxPool2D, conv, lrn, pool
 
 DTYPES = [np.float32, np.float64]
@@ -56,7 +64,7 @@ def readable(monkeypatch):
     def call(fn, *args):
         monkeypatch.setenv("TINYALEX_NO_NUMBA", "1")
         try:
-            assert fast("im2col", np.zeros((1, 1, 1, 1))) is None
+            assert registry.IM2COL.pick(np.zeros((1, 1, 1, 1)), 1, 1, 1, 0) is None
             return fn(*args)
         finally:
             monkeypatch.delenv("TINYALEX_NO_NUMBA")
@@ -75,13 +83,15 @@ def assert_identical(a, b, what=""):
 
 @pytest.mark.parametrize("name", KERNELS)
 def test_dispatch_picks_the_twin(name, monkeypatch):
-    """fast() hands out cpu.<name> for float NumPy arrays, and nothing when switched off."""
+    """The registry offers op <name>'s Numba twins for float NumPy arrays, and nothing when
+    switched off."""
+    op = registry.OPS[name]
     monkeypatch.delenv("TINYALEX_NO_NUMBA", raising=False)
     for dtype in DTYPES:
-        assert fast(name, np.zeros(3, dtype)) is getattr(cpu, name)
-    assert fast(name, np.zeros(3, np.int64)) is None
+        assert op.candidates(np.zeros(3, dtype)) == op.numba
+    assert op.candidates(np.zeros(3, np.int64)) == ()
     monkeypatch.setenv("TINYALEX_NO_NUMBA", "1")
-    assert fast(name, np.zeros(3)) is None
+    assert op.candidates(np.zeros(3)) == ()
 
 
 # --------------------------------------------------------------------- im2col / col2im
@@ -107,10 +117,10 @@ def test_im2col_col2im(case, dtype, readable):
     shape, k, s, p = IM2COL_CASES[case]
     rng = np.random.default_rng(0)
     x = rng.standard_normal(shape).astype(dtype)
-    cols = cpu.im2col(x, k, k, s, p)
+    cols = kconv.im2col(x, k, k, s, p)
     assert_identical(cols, readable(conv.im2col, x, k, k, s, p), "im2col")
     dcols = rng.standard_normal(cols.shape).astype(dtype)
-    assert_identical(cpu.col2im(dcols, shape, k, k, s, p),
+    assert_identical(kconv.col2im(dcols, shape, k, k, s, p),
                      readable(conv.col2im, dcols, shape, k, k, s, p), "col2im")
 
 
@@ -119,7 +129,7 @@ def test_im2col_non_contiguous(readable):
     rng = np.random.default_rng(1)
     x = rng.standard_normal((4, 3, 9, 9))[::2, :, ::-1]
     assert not x.flags.c_contiguous
-    assert_identical(cpu.im2col(x, 3, 3, 2, 1), readable(conv.im2col, x, 3, 3, 2, 1))
+    assert_identical(kconv.im2col(x, 3, 3, 2, 1), readable(conv.im2col, x, 3, 3, 2, 1))
 
 
 # ------------------------------------------------------------------------------ max pool
@@ -156,7 +166,7 @@ def test_maxpool(case, dtype, kind, readable):
     shape, z, s = POOL_CASES[case]
     rng = np.random.default_rng(2)
     x = pool_input(kind, shape, dtype, rng)
-    y, argmax = cpu.maxpool_forward(x, z, s)
+    y, argmax = kpool.maxpool_forward(x, z, s)
     y_r, argmax_r = readable(pool.maxpool_forward, x, z, s)
     assert_identical(y, y_r, "maxpool forward")
     assert_identical(argmax, argmax_r, "argmax")
@@ -164,11 +174,11 @@ def test_maxpool(case, dtype, kind, readable):
         assert np.all(argmax == 0)
 
     d_int = rng.integers(-8, 9, y.shape).astype(dtype)
-    assert_identical(cpu.maxpool_backward(d_int, argmax, shape, z, s),
+    assert_identical(kpool.maxpool_backward(d_int, argmax, shape, z, s),
                      readable(pool.maxpool_backward, d_int, argmax, shape, z, s),
                      "maxpool backward, integer dout")
     d = rng.standard_normal(y.shape).astype(dtype)
-    dx = cpu.maxpool_backward(d, argmax, shape, z, s)
+    dx = kpool.maxpool_backward(d, argmax, shape, z, s)
     dx_r = readable(pool.maxpool_backward, d, argmax, shape, z, s)
     assert dx.dtype == dx_r.dtype == dtype
     if z <= s:
@@ -183,7 +193,7 @@ def test_maxpool_argmax_first_max_convention(readable):
     """With a tie the first maximum in row-major window order wins (as np.argmax), in both."""
     x = np.zeros((1, 1, 3, 3))
     x[0, 0, 1, 2] = x[0, 0, 2, 0] = 5.0       # window positions 5 and 6 tie
-    for y, argmax in (cpu.maxpool_forward(x, 3, 1), readable(pool.maxpool_forward, x, 3, 1)):
+    for y, argmax in (kpool.maxpool_forward(x, 3, 1), readable(pool.maxpool_forward, x, 3, 1)):
         assert y[0, 0, 0, 0] == 5.0 and argmax[0, 0, 0, 0] == 1 * 3 + 2
 
 
@@ -191,7 +201,7 @@ def test_maxpool_non_contiguous(readable):
     rng = np.random.default_rng(3)
     x = rng.standard_normal((2, 4, 9, 11)).transpose(0, 1, 3, 2)
     assert not x.flags.c_contiguous
-    y, am = cpu.maxpool_forward(x, 3, 2)
+    y, am = kpool.maxpool_forward(x, 3, 2)
     y_r, am_r = readable(pool.maxpool_forward, x, 3, 2)
     assert_identical(y, y_r)
     assert_identical(am, am_r)
@@ -201,10 +211,10 @@ def test_serial_twins_have_their_own_cache_names():
     """Each serial twin of a parallel kernel (used inside the conv/FC workers, and for small
     ReLUs) is compiled under its own name without ``parallel``: numba's on-disk cache is keyed
     by name and line, so a shared name loaded the parallel build (20 ms for a 0.5 M ReLU)."""
-    pairs = [(cpu._im2col, cpu._im2col_serial), (cpu._col2im, cpu._col2im_serial),
-             (cpu._relu_forward, cpu._relu_forward_serial),
-             (cpu._relu_backward, cpu._relu_backward_serial),
-             (cpu._sgd_update, cpu._sgd_update_serial)]
+    pairs = [(kconv._im2col, kconv._im2col_serial), (kconv._col2im, kconv._col2im_serial),
+             (krelu._relu_forward, krelu._relu_forward_serial),
+             (krelu._relu_backward, krelu._relu_backward_serial),
+             (ksgd._sgd_update, ksgd._sgd_update_serial)]
     for parallel, serial in pairs:
         assert parallel.targetoptions.get("parallel") and not serial.targetoptions.get("parallel")
         assert serial.targetoptions.get("nogil")
@@ -222,17 +232,18 @@ def test_relu(shape, dtype, readable):
     the serial (small) and the parallel (>= ELEMENTWISE_MIN_PARALLEL) loops."""
     from tinyalex.layers import ReLU
 
-    assert (np.prod(shape) >= cpu.ELEMENTWISE_MIN_PARALLEL) == (shape[0] == 2)
+    assert (np.prod(shape) >= registry.ELEMENTWISE_MIN_PARALLEL) == (shape[0] == 2)
     rng = np.random.default_rng(10)
     x = rng.standard_normal(shape).astype(dtype)
     x[0, 0, 0, :3] = [0.0, -0.0, np.nan]
     x = x[:, :, ::-1]
     dout = rng.standard_normal(x.shape).astype(dtype)
     layer = ReLU()
-    y = cpu.relu_forward(x)
+    y = registry.RELU_FORWARD.pick(x)(x)
     y_r = readable(layer.forward, x)
     assert_identical(y, y_r, "forward")
-    assert_identical(cpu.relu_backward(dout, y_r), readable(layer.backward, dout), "backward")
+    assert_identical(registry.RELU_BACKWARD.pick(dout, y_r)(dout, y_r),
+                     readable(layer.backward, dout), "backward")
 
 
 # ---------------------------------------------------------------------------- SGD update
@@ -250,7 +261,9 @@ def test_sgd_update(size, dtype, readable):
     grads = [rng.standard_normal(w0.shape).astype(dtype) for _ in range(5)]
     fused = SGD({"w": w0.copy()}, lr=0.01)
     plain = SGD({"w": w0.copy()}, lr=0.01)
-    assert fast("sgd_update", w0) is cpu.sgd_update
+    expected = ksgd.sgd_update if size >= registry.ELEMENTWISE_MIN_PARALLEL else \
+        ksgd.sgd_update_serial
+    assert registry.SGD_UPDATE.pick(w0, w0.copy(), grads[0], 0.01, 0.9, 5e-4) is expected
     for step, g in enumerate(grads):
         if step == 3:
             fused.lr = plain.lr = 0.001
@@ -279,12 +292,12 @@ def test_lrn(shape, size, dtype, readable):
     x = (2 * rng.standard_normal(LRN_SHAPES[shape])).astype(dtype)
     tol = LRN_TOL[dtype]
     for a, beta, k in [(0.1, 0.75, 1.0), (1e-4, 0.75, 2.0)]:
-        y, s = cpu.lrn_forward(x, size, a, beta, k)
+        y, s = klrn.lrn_forward(x, size, a, beta, k)
         y_r, s_r = readable(lrn.lrn_forward, x, size, a, beta, k)
         assert y.dtype == s.dtype == y_r.dtype == s_r.dtype == dtype
         assert rel_error(y, y_r) < tol and rel_error(s, s_r) < tol
         dout = rng.standard_normal(x.shape).astype(dtype)
-        dx = cpu.lrn_backward(dout, x, y_r, s_r, size, a, beta)
+        dx = klrn.lrn_backward(dout, x, y_r, s_r, size, a, beta)
         dx_r = readable(lrn.lrn_backward, dout, x, y_r, s_r, size, a, beta)
         assert dx.dtype == dx_r.dtype == dtype
         assert rel_error(dx, dx_r) < tol
@@ -293,11 +306,11 @@ def test_lrn(shape, size, dtype, readable):
 def test_lrn_non_contiguous(readable):
     rng = np.random.default_rng(5)
     x = rng.standard_normal((3, 6, 5, 5))[:, ::-1]
-    y, s = cpu.lrn_forward(x, 5, 0.1, 0.75, 1.0)
+    y, s = klrn.lrn_forward(x, 5, 0.1, 0.75, 1.0)
     y_r, s_r = readable(lrn.lrn_forward, x, 5, 0.1, 0.75, 1.0)
     assert rel_error(y, y_r) < 1e-14 and rel_error(s, s_r) < 1e-14
     dout = rng.standard_normal(x.shape)[::-1]
-    assert rel_error(cpu.lrn_backward(dout, x, y, s, 5, 0.1, 0.75),
+    assert rel_error(klrn.lrn_backward(dout, x, y, s, 5, 0.1, 0.75),
                      readable(lrn.lrn_backward, dout, x, y, s, 5, 0.1, 0.75)) < 1e-14
 
 
@@ -335,7 +348,9 @@ def test_conv2d_layer(case, dtype, monkeypatch, fast_on):
     layer = Conv2D(**kwargs, weight_std=0.1, rng=7, dtype=dtype)
     x = rng.standard_normal(shape).astype(dtype)
     dout = rng.standard_normal((shape[0],) + layer.output_shape(shape[1:])).astype(dtype)
-    assert fast("conv_forward", x) is not None, "no batch-parallel conv on this BLAS"
+    assert registry.CONV_FORWARD.pick(x, layer.params["W"], layer.params["b"], layer.stride,
+                                      layer.padding, layer.groups) is not None, \
+        "no batch-parallel conv on this BLAS"
     fast_result = run_layer(layer, x, dout)
     layer.need_input_grad = False
     assert layer.backward(dout) is None
@@ -387,7 +402,7 @@ def test_conv_batch_parallel_does_not_depend_on_threads(fast_on):
     x = rng.standard_normal((19, 13, 12, 13), dtype=np.float32).transpose(0, 3, 2, 1)[:, :12]
     assert not x.flags.c_contiguous
     dout = rng.standard_normal((19, 16, 12, 13), dtype=np.float32)
-    before = cpu._OPENBLAS_THREADS[0]()
+    before = kthreads.OPENBLAS_THREADS[0]()
     results = []
     for threads in (1, 2):
         numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
@@ -395,7 +410,7 @@ def test_conv_batch_parallel_does_not_depend_on_threads(fast_on):
             results.append(run_layer(layer, x, dout))
         finally:
             numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
-    assert cpu._OPENBLAS_THREADS[0]() == before
+    assert kthreads.OPENBLAS_THREADS[0]() == before
     (y1, dx1, g1, _), (y2, dx2, g2, _) = results
     assert_identical(y1, y2, "forward")
     assert_identical(dx1, dx2, "dx")

@@ -1,4 +1,5 @@
-"""Winograd F(2x2, 3x3) (tinyalex/kernels/winograd.py and its Numba twins in kernels/cpu.py)
+"""Winograd F(2x2, 3x3) (tinyalex/kernels/winograd.py and its Numba twins in
+kernels/winograd_numba.py)
 computes the same convolution as Conv2D's readable im2col body.
 
 - The readable Winograd equals im2col in float64 to 1e-13 (rel_error): both are exact
@@ -19,8 +20,10 @@ import numpy as np
 import pytest
 
 from tinyalex.gradcheck import numerical_gradient, rel_error
-from tinyalex.kernels import cpu, winograd
-from tinyalex.layers import Conv2D
+from tinyalex.kernels import conv as kconv
+from tinyalex.kernels import registry, winograd
+from tinyalex.kernels import winograd_numba as kwino
+from tinyalex.layers import Conv2D, conv
 
 SHAPES = {
     #              (N, C, H, W), F, groups
@@ -86,23 +89,23 @@ def test_numba_transforms_equal_the_readable_ones(dtype):
         N, C, H, Wd = x.shape
         F = W.shape[0]
         T = N * np.prod(winograd.tiles(H, Wd))
-        assert rel_error(cpu.winograd_filter(W), winograd.filter_transform(W)) < tol, name
+        assert rel_error(kwino.winograd_filter(W), winograd.filter_transform(W)) < tol, name
         V = np.empty((16, C, T), dtype=dtype)
-        cpu._winograd_input(x, V)
+        kwino._winograd_input(x, V)
         assert rel_error(V, winograd.input_transform(x)) < tol, name
         Z = np.empty((16, F, T), dtype=dtype)
-        cpu._winograd_output_grad(dout, Z)
+        kwino._winograd_output_grad(dout, Z)
         assert rel_error(Z, winograd.output_gradient_transform(dout)) < tol, name
         M = np.random.default_rng(2).standard_normal((16, F, T)).astype(dtype)
         out = np.empty_like(dout)
-        cpu._winograd_output(M, out, np.zeros(F, dtype))
+        kwino._winograd_output(M, out, np.zeros(F, dtype))
         assert rel_error(out, winograd.output_transform(M, dout.shape)) < tol, name
         dV = np.random.default_rng(3).standard_normal((16, C, T)).astype(dtype)
         dx = np.empty_like(x)
-        cpu._winograd_input_grad(dV, dx)
+        kwino._winograd_input_grad(dV, dx)
         assert rel_error(dx, winograd.input_gradient_transform(dV, x.shape)) < tol, name
         dU = np.random.default_rng(4).standard_normal((16, F, W.shape[1])).astype(dtype)
-        assert rel_error(cpu.winograd_filter_grad(dU, dtype),
+        assert rel_error(kwino.winograd_filter_grad(dU, dtype),
                          winograd.filter_gradient(dU, dtype)) < tol, name
 
 
@@ -111,10 +114,12 @@ def test_numba_transforms_equal_the_readable_ones(dtype):
 def test_fast_conv_by_winograd_equals_readable_im2col(name, dtype, monkeypatch):
     x, W, b, dout, groups = _case(name, dtype, seed=2)
     monkeypatch.delenv("TINYALEX_NO_WINOGRAD", raising=False)
-    assert cpu.use_winograd(3, 3, 1, 1)
-    y = cpu.conv_forward(x, W, b, 1, 1, groups)
-    dW, db, dx = cpu.conv_backward(x, W, dout, 1, 1, groups)
-    assert cpu.conv_backward(x, W, dout, 1, 1, groups, need_input_grad=False)[2] is None
+    assert registry.use_winograd(3, 3, 1, 1)
+    assert registry.CONV_FORWARD.pick(x, W, b, 1, 1, groups) is kwino.conv_forward
+    assert registry.CONV_BACKWARD.pick(x, W, dout, 1, 1, groups, True) is kwino.conv_backward
+    y = kwino.conv_forward(x, W, b, 1, 1, groups)
+    dW, db, dx = kwino.conv_backward(x, W, dout, 1, 1, groups)
+    assert kwino.conv_backward(x, W, dout, 1, 1, groups, need_input_grad=False)[2] is None
     layer = _im2col_layer(x, W, b, groups, monkeypatch)
     y_ref = layer.forward(x)
     dx_ref = layer.backward(dout)
@@ -127,21 +132,23 @@ def test_fast_conv_by_winograd_equals_readable_im2col(name, dtype, monkeypatch):
 def test_no_winograd_switch(monkeypatch):
     """TINYALEX_NO_WINOGRAD=1: the 3x3 convolutions take im2col again (other rounding)."""
     x, W, b, _, groups = _case("13x13-g2", np.float32, seed=4)
-    wino = cpu.conv_forward(x, W, b, 1, 1, groups)
+    monkeypatch.delenv("TINYALEX_NO_NUMBA", raising=False)
+    wino = conv.conv_forward(x, W, b, 1, 1, groups)
     monkeypatch.setenv("TINYALEX_NO_WINOGRAD", "1")
-    assert not cpu.use_winograd(3, 3, 1, 1)
-    im2col = cpu.conv_forward(x, W, b, 1, 1, groups)
+    assert not registry.use_winograd(3, 3, 1, 1)
+    assert registry.CONV_FORWARD.pick(x, W, b, 1, 1, groups) is kconv.conv_forward
+    im2col = conv.conv_forward(x, W, b, 1, 1, groups)
     assert rel_error(wino, im2col) < TOL[np.float32]
     assert not np.array_equal(wino, im2col)  # a different computation, not the same code
-    assert not cpu.use_winograd(5, 5, 1, 2) and not cpu.use_winograd(3, 3, 2, 1)
+    assert not registry.use_winograd(5, 5, 1, 2) and not registry.use_winograd(3, 3, 2, 1)
 
 
 def test_tasks_do_not_depend_on_the_machine():
     """The task slices are a function of the batch and the map size only (so are the dW
     partial sums): every image in exactly one task, an even count where several."""
     for N, tiles in [(128, 9), (128, 49), (1, 9), (37, 9), (5, 1000)]:
-        tasks = cpu._winograd_tasks(N, tiles)
+        tasks = kwino._winograd_tasks(N, tiles)
         covered = np.concatenate([np.arange(N)[t] for t in tasks])
         assert np.array_equal(covered, np.arange(N))
-        assert len(tasks) <= cpu.CONV_MAX_TASKS
+        assert len(tasks) <= kconv.CONV_MAX_TASKS
         assert len(tasks) <= 2 or len(tasks) % 2 == 0

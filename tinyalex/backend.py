@@ -117,12 +117,3 @@ def reuse_freed_memory() -> bool:
         return bool(ok)
     except (OSError, AttributeError):
         return False
-
-
-def use_fast_kernels() -> bool:
-    """The Numba fast paths are on unless TINYALEX_NO_NUMBA is set (tinyalex.flags).
-
-    Turning them off must give the same results, slower: the readable NumPy bodies are the
-    reference and every kernel is tested equal to them.
-    """
-    return not flags.boolean("TINYALEX_NO_NUMBA")

@@ -15,7 +15,17 @@ improving with the current learning rate ... reduced three times prior to termin
 from __future__ import annotations
 
 from .backend import get_array_module
-from .kernels import fast
+from .kernels import registry
+
+
+@registry.SGD_UPDATE.readable
+def sgd_update(w, v, g, lr, momentum, weight_decay):
+    """One parameter's update, in place: v <- momentum*v - weight_decay*lr*w - lr*g;
+    w <- w + v (the module docstring's rule, as four passes)."""
+    v *= momentum
+    v -= (weight_decay * lr) * w
+    v -= lr * g
+    w += v
 
 
 class SGD:
@@ -33,16 +43,7 @@ class SGD:
     def step(self, grads: dict) -> None:
         lr, m, wd = self.lr, self.momentum, self.weight_decay
         for name, w in self.params.items():
-            v = self.velocity[name]
-            g = grads[name]
-            kernel = fast("sgd_update", w)
-            if kernel is not None and w.flags.c_contiguous and v.flags.c_contiguous:
-                kernel(w, v, g, lr, m, wd)
-                continue
-            v *= m
-            v -= (wd * lr) * w
-            v -= lr * g
-            w += v
+            sgd_update(w, self.velocity[name], grads[name], lr, m, wd)
 
     def state_dict(self) -> dict:
         state = {f"velocity/{k}": v for k, v in self.velocity.items()}

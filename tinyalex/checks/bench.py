@@ -200,15 +200,15 @@ def memory_gbps(megabytes: int = 256, repeats: int = 7) -> float:
     """The machine's best streaming rate in GB/s (bytes read + written), on every core: the
     parallel ReLU kernel over a large positive array into one already written (a fresh
     one would time the page faults), which is a copy."""
-    from ..kernels import cpu as cpu_kernels
+    from ..kernels import relu as relu_kernels
 
     x = np.ones(megabytes * 2**20 // 4, dtype=np.float32)
     y = np.zeros_like(x)
-    cpu_kernels._relu_forward(x, y)
+    relu_kernels._relu_forward(x, y)
     best = float("inf")
     for _ in range(repeats):  # the best, not the median: it bounds what any code can do
         start = time.perf_counter()
-        cpu_kernels._relu_forward(x, y)
+        relu_kernels._relu_forward(x, y)
         best = min(best, time.perf_counter() - start)
     return 2 * x.nbytes / best / 1e9
 
@@ -222,7 +222,7 @@ def textbook_bounds(net, batch_size: int, textbook, sgemm_rate: float,
     higher). For the others: MIN_PASSES' bytes at the best streaming rate, a bound for
     arrays past the caches (the training batch's are; a small batch's may beat it). None
     where there is no twin or no work (flatten)."""
-    from ..kernels import cpu as cpu_kernels
+    from ..kernels import registry
 
     bounds = []
     for (_, layer, in_shape, out_shape), flops, row in zip(
@@ -232,7 +232,7 @@ def textbook_bounds(net, batch_size: int, textbook, sgemm_rate: float,
             bounds.append(None)
             continue
         if flops:
-            if getattr(layer, "kernel_size", None) and cpu_kernels.use_winograd(
+            if getattr(layer, "kernel_size", None) and registry.use_winograd(
                     layer.kernel_size, layer.kernel_size, layer.stride, layer.padding):
                 flops /= 2.25
             least = flops / (sgemm_rate * 1e9)
@@ -513,12 +513,11 @@ def main(argv=None) -> int:
     for var in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"):
         if os.environ.get(var):
             print(f"note: {var}={os.environ[var]} is set; a user's machine would not set it")
-    from ..kernels import cpu as cpu_kernels
-    from ..kernels import fast
-    if cpu_kernels.conv_forward is None or fast("conv_forward", np.zeros(1)) is None:
+    from ..kernels import registry
+    if not (registry.fast_kernels_on() and registry.batch_parallel_conv()):
         print("convolutions: the readable im2col body (no batch-parallel conv on this BLAS, "
               "or TINYALEX_NO_NUMBA is set)")
-    elif cpu_kernels.use_winograd(3, 3, 1, 1):
+    elif registry.use_winograd(3, 3, 1, 1):
         print("convolutions: 3x3 stride-1 by Winograd F(2x2,3x3), the others by im2col")
     else:
         print("convolutions: all by im2col (TINYALEX_NO_WINOGRAD is set)")

@@ -1,34 +1,23 @@
 """Fast bodies of the hot loops, apart from the teaching code.
 
-Each layer file holds the readable NumPy body of its hot loop. Right before running it,
-the layer asks ``fast(name, x)`` for a faster twin for the array x:
+Each layer file holds the readable NumPy body of its hot loop; the files here hold its
+twins, and one of them says which runs:
 
-- a Numba kernel from ``kernels/cpu.py`` for NumPy arrays (unless TINYALEX_NO_NUMBA=1),
-- a CuPy kernel from ``kernels/gpu.py`` for CuPy arrays (where one exists),
-- or None: the readable body runs.
+- ``registry.py``: THE place a fast path is chosen. Every op (im2col, col2im, conv
+  forward/backward, max-pool forward/backward, ReLU forward/backward, LRN
+  forward/backward, the SGD update) is registered there once with its readable body, its
+  Numba twins and its CuPy twin, and the conditions under which each runs.
+- ``conv.py``: Numba im2col/col2im, and the batch-parallel convolution (layers/conv.py).
+- ``winograd.py``: the readable Winograd F(2x2, 3x3) for the 3x3 stride-1 convolutions;
+  ``winograd_numba.py``: its Numba twin, batch-parallel as conv.py's.
+- ``pool.py``, ``relu.py``, ``lrn.py``, ``sgd.py``: the Numba twins of layers/pool.py,
+  layers/activations.py, layers/lrn.py and optim.py.
+- ``threads.py``: the compile options, serial twins, and the worker threads of the
+  batch-parallel convolution with OpenBLAS held to one thread each (ctypes).
+- ``shapes.py``: the conv and pool output sizes, written once for all of the above.
+- ``gpu.py``: the CuPy twins, imported only where a CuPy array exists.
 
-This is the one place a fast path is chosen. Every kernel has a test that it equals the
-readable body (tests/test_kernels_cpu.py).
+TINYALEX_NO_NUMBA=1 runs the readable bodies only (``python -m tinyalex.flags`` lists every
+switch). Every twin is tested equal to its readable body (tests/test_kernels_cpu.py,
+test_winograd.py, test_kernel_registry.py, test_gpu.py).
 """
-
-from __future__ import annotations
-
-import numpy as np
-
-from ..backend import is_gpu_array, use_fast_kernels
-
-
-def fast(name: str, x):
-    """The fast kernel called ``name`` for the array x, or None for the readable body."""
-    if not use_fast_kernels():
-        return None
-    if is_gpu_array(x):
-        try:
-            from . import gpu
-        except ImportError:
-            return None
-        return getattr(gpu, name, None)
-    if isinstance(x, np.ndarray) and x.dtype in (np.float32, np.float64):
-        from . import cpu
-        return getattr(cpu, name, None)
-    return None

@@ -1,4 +1,4 @@
-"""CuPy twins of the hot loops, for CuPy arrays (``kernels.fast`` picks them by the array).
+"""CuPy twins of the hot loops, for CuPy arrays (kernels/registry.py picks them by the array).
 
 Each function has the signature and result of the readable body it replaces (named in its
 docstring) and is tested equal to it on a GPU (tests/test_gpu.py, skipped without one).
@@ -11,12 +11,14 @@ nondeterministic in its sum order).
 
 Not here, so the readable body runs on the GPU: the convolution's GEMMs (CuPy's matmul is
 cuBLAS already), ReLU, dropout, softmax, the FC layers. This module imports cupy: import
-it only where a CuPy array exists (``kernels.fast`` does).
+it only where a CuPy array exists (kernels/registry.py does).
 """
 
 from __future__ import annotations
 
 import cupy as cp
+
+from tinyalex.kernels.shapes import conv_output_size, pool_output_size
 
 # Index arithmetic in long long: paper conv2's columns for 128 images hold 2.2e8 entries.
 _IM2COL = cp.ElementwiseKernel(
@@ -162,15 +164,11 @@ _SGD_UPDATE = cp.ElementwiseKernel(
     "tinyalex_sgd_update")
 
 
-def _out(size, kernel, stride, pad):
-    return (size + 2 * pad - kernel) // stride + 1
-
-
 def im2col(x, kh, kw, stride, pad):
     """Twin of tinyalex.layers.conv.im2col."""
     x = cp.ascontiguousarray(x)
     N, C, H, W = x.shape
-    OH, OW = _out(H, kh, stride, pad), _out(W, kw, stride, pad)
+    OH, OW = conv_output_size(H, kh, stride, pad), conv_output_size(W, kw, stride, pad)
     cols = cp.empty((C * kh * kw, N * OH * OW), dtype=x.dtype)
     _IM2COL(x, C, H, W, kh, kw, stride, pad, N, OH, OW, cols)
     return cols
@@ -180,7 +178,7 @@ def col2im(cols, x_shape, kh, kw, stride, pad):
     """Twin of tinyalex.layers.conv.col2im."""
     cols = cp.ascontiguousarray(cols)
     N, C, H, W = x_shape
-    OH, OW = _out(H, kh, stride, pad), _out(W, kw, stride, pad)
+    OH, OW = conv_output_size(H, kh, stride, pad), conv_output_size(W, kw, stride, pad)
     dx = cp.empty(x_shape, dtype=cols.dtype)
     _COL2IM(cols, C, H, W, kh, kw, stride, pad, N, OH, OW, dx)
     return dx
@@ -190,7 +188,7 @@ def maxpool_forward(x, window, stride):
     """Twin of tinyalex.layers.pool.maxpool_forward: (y, argmax int32)."""
     x = cp.ascontiguousarray(x)
     N, C, H, W = x.shape
-    OH, OW = (H - window) // stride + 1, (W - window) // stride + 1
+    OH, OW = pool_output_size(H, window, stride), pool_output_size(W, window, stride)
     y = cp.empty((N, C, OH, OW), dtype=x.dtype)
     argmax = cp.empty((N, C, OH, OW), dtype=cp.int32)
     _MAXPOOL_FORWARD(x, H, W, window, stride, OH, OW, y, argmax)
@@ -228,6 +226,6 @@ def lrn_backward(dout, x, y, s, size, a, beta):
 
 
 def sgd_update(w, v, g, lr, momentum, weight_decay):
-    """Twin of optim.SGD's readable update, in place: v <- m*v - wd*lr*w - lr*g; w <- w + v."""
+    """Twin of optim.sgd_update, in place: v <- m*v - wd*lr*w - lr*g; w <- w + v."""
     t = w.dtype.type
     _SGD_UPDATE(g, t(lr), t(momentum), t(weight_decay * lr), w, v)

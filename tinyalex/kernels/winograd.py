@@ -1,8 +1,9 @@
 """Winograd's minimal filtering F(2x2, 3x3): a 3x3, stride-1, pad-1 convolution in 2.25x
 fewer multiplications (Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks",
 2015). The paper net's conv3-5 are such convolutions (§3.5); this is how the CPU fast path
-computes them. Conv2D's readable body (im2col, layers/conv.py) stays the reference, and
-tests/test_winograd.py proves this file equal to it in float64.
+computes them (kernels/winograd_numba.py, this file's Numba twin). Conv2D's readable body
+(im2col, layers/conv.py) stays the reference, and tests/test_winograd.py proves this file
+equal to it in float64.
 
 The output is cut into 2x2 tiles; tile t reads the 4x4 patch d_t of the padded input under
 it (neighbouring patches overlap by 2). With
@@ -42,9 +43,10 @@ G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]], dtype=np
 A_T = np.array([[1, 1, 1, 0], [0, 1, -1, -1]], dtype=np.float64)
 
 
-def applies(kernel_size: int, stride: int, pad: int) -> bool:
-    """The convolutions F(2x2, 3x3) computes here: 3x3, stride 1, pad 1 (same-size output)."""
-    return kernel_size == 3 and stride == 1 and pad == 1
+def applies(kh: int, kw: int, stride: int, pad: int) -> bool:
+    """The convolutions F(2x2, 3x3) computes: 3x3, stride 1, pad 1 (same-size output). The
+    one test of it: kernels/registry.py asks it before sending a convolution here."""
+    return kh == kw == 3 and stride == 1 and pad == 1
 
 
 def tiles(H: int, W: int) -> tuple[int, int]:

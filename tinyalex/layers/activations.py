@@ -8,8 +8,21 @@ than with the saturating tanh, which is here for that experiment.
 from __future__ import annotations
 
 from ..backend import get_array_module
-from ..kernels import fast
+from ..kernels import registry
 from .base import Layer
+
+
+@registry.RELU_FORWARD.readable
+def relu_forward(x):
+    """y = max(0, x), elementwise (NaN passes through, as np.maximum's)."""
+    xp = get_array_module(x)
+    return xp.maximum(x, 0)
+
+
+@registry.RELU_BACKWARD.readable
+def relu_backward(dout, y):
+    """dx = dout * [y > 0]: the gradient passes where the unit was active."""
+    return dout * (y > 0)
 
 
 class ReLU(Layer):
@@ -19,20 +32,12 @@ class ReLU(Layer):
     """
 
     def forward(self, x, train=True):
-        kernel = fast("relu_forward", x)
-        if kernel is not None:
-            out = kernel(x)
-        else:
-            xp = get_array_module(x)
-            out = xp.maximum(x, 0)
+        out = relu_forward(x)
         self.cache = out
         return out
 
     def backward(self, dout):
-        kernel = fast("relu_backward", dout)
-        if kernel is not None and dout.dtype == self.cache.dtype:
-            return kernel(dout, self.cache)
-        return dout * (self.cache > 0)
+        return relu_backward(dout, self.cache)
 
     def flops(self, input_shape):
         return int(_size(input_shape))

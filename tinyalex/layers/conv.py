@@ -19,9 +19,9 @@ each group is its own product over a contiguous block of rows of cols.
 Memory stays bounded as in Caffe: the columns are built for a chunk of the batch at a time
 (``COLUMN_BUDGET_BYTES``), and rebuilt in backward instead of cached.
 
-The fast path (``kernels.cpu.conv_forward``/``conv_backward``) computes the same products
-image by image on each core in parallel, with no transposes; the body below is the
-reference it is tested against.
+The fast path (kernels/conv.py, kernels/winograd_numba.py; kernels/registry.py picks it)
+computes the same products image by image on each core in parallel, with no transposes;
+the bodies below are the reference it is tested against.
 """
 
 from __future__ import annotations
@@ -29,25 +29,20 @@ from __future__ import annotations
 import numpy as np
 
 from ..backend import get_array_module
-from ..kernels import fast
+from ..kernels import registry
+from ..kernels.shapes import conv_output_size  # OH above; net.py imports it from here
 from .base import Layer
 
 COLUMN_BUDGET_BYTES = 64 * 2**20  # the largest im2col buffer one chunk of the batch may use
 GPU_COLUMN_BUDGET_BYTES = 2**30   # on a GPU: fewer, larger cuBLAS products
 
 
-def conv_output_size(size: int, kernel: int, stride: int, pad: int) -> int:
-    return (size + 2 * pad - kernel) // stride + 1
-
-
+@registry.IM2COL.readable
 def im2col(x, kh: int, kw: int, stride: int, pad: int):
     """Receptive fields as columns.
 
     x: (N, C, H, W) -> cols: (C*kh*kw, N*OH*OW), rows ordered (c, i, j), columns (n, oh, ow).
     """
-    kernel = fast("im2col", x)
-    if kernel is not None:
-        return kernel(x, kh, kw, stride, pad)
     xp = get_array_module(x)
     N, C, H, W = x.shape
     OH, OW = conv_output_size(H, kh, stride, pad), conv_output_size(W, kw, stride, pad)
@@ -60,14 +55,12 @@ def im2col(x, kh: int, kw: int, stride: int, pad: int):
     return cols.reshape(C * kh * kw, N * OH * OW)
 
 
+@registry.COL2IM.readable
 def col2im(cols, x_shape: tuple, kh: int, kw: int, stride: int, pad: int):
     """The transpose of im2col: add every column entry back onto the pixel it came from.
 
     cols: (C*kh*kw, N*OH*OW) -> dx: x_shape = (N, C, H, W). Overlapping fields add up.
     """
-    kernel = fast("col2im", cols)
-    if kernel is not None:
-        return kernel(cols, x_shape, kh, kw, stride, pad)
     xp = get_array_module(cols)
     N, C, H, W = x_shape
     OH, OW = conv_output_size(H, kh, stride, pad), conv_output_size(W, kw, stride, pad)
@@ -90,6 +83,64 @@ def batch_chunks(n: int, per_example_bytes: int, budget: int | None = None):
 
 def _budget(xp) -> int:
     return COLUMN_BUDGET_BYTES if xp is np else GPU_COLUMN_BUDGET_BYTES
+
+
+@registry.CONV_FORWARD.readable
+def conv_forward(x, W, b, stride: int, pad: int, groups: int):
+    """out = the grouped products W_g @ cols_g of the module docstring, plus b.
+
+    x (N, C, H, W), W (F, C/G, kh, kw), b (F,) -> out (N, F, OH, OW). W is read as G
+    matrices of shape (F/G, K/G), K = C*kh*kw; the batch goes in chunks (batch_chunks).
+    """
+    xp = get_array_module(x)
+    N, _, H, Wd = x.shape
+    F, _, kh, kw = W.shape
+    OH, OW = conv_output_size(H, kh, stride, pad), conv_output_size(Wd, kw, stride, pad)
+    G = groups
+    Wg = W.reshape(G, F // G, -1)
+    Kg, Fg = Wg.shape[2], F // G
+    out = xp.empty((N, F, OH, OW), dtype=x.dtype)
+    for chunk in batch_chunks(N, Kg * G * OH * OW * x.itemsize, _budget(xp)):
+        n = chunk.stop - chunk.start
+        cols = im2col(x[chunk], kh, kw, stride, pad)                  # (G*Kg, n*OH*OW)
+        for g in range(G):
+            y = Wg[g] @ cols[g * Kg:(g + 1) * Kg]                     # (Fg, n*OH*OW)
+            out[chunk, g * Fg:(g + 1) * Fg] = y.reshape(Fg, n, OH, OW).transpose(1, 0, 2, 3)
+    out += b.reshape(1, F, 1, 1)
+    return out
+
+
+@registry.CONV_BACKWARD.readable
+def conv_backward(x, W, dout, stride: int, pad: int, groups: int, need_input_grad: bool):
+    """(dW, db, dx) of conv_forward: dW = dout_r @ cols.T and dx = col2im(W.T @ dout_r) per
+    group, db = dout summed over n, oh, ow; dx is None when not need_input_grad.
+
+    x (N, C, H, W), W (F, C/G, kh, kw), dout (N, F, OH, OW) -> dW (F, C/G, kh, kw), db (F,),
+    dx (N, C, H, W). The columns are rebuilt chunk by chunk, as in forward.
+    """
+    # float64 accumulation: a float32 sum of N*OH*OW nearly cancelling terms loses
+    # digits (measured ~2x further from a float64 run than PyTorch's bias grads)
+    db = dout.sum(axis=(0, 2, 3), dtype="float64").astype(dout.dtype)
+    xp = get_array_module(dout)
+    N = x.shape[0]
+    F, OH, OW = dout.shape[1:]
+    kh, kw = W.shape[2:]
+    G = groups
+    Wg = W.reshape(G, F // G, -1)
+    Kg, Fg = Wg.shape[2], F // G
+    dW = xp.zeros_like(Wg)
+    dx = xp.empty_like(x) if need_input_grad else None
+    for chunk in batch_chunks(N, 2 * Kg * G * OH * OW * x.itemsize, _budget(xp)):
+        n = chunk.stop - chunk.start
+        cols = im2col(x[chunk], kh, kw, stride, pad)
+        dout_r = dout[chunk].transpose(1, 0, 2, 3).reshape(F, n * OH * OW)
+        for g in range(G):
+            dW[g] += dout_r[g * Fg:(g + 1) * Fg] @ cols[g * Kg:(g + 1) * Kg].T
+        if dx is not None:
+            for g in range(G):  # reuse the columns' memory for their gradient
+                cols[g * Kg:(g + 1) * Kg] = Wg[g].T @ dout_r[g * Fg:(g + 1) * Fg]
+            dx[chunk] = col2im(cols, x[chunk].shape, kh, kw, stride, pad)
+    return dW.reshape(W.shape), db, dx
 
 
 class Conv2D(Layer):
@@ -130,63 +181,16 @@ class Conv2D(Layer):
         fan_in = self.in_channels // self.groups * self.kernel_size ** 2
         return 2 * F * OH * OW * fan_in + F * OH * OW
 
-    def _grouped(self, W):
-        """W as G matrices of shape (F/G, K/G), K = C*kh*kw."""
-        G = self.groups
-        return W.reshape(G, self.out_channels // G, -1)
-
     def forward(self, x, train=True):
-        F, OH, OW = self.output_shape(x.shape[1:])
+        self.output_shape(x.shape[1:])  # checks the channels
         self.cache = x
-        kernel = fast("conv_forward", x)
-        if kernel is not None:
-            return kernel(x, self.params["W"], self.params["b"], self.stride, self.padding,
-                          self.groups)
-        xp = get_array_module(x)
-        N = x.shape[0]
-        k, s, p, G = self.kernel_size, self.stride, self.padding, self.groups
-        Wg = self._grouped(self.params["W"])
-        Kg, Fg = Wg.shape[2], F // G
-        out = xp.empty((N, F, OH, OW), dtype=x.dtype)
-        for chunk in batch_chunks(N, Kg * G * OH * OW * x.itemsize, _budget(xp)):
-            n = chunk.stop - chunk.start
-            cols = im2col(x[chunk], k, k, s, p)                       # (G*Kg, n*OH*OW)
-            for g in range(G):
-                y = Wg[g] @ cols[g * Kg:(g + 1) * Kg]                 # (Fg, n*OH*OW)
-                out[chunk, g * Fg:(g + 1) * Fg] = y.reshape(Fg, n, OH, OW).transpose(1, 0, 2, 3)
-        out += self.params["b"].reshape(1, F, 1, 1)
-        return out
+        return conv_forward(x, self.params["W"], self.params["b"], self.stride, self.padding,
+                            self.groups)
 
     def backward(self, dout):
-        x = self.cache
-        kernel = fast("conv_backward", dout)
-        if kernel is not None:
-            self.grads["W"], self.grads["b"], dx = kernel(
-                x, self.params["W"], dout, self.stride, self.padding, self.groups,
-                self.need_input_grad)
-            return dx
-        # float64 accumulation: a float32 sum of N*OH*OW nearly cancelling terms loses
-        # digits (measured ~2x further from a float64 run than PyTorch's bias grads)
-        self.grads["b"] = dout.sum(axis=(0, 2, 3), dtype="float64").astype(dout.dtype)
-        xp = get_array_module(dout)
-        N = x.shape[0]
-        F, OH, OW = dout.shape[1:]
-        k, s, p, G = self.kernel_size, self.stride, self.padding, self.groups
-        Wg = self._grouped(self.params["W"])
-        Kg, Fg = Wg.shape[2], F // G
-        dW = xp.zeros_like(Wg)
-        dx = xp.empty_like(x) if self.need_input_grad else None
-        for chunk in batch_chunks(N, 2 * Kg * G * OH * OW * x.itemsize, _budget(xp)):
-            n = chunk.stop - chunk.start
-            cols = im2col(x[chunk], k, k, s, p)
-            dout_r = dout[chunk].transpose(1, 0, 2, 3).reshape(F, n * OH * OW)
-            for g in range(G):
-                dW[g] += dout_r[g * Fg:(g + 1) * Fg] @ cols[g * Kg:(g + 1) * Kg].T
-            if dx is not None:
-                for g in range(G):  # reuse the columns' memory for their gradient
-                    cols[g * Kg:(g + 1) * Kg] = Wg[g].T @ dout_r[g * Fg:(g + 1) * Fg]
-                dx[chunk] = col2im(cols, x[chunk].shape, k, k, s, p)
-        self.grads["W"] = dW.reshape(self.params["W"].shape)
+        self.grads["W"], self.grads["b"], dx = conv_backward(
+            self.cache, self.params["W"], dout, self.stride, self.padding, self.groups,
+            self.need_input_grad)
         return dx
 
     def __repr__(self):

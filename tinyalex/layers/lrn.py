@@ -19,7 +19,7 @@ The forward's s is cached and reused; the transposed window is i = j - (n-1)//2 
 from __future__ import annotations
 
 from ..backend import get_array_module
-from ..kernels import fast
+from ..kernels import registry
 from .base import Layer
 
 
@@ -35,20 +35,16 @@ def channel_window_sum(v, before: int, after: int):
     return total
 
 
+@registry.LRN_FORWARD.readable
 def lrn_forward(x, size: int, a: float, beta: float, k: float):
     """x (N, C, H, W) -> (y, s), both (N, C, H, W); a is the coefficient on the sum."""
-    kernel = fast("lrn_forward", x)
-    if kernel is not None:
-        return kernel(x, size, a, beta, k)
     s = k + a * channel_window_sum(x * x, size // 2, (size - 1) // 2)
     return x * s ** (-beta), s
 
 
+@registry.LRN_BACKWARD.readable
 def lrn_backward(dout, x, y, s, size: int, a: float, beta: float):
     """dout, x, y, s: (N, C, H, W) -> dx (N, C, H, W), reusing the forward's s."""
-    kernel = fast("lrn_backward", dout)
-    if kernel is not None:
-        return kernel(dout, x, y, s, size, a, beta)
     back = channel_window_sum(dout * y / s, (size - 1) // 2, size // 2)
     return dout * s ** (-beta) - (2 * a * beta) * x * back
 

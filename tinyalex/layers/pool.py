@@ -12,19 +12,14 @@ up where overlapping windows picked the same pixel.
 from __future__ import annotations
 
 from ..backend import get_array_module
-from ..kernels import fast
+from ..kernels import registry
+from ..kernels.shapes import pool_output_size  # OH above; net.py imports it from here
 from .base import Layer
 
 
-def pool_output_size(size: int, window: int, stride: int) -> int:
-    return (size - window) // stride + 1
-
-
+@registry.MAXPOOL_FORWARD.readable
 def maxpool_forward(x, window: int, stride: int):
     """x (N, C, H, W) -> (y (N, C, OH, OW), argmax (N, C, OH, OW) int32 in [0, z*z))."""
-    kernel = fast("maxpool_forward", x)
-    if kernel is not None:
-        return kernel(x, window, stride)
     xp = get_array_module(x)
     N, C, H, W = x.shape
     OH, OW = pool_output_size(H, window, stride), pool_output_size(W, window, stride)
@@ -34,11 +29,9 @@ def maxpool_forward(x, window: int, stride: int):
     return xp.take_along_axis(candidates, argmax[None], axis=0)[0], argmax
 
 
+@registry.MAXPOOL_BACKWARD.readable
 def maxpool_backward(dout, argmax, x_shape: tuple, window: int, stride: int):
     """dout, argmax (N, C, OH, OW) -> dx x_shape: dout added at each window's winner."""
-    kernel = fast("maxpool_backward", dout)
-    if kernel is not None:
-        return kernel(dout, argmax, x_shape, window, stride)
     xp = get_array_module(dout)
     OH, OW = dout.shape[2:]
     dx = xp.zeros(x_shape, dtype=dout.dtype)

@@ -1,0 +1,328 @@
+"""Numba twins of kernels/winograd.py: Winograd F(2x2, 3x3) for the 3x3 stride-1 pad-1
+convolutions (conv3-5), batch-parallel as in kernels/conv.py; kernels/registry.py decides
+where it applies (winograd.applies, TINYALEX_NO_WINOGRAD).
+
+``conv_forward`` and ``conv_backward`` have the signature and result of the readable
+Conv2D bodies (layers/conv.py, tested in tests/test_winograd.py); each transform below
+equals its readable twin in kernels/winograd.py.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+from .conv import CONV_MAX_TASKS, _add_channel_sums
+from .threads import run_tasks
+
+# The 3x3 stride-1 pad-1 convolutions (conv3-5) as 16 products of 2.25x fewer
+# multiplications in all. These four loops are the transforms of winograd.py, written out
+# for one 4x4 tile at a time on scalars; the products are BLAS, per task as in
+# kernels/conv.py.
+
+@numba.njit(inline="always")
+def _bt(d0, d1, d2, d3):
+    """B^T v for a 4-vector (the input transform, one direction)."""
+    return d0 - d2, d1 + d2, d2 - d1, d1 - d3
+
+
+@numba.njit(inline="always")
+def _b(v0, v1, v2, v3):
+    """B v (the input gradient's transform, one direction)."""
+    return v0, v1 - v2 + v3, v1 + v2 - v0, -v3
+
+
+@numba.njit(inline="always")
+def _at(m0, m1, m2, m3):
+    """A^T v: 4 -> 2 (the output transform, one direction)."""
+    return m0 + m1 + m2, m1 - m2 - m3
+
+
+@numba.njit(inline="always")
+def _a(u0, u1):
+    """A u: 2 -> 4 (the output gradient's transform, one direction)."""
+    return u0, u0 + u1, u0 - u1, -u1
+
+
+@numba.njit(inline="always")
+def _g(w0, w1, w2):
+    """G v: 3 -> 4 (the filter transform, one direction)."""
+    h = 0.5 * (w0 + w2)
+    return w0, h + 0.5 * w1, h - 0.5 * w1, w2
+
+
+@numba.njit(inline="always")
+def _gt(u0, u1, u2, u3):
+    """G^T v: 4 -> 3 (the filter gradient's transform, one direction)."""
+    h = 0.5 * (u1 + u2)
+    return u0 + h, 0.5 * (u1 - u2), h + u3
+
+
+# serial (as all of the convolution's loops): a forked child, e.g. a data-loader worker,
+# can still run it; numba's parallel layer does not survive a fork
+@numba.njit(nogil=True, cache=True)
+def _winograd_filter(W, U):
+    """U[4i + j, f, c] = (G g G^T)[i, j]: W (F, C, 3, 3) -> U (16, F, C)."""
+    F, C = W.shape[0], W.shape[1]
+    for f in range(F):
+        for c in range(C):
+            a0, a1, a2, a3 = _g(W[f, c, 0, 0], W[f, c, 1, 0], W[f, c, 2, 0])
+            b0, b1, b2, b3 = _g(W[f, c, 0, 1], W[f, c, 1, 1], W[f, c, 2, 1])
+            e0, e1, e2, e3 = _g(W[f, c, 0, 2], W[f, c, 1, 2], W[f, c, 2, 2])
+            U[0, f, c], U[1, f, c], U[2, f, c], U[3, f, c] = _g(a0, b0, e0)
+            U[4, f, c], U[5, f, c], U[6, f, c], U[7, f, c] = _g(a1, b1, e1)
+            U[8, f, c], U[9, f, c], U[10, f, c], U[11, f, c] = _g(a2, b2, e2)
+            U[12, f, c], U[13, f, c], U[14, f, c], U[15, f, c] = _g(a3, b3, e3)
+
+
+@numba.njit(nogil=True, cache=True)
+def _winograd_filter_grad(dU, dW):
+    """dW = G^T dU G per filter: dU (16, F, C) -> dW (F, C, 3, 3)."""
+    F, C = dW.shape[0], dW.shape[1]
+    for f in range(F):
+        for c in range(C):
+            a0, a1, a2 = _gt(dU[0, f, c], dU[4, f, c], dU[8, f, c], dU[12, f, c])
+            b0, b1, b2 = _gt(dU[1, f, c], dU[5, f, c], dU[9, f, c], dU[13, f, c])
+            e0, e1, e2 = _gt(dU[2, f, c], dU[6, f, c], dU[10, f, c], dU[14, f, c])
+            h0, h1, h2 = _gt(dU[3, f, c], dU[7, f, c], dU[11, f, c], dU[15, f, c])
+            dW[f, c, 0, 0], dW[f, c, 0, 1], dW[f, c, 0, 2] = _gt(a0, b0, e0, h0)
+            dW[f, c, 1, 0], dW[f, c, 1, 1], dW[f, c, 1, 2] = _gt(a1, b1, e1, h1)
+            dW[f, c, 2, 0], dW[f, c, 2, 1], dW[f, c, 2, 2] = _gt(a2, b2, e2, h2)
+
+
+def winograd_filter(W):
+    """Twin of winograd.filter_transform."""
+    W = np.ascontiguousarray(W)
+    U = np.empty((16,) + W.shape[:2], dtype=W.dtype)
+    _winograd_filter(W, U)
+    return U
+
+
+def winograd_filter_grad(dU, dtype):
+    """Twin of winograd.filter_gradient."""
+    dU = np.ascontiguousarray(dU)
+    dW = np.empty(dU.shape[1:] + (3, 3), dtype=dU.dtype)
+    _winograd_filter_grad(dU, dW)
+    return dW.astype(dtype, copy=False)
+
+
+@numba.njit(nogil=True, cache=True)
+def _winograd_input(x, V):
+    """V[4i + j, c, t] = (B^T d_t B)[i, j]: x (n, C, H, W) -> V (16, C, n*th*tw)."""
+    N, C, H, W = x.shape
+    th, tw = (H + 1) // 2, (W + 1) // 2
+    plane = np.zeros((2 * th + 2, 2 * tw + 2), dtype=x.dtype)
+    for n in range(N):
+        for c in range(C):
+            for r in range(H):
+                for q in range(W):
+                    plane[r + 1, q + 1] = x[n, c, r, q]
+            t = n * th * tw
+            for ty in range(th):
+                r = 2 * ty
+                for tx in range(tw):
+                    q = 2 * tx
+                    # rows of B^T d, then B^T applied to each of their columns
+                    a0, a1, a2, a3 = _bt(plane[r, q], plane[r + 1, q], plane[r + 2, q],
+                                         plane[r + 3, q])
+                    b0, b1, b2, b3 = _bt(plane[r, q + 1], plane[r + 1, q + 1],
+                                         plane[r + 2, q + 1], plane[r + 3, q + 1])
+                    c0, c1, c2, c3 = _bt(plane[r, q + 2], plane[r + 1, q + 2],
+                                         plane[r + 2, q + 2], plane[r + 3, q + 2])
+                    e0, e1, e2, e3 = _bt(plane[r, q + 3], plane[r + 1, q + 3],
+                                         plane[r + 2, q + 3], plane[r + 3, q + 3])
+                    V[0, c, t], V[1, c, t], V[2, c, t], V[3, c, t] = _bt(a0, b0, c0, e0)
+                    V[4, c, t], V[5, c, t], V[6, c, t], V[7, c, t] = _bt(a1, b1, c1, e1)
+                    V[8, c, t], V[9, c, t], V[10, c, t], V[11, c, t] = _bt(a2, b2, c2, e2)
+                    V[12, c, t], V[13, c, t], V[14, c, t], V[15, c, t] = _bt(a3, b3, c3, e3)
+                    t += 1
+
+
+@numba.njit(nogil=True, cache=True)
+def _winograd_output(M, out, b):
+    """out[n, f] = A^T m_t A per tile, cropped, plus b[f]: M (16, F, n*th*tw) -> out
+    (n, F, H, W)."""
+    N, F, H, W = out.shape
+    th, tw = (H + 1) // 2, (W + 1) // 2
+    for n in range(N):
+        for f in range(F):
+            bias = b[f]
+            t = n * th * tw
+            for ty in range(th):
+                for tx in range(tw):
+                    p0, p1 = _at(M[0, f, t], M[4, f, t], M[8, f, t], M[12, f, t])
+                    q0, q1 = _at(M[1, f, t], M[5, f, t], M[9, f, t], M[13, f, t])
+                    s0, s1 = _at(M[2, f, t], M[6, f, t], M[10, f, t], M[14, f, t])
+                    u0, u1 = _at(M[3, f, t], M[7, f, t], M[11, f, t], M[15, f, t])
+                    y00, y01 = _at(p0, q0, s0, u0)
+                    y10, y11 = _at(p1, q1, s1, u1)
+                    r, q = 2 * ty, 2 * tx
+                    out[n, f, r, q] = y00 + bias
+                    if q + 1 < W:
+                        out[n, f, r, q + 1] = y01 + bias
+                    if r + 1 < H:
+                        out[n, f, r + 1, q] = y10 + bias
+                        if q + 1 < W:
+                            out[n, f, r + 1, q + 1] = y11 + bias
+                    t += 1
+
+
+@numba.njit(nogil=True, cache=True)
+def _winograd_output_grad(dout, Z):
+    """Z[4i + j, f, t] = (A dY_t A^T)[i, j], dY_t the 2x2 tile (zeros past the edge):
+    dout (n, F, H, W) -> Z (16, F, n*th*tw)."""
+    N, F, H, W = dout.shape
+    th, tw = (H + 1) // 2, (W + 1) // 2
+    zero = dout.dtype.type(0)
+    for n in range(N):
+        for f in range(F):
+            t = n * th * tw
+            for ty in range(th):
+                for tx in range(tw):
+                    r, q = 2 * ty, 2 * tx
+                    g00 = dout[n, f, r, q]
+                    g01 = dout[n, f, r, q + 1] if q + 1 < W else zero
+                    g10 = dout[n, f, r + 1, q] if r + 1 < H else zero
+                    g11 = dout[n, f, r + 1, q + 1] if r + 1 < H and q + 1 < W else zero
+                    a0, a1, a2, a3 = _a(g00, g10)  # A applied to each column of dY
+                    b0, b1, b2, b3 = _a(g01, g11)
+                    Z[0, f, t], Z[1, f, t], Z[2, f, t], Z[3, f, t] = _a(a0, b0)
+                    Z[4, f, t], Z[5, f, t], Z[6, f, t], Z[7, f, t] = _a(a1, b1)
+                    Z[8, f, t], Z[9, f, t], Z[10, f, t], Z[11, f, t] = _a(a2, b2)
+                    Z[12, f, t], Z[13, f, t], Z[14, f, t], Z[15, f, t] = _a(a3, b3)
+                    t += 1
+
+
+@numba.njit(inline="always")
+def _add_row(plane, r, q, w):
+    plane[r, q] += w[0]
+    plane[r, q + 1] += w[1]
+    plane[r, q + 2] += w[2]
+    plane[r, q + 3] += w[3]
+
+
+@numba.njit(nogil=True, cache=True)
+def _winograd_input_grad(dV, dx):
+    """dx[n, c] = the patches dd_t = B dV_t B^T added back where they were read:
+    dV (16, C, n*th*tw) -> dx (n, C, H, W) (overwritten)."""
+    N, C, H, W = dx.shape
+    th, tw = (H + 1) // 2, (W + 1) // 2
+    plane = np.empty((2 * th + 2, 2 * tw + 2), dtype=dx.dtype)
+    for n in range(N):
+        for c in range(C):
+            plane[:] = 0
+            t = n * th * tw
+            for ty in range(th):
+                r = 2 * ty
+                for tx in range(tw):
+                    q = 2 * tx
+                    a0, a1, a2, a3 = _b(dV[0, c, t], dV[4, c, t], dV[8, c, t], dV[12, c, t])
+                    b0, b1, b2, b3 = _b(dV[1, c, t], dV[5, c, t], dV[9, c, t], dV[13, c, t])
+                    c0, c1, c2, c3 = _b(dV[2, c, t], dV[6, c, t], dV[10, c, t], dV[14, c, t])
+                    e0, e1, e2, e3 = _b(dV[3, c, t], dV[7, c, t], dV[11, c, t], dV[15, c, t])
+                    _add_row(plane, r, q, _b(a0, b0, c0, e0))
+                    _add_row(plane, r + 1, q, _b(a1, b1, c1, e1))
+                    _add_row(plane, r + 2, q, _b(a2, b2, c2, e2))
+                    _add_row(plane, r + 3, q, _b(a3, b3, c3, e3))
+                    t += 1
+            for r in range(H):
+                for q in range(W):
+                    dx[n, c, r, q] = plane[r + 1, q + 1]
+
+
+# Tiles per product. Measured (2-core EPYC, batch 128, forward + backward ms) for 64 / 256 /
+# 512 / 1024: small net's conv3 (6x6) 205 / 179 / 177 / 336 (1024 leaves one task, one
+# core); paper net's conv5 (13x13) 684 / 688 / 513 / 569.
+WINOGRAD_MIN_COLUMNS = 512
+
+
+def _winograd_tasks(N: int, tiles_per_image: int) -> list:
+    """Fixed slices of range(N), as many as keep each product at WINOGRAD_MIN_COLUMNS
+    tiles (at most CONV_MAX_TASKS), an even number where there are several so that two
+    workers finish together. Not a function of the thread count: the dW partial sums, and
+    so the results, are the same on any machine."""
+    count = max(1, min(N, CONV_MAX_TASKS, N * tiles_per_image // WINOGRAD_MIN_COLUMNS))
+    if count > 2:
+        count -= count % 2
+    bounds = [N * t // count for t in range(count + 1)]
+    return [slice(bounds[t], bounds[t + 1]) for t in range(count)]
+
+
+def _winograd_forward(x, W, b, groups):
+    """Twin of winograd.conv_forward: x (N, C, H, W), W (F, C/G, 3, 3), b (F,) -> out
+    (N, F, H, W). Per task: V (16, C, T) and M (16, F, T) for its T tiles, 16*G GEMMs."""
+    N, C, H, Wd = x.shape
+    F = W.shape[0]
+    Fg, Cg = F // groups, C // groups
+    th, tw = (H + 1) // 2, (Wd + 1) // 2
+    U = winograd_filter(W)
+    b = np.ascontiguousarray(b)
+    out = np.empty((N, F, H, Wd), dtype=x.dtype)
+    tasks = _winograd_tasks(N, th * tw)
+
+    def task(t):
+        chunk = tasks[t]
+        T = (chunk.stop - chunk.start) * th * tw
+        V = np.empty((16, C, T), dtype=x.dtype)
+        M = np.empty((16, F, T), dtype=x.dtype)
+        _winograd_input(x[chunk], V)
+        for k in range(16):
+            for g in range(groups):
+                np.matmul(U[k, g * Fg:(g + 1) * Fg], V[k, g * Cg:(g + 1) * Cg],
+                          out=M[k, g * Fg:(g + 1) * Fg])
+        _winograd_output(M, out[chunk], b)
+
+    run_tasks(task, len(tasks))
+    return out
+
+
+def _winograd_backward(x, W, dout, groups, need_input_grad):
+    """Twin of winograd.conv_backward: (dW (F, C/G, 3, 3), db (F,), dx or None). Per task:
+    V recomputed, Z (16, F, T) from dout, its partial dU (16, F, C/G) summed in task order."""
+    N, C, H, Wd = x.shape
+    F = W.shape[0]
+    Fg, Cg = F // groups, C // groups
+    th, tw = (H + 1) // 2, (Wd + 1) // 2
+    U = winograd_filter(W)
+    tasks = _winograd_tasks(N, th * tw)
+    dU_parts = np.zeros((len(tasks), 16, F, Cg), dtype=x.dtype)
+    db_parts = np.zeros((len(tasks), F), dtype=np.float64)
+    dx = np.empty_like(x) if need_input_grad else None
+
+    def task(t):
+        chunk = tasks[t]
+        T = (chunk.stop - chunk.start) * th * tw
+        V = np.empty((16, C, T), dtype=x.dtype)
+        Z = np.empty((16, F, T), dtype=x.dtype)
+        _add_channel_sums(dout[chunk].reshape(chunk.stop - chunk.start, F, H * Wd), db_parts[t])
+        _winograd_input(x[chunk], V)
+        _winograd_output_grad(dout[chunk], Z)
+        dU = dU_parts[t]
+        for k in range(16):
+            for g in range(groups):
+                np.matmul(Z[k, g * Fg:(g + 1) * Fg], V[k, g * Cg:(g + 1) * Cg].T,
+                          out=dU[k, g * Fg:(g + 1) * Fg])
+        if dx is not None:  # V's memory takes its gradient
+            for k in range(16):
+                for g in range(groups):
+                    np.matmul(U[k, g * Fg:(g + 1) * Fg].T, Z[k, g * Fg:(g + 1) * Fg],
+                              out=V[k, g * Cg:(g + 1) * Cg])
+            _winograd_input_grad(V, dx[chunk])
+
+    run_tasks(task, len(tasks))
+    dU, db = dU_parts[0], db_parts[0]
+    for t in range(1, len(tasks)):  # in task order: the same sums whatever ran where
+        dU += dU_parts[t]
+        db += db_parts[t]
+    return winograd_filter_grad(dU, x.dtype), db.astype(x.dtype), dx
+
+
+def conv_forward(x, W, b, stride, pad, groups):
+    """Twin of layers.conv.conv_forward for a 3x3, stride-1, pad-1 convolution."""
+    return _winograd_forward(np.ascontiguousarray(x), W, b, groups)
+
+
+def conv_backward(x, W, dout, stride, pad, groups, need_input_grad=True):
+    """Twin of layers.conv.conv_backward for a 3x3, stride-1, pad-1 convolution."""
+    return _winograd_backward(np.ascontiguousarray(x), W, np.ascontiguousarray(dout), groups,
+                              need_input_grad)

@@ -93,6 +93,20 @@ def test_every_op_has_its_readable_body_and_twins(name):
         assert op.no_cupy, f"{name}: no CuPy twin and no reason"
 
 
+def test_keywords_are_bound_to_the_positions(monkeypatch):
+    """A call with keywords reaches the twin with the same positional arguments."""
+    monkeypatch.delenv("TINYALEX_NO_NUMBA", raising=False)
+    x = np.random.default_rng(1).standard_normal((2, 3, 5, 5))
+    expected = kconv.im2col(x, 3, 3, 1, 1)
+    seen = []
+    real = registry.IM2COL.pick
+    monkeypatch.setattr(registry.IM2COL, "pick", lambda *a: seen.append(a) or real(*a))
+    got = conv.im2col(x, 3, kw=3, pad=1, stride=1)
+    assert np.array_equal(got, expected) and seen[0][1:] == (3, 3, 1, 1)
+    with pytest.raises(TypeError):
+        conv.im2col(x, 3, 3, 1)
+
+
 def test_the_layers_call_the_registered_functions():
     """Each layer module's name for the op is the registry's function (a renamed op would
     be an AttributeError at import, not a silent fallback)."""

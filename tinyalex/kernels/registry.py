@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import inspect
 import re
 from pathlib import Path
 
@@ -186,17 +187,22 @@ class Op:
 
     def readable(self, body):
         """Decorator for the op's readable NumPy body in its layer file: registers it and
-        returns the function the layer calls (the picked twin, else the body). Positional
-        arguments only, as the twins take them."""
+        returns the function the layer calls (the picked twin, else the body). The twins
+        and conditions take the body's arguments positionally: keywords are bound first."""
         if self.body is not None and _where(self.body) != _where(body):  # (a reload is fine)
             raise RegistryError(f"op {self.name} has a readable body already: "
                                 f"{_where(self.body)}")
         self.body = body
-        pick = self.pick
+        signature = inspect.signature(body)
+        count = len(signature.parameters)
 
         @functools.wraps(body)
-        def fast_or_readable(*args):
-            twin = pick(*args)
+        def fast_or_readable(*args, **kwargs):
+            if kwargs or len(args) != count:
+                bound = signature.bind(*args, **kwargs)
+                bound.apply_defaults()
+                args = bound.args
+            twin = self.pick(*args)  # looked up per call: a test may stand in for it
             return body(*args) if twin is None else twin(*args)
 
         fast_or_readable.op = self

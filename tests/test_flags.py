@@ -4,7 +4,7 @@
   anything else is a FlagError (a ValueError) naming the variable and the accepted values.
 - The old two rules are gone: TINYALEX_NO_NUMBA=on turns Numba off (it used to leave it
   on), TINYALEX_NO_WINOGRAD=false leaves Winograd on (it used to turn it off).
-- The table lists every TINYALEX_ name in the package, notebooks, README and tests, and no
+- The table lists every TINYALEX_ name in the package, notebooks, README, docs and tests; no
   package file reads one from os.environ itself; ``python -m tinyalex.flags`` prints it.
 """
 
@@ -108,11 +108,11 @@ def _names_in(paths) -> set[str]:
 
 
 def test_the_table_lists_every_variable():
-    """Every TINYALEX_ name in the package source (and the notebooks, README and tests) is a
+    """Every TINYALEX_ name in the package source (and notebooks, README, docs, tests) is a
     variable of the table or of one of its families: a new one fails here until it is in
     tinyalex/flags/__init__.py with its meaning."""
     package = [p for p in PACKAGE.rglob("*.py") if "flags" not in p.relative_to(PACKAGE).parts]
-    others = [*ROOT.glob("notebooks/*.ipynb"), ROOT / "README.md",
+    others = [*ROOT.glob("notebooks/*.ipynb"), ROOT / "README.md", *ROOT.glob("docs/*.md"),
               *[p for p in ROOT.glob("tests/*.py") if p.name != Path(__file__).name]]
     names = _names_in(package)
     assert {"TINYALEX_NO_NUMBA", "TINYALEX_NO_TUNING", "TINYALEX_DATA"} <= names  # the grep works

@@ -61,9 +61,9 @@ _TABLE = [
          "data/find.py"),
     Flag("TINYALEX_CACHE", "value", "~/.cache/tinyalex", "where prepared data is kept",
          "data/prepare.py"),
-    Flag("TINYALEX_REAL_DATA", "value", "none: tests skip, experiments use TINYALEX_DATA",
-         "the folder of real data for tests, notebooks and experiments",
-         "checks/experiments.py, tests/conftest.py, notebooks"),
+    Flag("TINYALEX_REAL_DATA", "value", "none: the real-data tests skip",
+         "the folder of real data (CI: ../shared/data) for the tests, notebooks and "
+         "experiments", "data/find.py, checks/experiments.py, tests/conftest.py"),
     Flag("TINYALEX_EXERCISE", "value", "none: the tests check tinyalex's own layers",
          "the learner's layers (a module name or a .py path) for tests/test_gradcheck_layers.py",
          "tests/test_gradcheck_layers.py (set by checks/exercises.py)"),

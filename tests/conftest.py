@@ -47,6 +47,7 @@ def tiny_prepared(tmp_path_factory) -> Path:
             "kind": "test", "source": "tests", "subset": "all"}
     return write_prepared(path, train_x, train_y, val_x, val_y, meta)
 
+
 @pytest.fixture(params=["numba", "numpy"])
 def fast_path(request, monkeypatch):
     """A test twice: Numba fast paths on, and TINYALEX_NO_NUMBA=1 (the readable bodies).
@@ -58,3 +59,14 @@ def fast_path(request, monkeypatch):
         monkeypatch.delenv("TINYALEX_NO_NUMBA", raising=False)
         assert registry.IM2COL.pick(np.zeros((1, 1, 1, 1)), 1, 1, 1, 0) is not None
     return request.param
+
+
+@pytest.fixture(autouse=True)
+def no_stray_data(monkeypatch, tmp_path_factory):
+    """Every test sees only the data it is given: the default places of tinyalex's data
+    lookup that a test did not make (the repository's data/ and $TINYALEX_REAL_DATA, which
+    CI sets) are hidden. A test that needs real data takes ``real_data`` (read at start-up)."""
+    from tinyalex.data import find
+
+    monkeypatch.delenv("TINYALEX_REAL_DATA", raising=False)
+    monkeypatch.setattr(find, "REPO_DATA", tmp_path_factory.getbasetemp() / "no-repo-data")

@@ -187,3 +187,45 @@ def test_shared_data_flags_for_other_clis(clean_env):
                               "--max-per-class", "1"])
     d = find.resolve_from_args(args, log=lambda m: None, progress=False)
     assert d.train_images.shape == (3, 8, 8, 3) and d.meta["max_per_class"] == 1
+
+
+def test_the_repository_data_folder_is_found_from_any_folder(tiny_prepared, tmp_path,
+                                                             monkeypatch):
+    """A dataset in the repository's data/ (where the README says to put it) is found from
+    any working folder, e.g. a notebook kernel's notebooks/: by the CLIs' lookup and by the
+    notebooks' and experiments' (find_kind), and the log says where it came from."""
+    import shutil
+
+    from tinyalex.checks import experiments
+
+    repo_data = tmp_path / "repo" / "data"
+    repo_data.mkdir(parents=True)
+    shutil.copytree(tiny_prepared, repo_data / "tiny-imagenet-100")
+    monkeypatch.setattr(find, "REPO_DATA", repo_data)
+    monkeypatch.delenv("TINYALEX_DATA", raising=False)
+    notebooks = tmp_path / "repo" / "notebooks"
+    notebooks.mkdir()
+    monkeypatch.chdir(notebooks)                        # no ./data here
+    messages = []
+    prepared = find.resolve_dataset(log=messages.append)
+    assert prepared.path == repo_data / "tiny-imagenet-100"
+    assert experiments.find_data("tiny", log=messages.append) == repo_data / "tiny-imagenet-100"
+    assert any("the repository's data/" in m for m in messages)
+    assert not any("NO DATASET" in m for m in messages)
+
+
+def test_the_real_data_folder_is_the_last_default_place(tiny_prepared, tmp_path, monkeypatch):
+    """$TINYALEX_REAL_DATA (the tests' folder of real data) is looked at after ./data and the
+    repository's data/, and ./data wins when both hold a dataset."""
+    import shutil
+
+    real = tmp_path / "real"
+    real.mkdir()
+    shutil.copytree(tiny_prepared, real / "tiny-imagenet-100")
+    monkeypatch.setenv("TINYALEX_REAL_DATA", str(real))
+    monkeypatch.delenv("TINYALEX_DATA", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert find.locate(log=lambda m: None).path == real / "tiny-imagenet-100"
+    (tmp_path / "data").mkdir()
+    shutil.copytree(tiny_prepared, tmp_path / "data" / "mine")
+    assert find.locate(log=lambda m: None).path == tmp_path / "data" / "mine"

@@ -102,9 +102,10 @@ def test_learns_the_colour_set(subset):
 
 
 def test_find_data(tmp_path, monkeypatch):
-    monkeypatch.delenv(ex.REAL_DATA_ENV, raising=False)
+    monkeypatch.delenv("TINYALEX_DATA", raising=False)
+    monkeypatch.chdir(tmp_path)                         # no ./data
     assert ex.find_data(log=lambda m: None) is None
-    monkeypatch.setenv(ex.REAL_DATA_ENV, str(tmp_path))
+    monkeypatch.setenv("TINYALEX_REAL_DATA", str(tmp_path))
     assert ex.find_data(log=lambda m: None) is None
     (tmp_path / "tiny-imagenet-100.zip").write_bytes(b"")
     (tmp_path / "imagenette2-224.tgz").write_bytes(b"")

@@ -77,9 +77,12 @@ def test_notebooks_exist_in_order():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
-def test_notebook_executes(path, kernel_dir, monkeypatch):
+def test_notebook_executes(path, kernel_dir, monkeypatch, request):
     from nbclient import NotebookClient
 
+    real = request.config.getoption("--real-data")
+    if real:  # the kernel finds it the way a learner's would (conftest hides it from tests)
+        monkeypatch.setenv("TINYALEX_REAL_DATA", real)
     monkeypatch.setenv("JUPYTER_PATH", os.pathsep.join(
         filter(None, [str(kernel_dir), os.environ.get("JUPYTER_PATH")])))
     monkeypatch.setenv("TINYALEX_NOTEBOOK_BUDGET", "ci")

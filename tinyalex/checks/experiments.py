@@ -19,14 +19,14 @@ flips and colour draws), and reports their training-error curves and validation 
 The budgets here are minutes on a laptop CPU, not the paper's 90 epochs: the numbers say
 what happens early in training on a few classes, and are reported as they come out, also
 where they disagree with the paper. The data is a class subset of Tiny-100 (64 px) by
-default, found through ``$TINYALEX_REAL_DATA`` (the folder of real data), ``--data``,
-``$TINYALEX_DATA`` or ``./data``; with none, the synthetic set, said loudly.
+default: ``--data``, else the first Tiny ImageNet archive or folder in $TINYALEX_DATA, ./data,
+the repository's data/ or $TINYALEX_REAL_DATA (tinyalex's one lookup, data/find.py); with
+none, the synthetic set, said loudly.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 
@@ -41,8 +41,6 @@ from ..loop import Diverged, evaluate, train_step
 from ..metrics import topk_correct
 from ..net import INITS, build
 from ..optim import SGD
-
-REAL_DATA_ENV = "TINYALEX_REAL_DATA"
 
 #: The net every experiment starts from: the paper's choices (§3.1, §3.3, §3.4, §4.1).
 BASELINE = {"activation": "relu", "lrn": True, "pool": (3, 2), "pca_std": 0.1}
@@ -67,37 +65,19 @@ DEFAULTS = dict(arch="alexnet-mini", classes=10, per_class=None, steps=800, batc
 # ------------------------------------------------------------------------------ data
 
 def find_data(kind: str = "tiny", log=print):
-    """A dataset path for the notebooks and experiments, or None.
+    """A dataset of one kind for the notebooks and experiments, or None: tinyalex's one
+    lookup (``tinyalex.data.find.find_kind``: $TINYALEX_DATA, ./data, the repository's
+    data/, $TINYALEX_REAL_DATA), by name: Tiny ImageNet (``kind="tiny"``), Imagenette
+    (``"imagenette"``) or the full-size ImageNet samples (``"samples"``)."""
+    from ..data.find import find_kind
 
-    Looks in ``$TINYALEX_REAL_DATA`` (the folder of real data; CI sets it to
-    ../shared/data) for Tiny ImageNet (``kind="tiny"``: tiny-imagenet-*.zip or a
-    tiny-imagenet-* folder), Imagenette (``kind="imagenette"``: imagenette2*) or the
-    full-size ImageNet samples (``kind="samples"``: imagenet-samples-*). None
-    means "let tinyalex.data.find decide" ($TINYALEX_DATA, ./data, else synthetic).
-    """
-    patterns = {"tiny": ("tiny-imagenet-*.zip", "tiny-imagenet-*"),
-                "imagenette": ("imagenette2*.tgz", "imagenette2*"),
-                "samples": ("imagenet-samples-*",)}[kind]
-    folder = os.environ.get(REAL_DATA_ENV)
-    if not folder:
-        log(f"${REAL_DATA_ENV} is not set: looking for data the usual way "
-            "($TINYALEX_DATA, ./data, else the synthetic set)")
-        return None
-    root = Path(folder).expanduser()
-    for pattern in patterns:
-        hits = sorted(root.glob(pattern)) if root.is_dir() else []
-        if hits:
-            log(f"real data: {hits[0]}")
-            return hits[0]
-    log(f"no {kind} data in ${REAL_DATA_ENV}={folder}: looking for data the usual way "
-        "($TINYALEX_DATA, ./data, else the synthetic set)")
-    return None
+    return find_kind(kind, log)
 
 
 def load_dataset(data=None, kind: str = "tiny", max_per_class: int | None = None, log=print,
                  progress: bool = True):
-    """The prepared dataset: ``data`` if given, else ``find_data(kind)``, else
-    ``tinyalex.data.find`` ($TINYALEX_DATA, ./data, else synthetic, with its banner).
+    """The prepared dataset: ``data`` if given, else ``find_data(kind)``, else the
+    synthetic set, with its banner.
     Prepared once into the cache (``~/.cache/tinyalex``) and reused; ``max_per_class``
     keeps the first N images per class and split (a smaller, faster cache entry)."""
     from ..data.find import resolve_dataset
@@ -394,8 +374,9 @@ def build_parser():
     p.add_argument("experiments", nargs="*", default=["all"],
                    metavar="EXPERIMENT", help=f"{', '.join(EXPERIMENTS)} or all (default: all)")
     p.add_argument("--data", default=None, metavar="PATH",
-                   help=f"dataset (default: Tiny ImageNet in ${REAL_DATA_ENV}, else "
-                        "$TINYALEX_DATA, ./data, else the synthetic set)")
+                   help="dataset (default: the first Tiny ImageNet in $TINYALEX_DATA, ./data, "
+                        "the repository's data/ or $TINYALEX_REAL_DATA, else the synthetic "
+                        "set)")
     p.add_argument("--arch", default=DEFAULTS["arch"],
                    choices=["alexnet-mini", "alexnet-small"],
                    help="the net every variant starts from (alexnet-small: the paper's "

@@ -1,7 +1,11 @@
 """Find the data to train on: what the training loop calls.
 
 ``resolve_dataset()`` looks at, in order: the ``data`` argument (``--data``), the environment
-variable ``TINYALEX_DATA``, then ``./data/`` relative to the current directory. The path may be
+variable ``TINYALEX_DATA``, then the default places (``default_places``): ``./data/`` in the
+current directory, the repository's ``data/`` (beside the ``tinyalex/`` package of a source
+checkout, so a notebook kernel in ``notebooks/`` finds it too), and ``$TINYALEX_REAL_DATA``
+(the folder of real data the tests use). The first of them that holds a dataset wins. The
+path may be
 
 - a prepared folder (from ``python -m tinyalex.data prepare``): opened as it is;
 - a dataset folder or archive in one of the three layouts (see ``readers``): prepared once
@@ -31,7 +35,14 @@ __all__ = ["DataError", "DATA_ENV", "Found", "locate", "resolve_dataset", "inspe
            "synthetic_dataset", "add_data_arguments", "resolve_from_args"]
 
 DATA_ENV = "TINYALEX_DATA"
+REAL_DATA_ENV = "TINYALEX_REAL_DATA"
 DEFAULT_DIR = "data"
+#: The repository's data/ folder, where the README says to put datasets (a source checkout).
+REPO_DATA = Path(__file__).resolve().parents[2] / DEFAULT_DIR
+#: Names that tell one kind of dataset from another in a folder holding several.
+KIND_PATTERNS = {"tiny": ("tiny-imagenet-*.zip", "tiny-imagenet-*"),
+                 "imagenette": ("imagenette2*.tgz", "imagenette2*"),
+                 "samples": ("imagenet-samples-*",)}
 SYNTHETIC_SIZE = 64
 
 
@@ -74,14 +85,56 @@ def _open(path: Path) -> Found:
     return Found("source", path, open_source(path))
 
 
+def default_places() -> list[tuple[Path, str]]:
+    """(folder, why) where tinyalex looks when neither --data nor $TINYALEX_DATA is given, in
+    order: ./data, the repository's data/, $TINYALEX_REAL_DATA (each once)."""
+    places = [(Path.cwd() / DEFAULT_DIR, "./data"), (REPO_DATA, "the repository's data/")]
+    if real := flags.value(REAL_DATA_ENV):
+        places.append((Path(real).expanduser(), f"${REAL_DATA_ENV}"))
+    seen, out = set(), []
+    for path, how in places:
+        key = path.resolve() if path.exists() else path
+        if key not in seen:
+            seen.add(key)
+            out.append((path, how))
+    return out
+
+
+def find_kind(kind: str, log=print) -> Path | None:
+    """The first dataset of one kind ("tiny", "imagenette" or "samples", by name:
+    KIND_PATTERNS) in $TINYALEX_DATA (a folder) or the default places, or None."""
+    places = default_places()
+    if env := flags.value(DATA_ENV):
+        places.insert(0, (Path(env).expanduser(), f"${DATA_ENV}"))
+    for folder, how in places:
+        if not folder.is_dir():
+            continue
+        for pattern in KIND_PATTERNS[kind]:
+            hits = sorted(folder.glob(pattern))
+            if hits:
+                log(f"{kind} data: {hits[0]} (from {how})")
+                return hits[0]
+    log(f"no {kind} data in " + ", ".join(f"{f} ({how})" for f, how in places))
+    return None
+
+
 def locate(data=None, log=print) -> Found:
     """Where the data is (no preparing). DataError for an explicit path that is no dataset."""
     if data is not None and str(data) != "":
-        explicit, path, how = True, Path(data).expanduser(), "--data"
-    elif env := flags.value(DATA_ENV):
-        explicit, path, how = True, Path(env).expanduser(), f"${DATA_ENV}"
-    else:
-        explicit, path, how = False, Path.cwd() / DEFAULT_DIR, "default"
+        return _locate_in(Path(data).expanduser(), "--data", True, log)
+    if env := flags.value(DATA_ENV):
+        return _locate_in(Path(env).expanduser(), f"${DATA_ENV}", True, log)
+    looked = []
+    for path, how in default_places():
+        found = _locate_in(path, how, False, log)
+        looked += found.looked_at
+        if found.what != "none":
+            found.looked_at = looked
+            return found
+    return Found("none", looked_at=looked)
+
+
+def _locate_in(path: Path, how: str, explicit: bool, log) -> Found:
     looked = [f"{path} ({how})"]
     if not path.exists():
         if explicit:

@@ -1,4 +1,4 @@
-"""The benchmark's textbook NumPy layers (tinyalex/textbook.py) compute what tinyalex's
+"""The benchmark's textbook NumPy layers (tinyalex/checks/textbook.py) compute what tinyalex's
 layers compute, so ``python -m tinyalex.bench``'s speed-up over them compares equal work.
 
 Compared in float64 with the Numba fast paths on (the path the benchmark times); the

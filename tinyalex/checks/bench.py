@@ -137,7 +137,7 @@ def torch_layer_times(net, x, repeats: int) -> list[tuple[str, float, float]]:
 
 def textbook_layer_times(net, x, scale: float) -> list[tuple[str, float, float] | None]:
     """(name, forward s, backward s) per layer of the textbook NumPy twins
-    (tinyalex/textbook.py), each timed once on x (plain NumPy: nothing to warm up, and
+    (tinyalex/checks/textbook.py), each timed once on x (plain NumPy: nothing to warm up, and
     seconds per layer where tinyalex takes tenths) and multiplied by ``scale`` (batch size
     / len(x); their cost is linear in the batch, but a batch much smaller than the
     training one flatters them: its arrays fit in cache). None for a layer with no twin."""
@@ -450,7 +450,7 @@ def format_layers(ours, theirs=None, textbook=None, bounds=None) -> str:
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    if "twin" in argv:  # its own options: see tinyalex/twin.py
+    if "twin" in argv:  # its own options: see tinyalex/checks/twin.py
         from . import twin
 
         argv.remove("twin")
@@ -475,7 +475,7 @@ def main(argv=None) -> int:
                    help="gpu: time the training step on CuPy (with --compare-torch, against "
                         "PyTorch CUDA in the same run); needs CuPy and an NVIDIA GPU")
     p.add_argument("--textbook-batch", type=int, default=None,
-                   help="batch on which the textbook NumPy layers (tinyalex/textbook.py) are "
+                   help="batch on which the textbook NumPy layers (tinyalex/checks/textbook.py) are "
                         "timed, scaled to --batch-size (default: --batch-size; a smaller one "
                         "is quicker but fits in cache); 0 skips them")
     p.add_argument("--framework", default="tinyalex", choices=["tinyalex", "torch"],

@@ -39,7 +39,7 @@ LAYER_TESTS = {
 
 def gradcheck_tests_file() -> Path:
     """tests/test_gradcheck_layers.py of the checkout tinyalex is imported from."""
-    path = Path(__file__).resolve().parents[1] / "tests" / "test_gradcheck_layers.py"
+    path = Path(__file__).resolve().parents[2] / "tests" / "test_gradcheck_layers.py"
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: the exercise checks need a checkout of "
                                 "tinyalex (git clone, pip install -e .), not a wheel")

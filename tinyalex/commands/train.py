@@ -23,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-from .. import checkpoint
+from .. import checkpoint, flags
 from ..backend import to_numpy
 from ..layers import SoftmaxCrossEntropy
 from ..loop import Diverged, evaluate, train_step, warmup_lr
@@ -202,7 +202,7 @@ def check_config(cfg: dict) -> None:
         ok, why = gpu_available()
         if not ok:
             raise cli.UserError(f"--device gpu: {why}")
-        if os.environ.get("TINYALEX_UNVERIFIED_GPU", "0") in ("0", ""):
+        if not flags.boolean("TINYALEX_UNVERIFIED_GPU"):
             # The CuPy kernels, the prefetch and tests/test_gpu.py are written but have not
             # yet run on a GPU; until they have, say so rather than fail halfway.
             raise cli.UserError("--device gpu has not been verified on a GPU yet in this "
@@ -252,6 +252,46 @@ def default_out(arch: str, kind: str) -> Path:
     return out
 
 
+class Estimate:
+    """The run's remaining time, said once from the first steps of this process: the first
+    step is left out (it compiles the Numba kernels), the next ``steps`` are timed, and the
+    validation passes are counted at a third of a training step's time per image (forward
+    only)."""
+
+    def __init__(self, steps_left: int, batch_size: int, val_images: int, epochs_left: int,
+                 steps: int = 5):
+        self.steps_left, self.batch_size = steps_left, batch_size
+        self.val_images, self.epochs_left, self.steps = val_images, epochs_left, steps
+        self.taken, self.t0, self.done = 0, None, False
+
+    def tick(self):
+        """Call after each step; returns the estimate's sentence once, else None."""
+        self.taken += 1
+        if self.done or self.taken == 1:
+            self.t0 = time.perf_counter()
+            return None
+        if self.taken < self.steps + 1:
+            return None
+        self.done = True
+        per_step = (time.perf_counter() - self.t0) / self.steps
+        left = self.steps_left - self.taken
+        seconds = left * per_step + self.epochs_left * self.val_images * per_step / (
+            3 * self.batch_size)
+        finish = time.strftime("%H:%M", time.localtime(time.time() + seconds))
+        return (f"estimated time left: {format_duration(seconds)} for {left:,} steps at "
+                f"{per_step:.2f} s a step (timed on steps 2-{self.steps + 1} of this run) and "
+                f"{self.epochs_left} validation pass{'es' if self.epochs_left != 1 else ''}; "
+                f"done around {finish}")
+
+
+def format_duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
 # -------------------------------------------------------------------------------- trainer
 
 class Trainer:
@@ -281,6 +321,7 @@ class Trainer:
         self.loss_fn = SoftmaxCrossEntropy()
         self.epoch, self.batch, self.step = 0, 0, 0
         self.best = None
+        self.last_val = None
         if ckpt is not None:
             self.net.load_params(ckpt.params)
             self.opt.load_state_dict({**{f"velocity/{k}": v for k, v in ckpt.velocity.items()},
@@ -335,6 +376,20 @@ class Trainer:
                  + f") on {self.prepared.num_classes} classes: "
                  f"{n_batches} batches of {cfg['batch_size']} per epoch, "
                  f"{cfg['epochs']} epochs; run folder {self.out}")
+        steps_planned = cfg["epochs"] * n_batches
+        if cfg["max_steps"] is not None:
+            steps_planned = min(steps_planned, cfg["max_steps"])
+        val_images = len(self.prepared.val_labels)
+        if cfg["val_max_images"]:
+            val_images = min(val_images, cfg["val_max_images"])
+        self.log(f"{steps_planned - self.step:,} steps to go; after every epoch: validation "
+                 f"on {val_images:,} images, {self.out / 'last.npz'}, {self.out / 'best.npz'}"
+                 + ("" if cfg["no_figures"] else f" and figures ({self.out / 'curves.png'}, "
+                    "conv1_filters.png, diagnostics.png)")
+                 + "; the time it will take follows after the first steps")
+        t_run = time.perf_counter()
+        estimate = Estimate(steps_planned - self.step, cfg["batch_size"], val_images,
+                            cfg["epochs"] - self.epoch)
         while self.epoch < cfg["epochs"]:
             epoch = self.epoch
             bar = cli.progress_bar(n_batches, f"epoch {epoch + 1}/{cfg['epochs']}", "batch",
@@ -354,6 +409,9 @@ class Trainer:
                                               step=self.step, seed=cfg["seed"], lr=lr)
                     self.step += 1
                     self.batch += 1
+                    said = estimate.tick()
+                    if said:
+                        self.log(said)
                     if self.diagnostics_due():
                         self.write_diagnostics(epoch, logits)
                     correct = int(topk_correct(to_numpy(logits), y, 1).sum())
@@ -395,10 +453,28 @@ class Trainer:
             bar.close()
             self.epoch, self.batch = epoch + 1, 0
             self.validate(epoch, epoch_loss, epoch_correct, epoch_n, t_epoch)
-        self.log(f"done: {cfg['epochs']} epochs, best validation top-1 error "
-                 f"{self.best:.4f}" if self.best is not None else "done")
         self.figures(final=True)
+        self.finish(time.perf_counter() - t_run)
         return 0
+
+    def finish(self, seconds: float) -> None:
+        """What the run reached, what it wrote, and where to go from here."""
+        cfg, val = self.cfg, self.last_val
+        self.log(f"done: {cfg['epochs']} epochs ({self.step:,} steps) in "
+                 f"{format_duration(seconds)}. Validation, centre crop, {val['n']:,} images: "
+                 f"top-1 accuracy {1 - val['top1_err']:.1%}, top-5 {1 - val['top5_err']:.1%} "
+                 f"(best epoch top-1 {1 - self.best:.1%}; chance "
+                 f"{1 / self.prepared.num_classes:.1%})")
+        written = sorted(p.name for p in self.out.iterdir() if p.suffix in
+                         (".npz", ".png", ".jsonl", ".log", ".json"))
+        self.log(f"wrote {self.out}/: {', '.join(written)}")
+        self.log(f"next: python -m tinyalex.evaluate {self.out / 'best.npz'} --ten-crop")
+        if self.prepared.meta.get("kind") == "synthetic":
+            self.log("This was the built-in SYNTHETIC set (shapes on stripes): its accuracy "
+                     "says nothing about photographs. For real images: python -m "
+                     "tinyalex.data download tiny-imagenet (into ./data/), then run the same "
+                     "command again: it finds ./data/ by itself (data/README.md has the "
+                     "other sets).")
 
     def diagnostics_due(self) -> bool:
         every = self.cfg.get("diagnostics_every", DEFAULTS["diagnostics_every"])
@@ -420,6 +496,7 @@ class Trainer:
 
     def validate(self, epoch, loss_sum, correct, n, t_epoch, partial=False) -> None:
         val = evaluate(self.net, self.val_loader, max_images=self.cfg["val_max_images"])
+        self.last_val = val
         seconds = time.perf_counter() - t_epoch
         record = {"kind": "partial" if partial else "epoch", "epoch": epoch, "step": self.step,
                   "train_loss": loss_sum / max(n, 1), "train_top1_err": 1 - correct / max(n, 1),

@@ -72,3 +72,27 @@ def test_schedule_patience_and_state_round_trip():
     other.load_state_dict(state)
     assert other.state_dict() == state
     assert s.step(0.6) == other.step(0.6) == pytest.approx(0.01)
+
+
+def test_budget_schedule_warms_up_then_decays_to_zero():
+    """Cosine and linear: lr*(t+1)/W during the warm-up, the peak right after it, half the
+    peak half-way through the decay, and (near) zero at the last planned step."""
+    from tinyalex.optim import BudgetSchedule
+
+    for shape in ("cosine", "linear"):
+        s = BudgetSchedule(0.02, total_steps=104, warmup_steps=4, shape=shape)
+        assert [s.lr_at(t) for t in range(4)] == pytest.approx([0.005, 0.01, 0.015, 0.02])
+        assert s.lr_at(4) == pytest.approx(0.02)
+        assert s.lr_at(54) == pytest.approx(0.01)
+        assert s.lr_at(103) < 0.02 * 0.011 and s.lr_at(104) == pytest.approx(0.0)
+        lrs = [s.lr_at(t) for t in range(4, 105)]
+        assert all(a >= b for a, b in zip(lrs, lrs[1:])), "the decay never rises"
+        assert s.step(0.5) == 0.02, "validation does not move a planned decay"
+    cos = BudgetSchedule(1.0, 100, 0, "cosine")
+    lin = BudgetSchedule(1.0, 100, 0, "linear")
+    assert cos.lr_at(25) > lin.lr_at(25) and cos.lr_at(75) < lin.lr_at(75)
+    with pytest.raises(ValueError):
+        BudgetSchedule(0.01, 100, 0, "step")
+    restored = BudgetSchedule(1.0, 1, 0, "linear")
+    restored.load_state_dict(cos.state_dict())
+    assert [restored.lr_at(t) for t in range(100)] == [cos.lr_at(t) for t in range(100)]

@@ -245,3 +245,35 @@ def test_resume_after_the_last_epoch_does_nothing(tiny_prepared, straight_run, t
     a, b = final_params(straight_run), final_params(copy)
     for name in a:
         assert np.array_equal(a[name], b[name]), name
+
+
+def test_cosine_schedule_resumes_exactly_and_decays(tiny_prepared, straight_run, tmp_path):
+    """--schedule cosine: the logged lr falls to near 0 at the last planned step, and a run
+    stopped mid-epoch and resumed ends with the uninterrupted run's weights, bit for bit."""
+    args = ("--epochs", "2", "--schedule", "cosine", "--warmup-steps", "3", "--seed", "3",
+            "--lr", "0.02")
+    whole, stopped = tmp_path / "whole", tmp_path / "stopped"
+    assert run(train_cmd(tiny_prepared, whole, *args)).returncode == 0
+    assert run(train_cmd(tiny_prepared, stopped, *args, "--max-steps", "5")).returncode == 0
+    r = run(train_cmd(tiny_prepared, stopped, "--resume", str(stopped), "--max-steps", "99"))
+    assert r.returncode == 0, r.stderr
+    a, b = final_params(whole), final_params(stopped)
+    for name in a:
+        assert np.array_equal(a[name], b[name]), f"{name} differs after resume"
+    assert any(not np.array_equal(a[n], final_params(straight_run)[n]) for n in a), \
+        "the schedule changed nothing"
+    lrs = [json.loads(line)["lr"] for line in open(whole / "metrics.jsonl")
+           if json.loads(line)["kind"] == "train"]
+    assert lrs[0] == pytest.approx(0.02 / 3) and max(lrs) == pytest.approx(0.02)
+    assert lrs[-1] < 0.02 * 0.02
+
+
+def test_hours_plans_the_epochs_from_timed_steps(tiny_prepared, tmp_path):
+    """--hours H times a few steps and sets the epochs to fit; it says so, and the plan is
+    the run's (config.json and the checkpoint)."""
+    out = tmp_path / "planned"
+    r = run(train_cmd(tiny_prepared, out, "--hours", "0.0001", "--schedule", "linear"))
+    assert r.returncode == 0, r.stderr
+    assert "--hours 0.0001:" in r.stdout and "-> 1 epoch" in r.stdout
+    assert json.loads((out / "config.json").read_text())["epochs"] == 1
+    assert checkpoint.load(out / "last.npz").meta["config"]["epochs"] == 1

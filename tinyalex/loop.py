@@ -8,8 +8,9 @@ keep only their own bookkeeping (logs, checkpoints, tables). A step, in this ord
     forward, loss, backward                              gradients land in net.grads
     stop if the loss is not finite                       BEFORE the update: the weights
                                                          (and the last checkpoint) stay good
-    the step's learning rate                             a function of the step (a warm-up
-                                                         ramps it), so resume stays exact
+    the step's learning rate                             a function of the step
+                                                         (optim's schedules), so resume
+                                                         stays exact
     the update                                           optim.SGD, §5's rule
 
 Evaluation (§2, §4.1) runs the net in test mode (dropout off, §4.2) over batches of centre
@@ -42,14 +43,6 @@ def seed_dropout(net, seed: int, step: int) -> None:
     for index, (_, layer) in enumerate(net.layers):
         if isinstance(layer, Dropout):
             layer.rng = np.random.default_rng([seed, step, index])
-
-
-def warmup_lr(lr: float, step: int, warmup_steps: int) -> float:
-    """The lr of 0-based ``step`` under a linear warm-up: lr*(step+1)/N for the first N
-    steps, then lr. A function of the step, so a resumed run takes the same steps."""
-    if warmup_steps and step < warmup_steps:
-        return lr * (step + 1) / warmup_steps
-    return lr
 
 
 def forward_backward(net, loss_fn, x, y):

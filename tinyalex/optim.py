@@ -8,11 +8,18 @@ names no exception for biases). "Weight decay here is not merely a regularizer: 
 the model's training error." PyTorch's SGD keeps b = momentum*b + g + wd*w and w -= lr*b,
 which is the same trajectory while lr is constant (v = -lr*b) and differs when lr changes.
 
-The schedule: "divide the learning rate by 10 when the validation error rate stopped
-improving with the current learning rate ... reduced three times prior to termination."
+The schedules. The paper's (``PlateauSchedule``, ``--schedule paper``): "divide the learning
+rate by 10 when the validation error rate stopped improving with the current learning rate
+... reduced three times prior to termination." And one for a run of known length
+(``BudgetSchedule``, ``--schedule cosine`` or ``linear``): a short warm-up, then a decay to
+zero at the last planned step. Both give the lr of a step as a function of the step (and,
+for the paper's, of the validation errors seen so far), so a resumed run takes the same
+steps.
 """
 
 from __future__ import annotations
+
+import math
 
 from .backend import get_array_module
 from .kernels import registry
@@ -99,3 +106,62 @@ class PlateauSchedule:
         for k in self._STATE:
             value = state[k]
             setattr(self, k, type(getattr(self, k))(value))
+
+
+def warmup_lr(lr: float, step: int, warmup_steps: int) -> float:
+    """The lr of 0-based ``step`` under a linear warm-up: lr*(step+1)/N for the first N
+    steps, then lr. A function of the step, so a resumed run takes the same steps."""
+    if warmup_steps and step < warmup_steps:
+        return lr * (step + 1) / warmup_steps
+    return lr
+
+
+class BudgetSchedule:
+    """Warm up, then decay to zero by the last planned step: for a run of known length.
+
+        lr(t) = lr * (t + 1) / W                          t < W     (the warm-up)
+        lr(t) = lr * (1 - p)                 linear       p = (t - W) / (T - W)
+        lr(t) = lr * (1 + cos(pi * p)) / 2   cosine
+
+    t is the 0-based step, T the planned steps (``total_steps``, from --epochs or --hours),
+    W the warm-up steps. Why: with a fixed budget of steps, a rate that is large early and
+    reaches zero exactly at the end beats a constant rate cut on plateaus (Li, Yumer and
+    Ramanan, "Budgeted Training: Rethinking Deep Neural Network Training Under Resource
+    Constraints", ICLR 2020; Smith's one-cycle; Loshchilov and Hutter's cosine). Not in the
+    paper, which trained until the third plateau. A function of the step alone: its state
+    is its settings.
+    """
+
+    SHAPES = ("cosine", "linear")
+
+    def __init__(self, lr: float, total_steps: int, warmup_steps: int = 0,
+                 shape: str = "cosine"):
+        if shape not in self.SHAPES:
+            raise ValueError(f"shape must be one of {', '.join(self.SHAPES)}, not {shape!r}")
+        if total_steps < 1 or warmup_steps < 0:
+            raise ValueError(f"need total_steps >= 1 and warmup_steps >= 0 (got "
+                             f"{total_steps}, {warmup_steps})")
+        self.lr, self.total_steps, self.warmup_steps, self.shape = \
+            lr, total_steps, warmup_steps, shape
+
+    def lr_at(self, step: int) -> float:
+        W, T = self.warmup_steps, self.total_steps
+        if step < W:
+            return warmup_lr(self.lr, step, W)
+        p = min(1.0, (step - W) / max(1, T - W))
+        if self.shape == "linear":
+            return self.lr * (1.0 - p)
+        return self.lr * 0.5 * (1.0 + math.cos(math.pi * p))
+
+    def step(self, val_error: float) -> float:
+        """After an epoch: nothing changes (the decay is planned); the peak lr."""
+        return self.lr
+
+    _STATE = ("lr", "total_steps", "warmup_steps", "shape")
+
+    def state_dict(self) -> dict:
+        return {k: getattr(self, k) for k in self._STATE}
+
+    def load_state_dict(self, state: dict) -> None:
+        for k in self._STATE:
+            setattr(self, k, type(getattr(self, k))(state[k]))

@@ -26,10 +26,10 @@ from pathlib import Path
 from .. import checkpoint, flags
 from ..backend import to_numpy
 from ..layers import SoftmaxCrossEntropy
-from ..loop import Diverged, evaluate, train_step, warmup_lr
+from ..loop import Diverged, evaluate, train_step
 from ..metrics import topk_correct
 from ..net import ARCHITECTURES, INITS, build
-from ..optim import SGD, PlateauSchedule
+from ..optim import SGD, BudgetSchedule, PlateauSchedule, warmup_lr
 from . import cli
 
 DEFAULTS = dict(data=None, subset="100-class", arch=None, epochs=30, batch_size=128, lr=0.01,
@@ -38,7 +38,7 @@ DEFAULTS = dict(data=None, subset="100-class", arch=None, epochs=30, batch_size=
                 size=None, cache=None, max_per_class=None, val_max_images=None,
                 pca_std=0.1, pca_scale="paper", no_flip=False, mean_mode="pixel", lrn_convention="paper",
                 patience=3, no_figures=False, diagnostics_every=50, show_diagnostics=False,
-                warmup_steps=0)
+                warmup_steps=0, schedule="paper", hours=None)
 #: What may change when resuming; everything else comes from the checkpoint.
 RESUMABLE = ("epochs", "max_steps", "checkpoint_every", "log_every", "no_figures",
              "val_max_images", "diagnostics_every", "show_diagnostics", "device")
@@ -83,9 +83,16 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
     g.add_argument("--batch-size", type=int, default=d("batch_size"),
                    help="images per SGD step (§5: 128)")
     g.add_argument("--lr", type=float, default=d("lr"), help="initial learning rate")
+    g.add_argument("--schedule", choices=["paper", "cosine", "linear"], default=d("schedule"),
+                   help="paper: lr /10 when the validation error stops improving (§5, see "
+                        "--patience); cosine or linear: from --lr down to 0 at the last "
+                        "planned step (--epochs or --hours), after --warmup-steps")
+    g.add_argument("--hours", type=float, default=d("hours"), metavar="H",
+                   help="plan the run to take about H hours: the epochs are set from the "
+                        "speed of a few timed steps (instead of --epochs)")
     g.add_argument("--warmup-steps", type=int, default=d("warmup_steps"), metavar="N",
                    help="ramp the lr linearly from lr/N to lr over the first N steps (not in "
-                        "the paper; measured with --init paper in the README; 0: none)")
+                        "the paper; 0: none)")
     g.add_argument("--momentum", type=float, default=d("momentum"), help="§5: 0.9")
     g.add_argument("--weight-decay", type=float, default=d("weight_decay"), help="§5: 0.0005")
     g.add_argument("--patience", type=int, default=d("patience"),
@@ -190,6 +197,8 @@ def check_config(cfg: dict) -> None:
                 "val_max_images", "size"):
         if cfg.get(key) is not None and cfg[key] < 1:
             raise cli.UserError(f"--{key.replace('_', '-')} must be at least 1")
+    if cfg.get("hours") is not None and not cfg["hours"] > 0:
+        raise cli.UserError("--hours must be positive")
     if cfg.get("warmup_steps", 0) < 0:
         raise cli.UserError("--warmup-steps must be at least 0 (0: no warm-up)")
     if cfg.get("diagnostics_every", 0) < 0:
@@ -317,7 +326,7 @@ class Trainer:
             self.net.to(gpu_module())
         self.opt = SGD(self.net.params, lr=cfg["lr"], momentum=cfg["momentum"],
                        weight_decay=cfg["weight_decay"])
-        self.schedule = PlateauSchedule(lr=cfg["lr"], patience=cfg["patience"])
+        self.schedule = PlateauSchedule(lr=cfg["lr"], patience=cfg["patience"])  # for now
         self.loss_fn = SoftmaxCrossEntropy()
         self.epoch, self.batch, self.step = 0, 0, 0
         self.best = None
@@ -326,7 +335,8 @@ class Trainer:
             self.net.load_params(ckpt.params)
             self.opt.load_state_dict({**{f"velocity/{k}": v for k, v in ckpt.velocity.items()},
                                       "lr": ckpt.meta["lr"]})
-            self.schedule.load_state_dict(ckpt.meta["schedule"])
+            if cfg.get("schedule", "paper") == "paper":
+                self.schedule.load_state_dict(ckpt.meta["schedule"])
             self.epoch, self.batch, self.step = (ckpt.meta[k] for k in ("epoch", "batch", "step"))
             self.best = ckpt.meta.get("best_val_top1_err")
         self.train_loader = train_loader(prepared, self.augmenter, batch_size=cfg["batch_size"],
@@ -335,8 +345,52 @@ class Trainer:
             raise cli.UserError(f"{prepared.train_labels.shape[0]} training images make no "
                                 f"full batch of {cfg['batch_size']}; lower --batch-size")
         self.val_loader = eval_loader(prepared, self.augmenter, batch_size=cfg["batch_size"])
+        self.make_budget_schedule()
         self.metrics = out / "metrics.jsonl"
         self._diag_header_shown = False
+
+    def make_budget_schedule(self) -> None:
+        """--schedule cosine/linear: planned over --epochs' steps (the plan is the config's,
+        so a resumed run with the same --epochs takes the same steps)."""
+        cfg = self.cfg
+        if cfg.get("schedule", "paper") != "paper":
+            self.schedule = BudgetSchedule(cfg["lr"], cfg["epochs"] * len(self.train_loader),
+                                           cfg.get("warmup_steps", 0), cfg["schedule"])
+
+    def step_lr(self) -> float | None:
+        """The lr of the next step (None: the optimizer's, as the plateau rule left it)."""
+        if isinstance(self.schedule, BudgetSchedule):
+            return self.schedule.lr_at(self.step)
+        if self.cfg.get("warmup_steps", 0):
+            return warmup_lr(self.schedule.lr, self.step, self.cfg["warmup_steps"])
+        return None
+
+    def plan_hours(self, hours: float) -> int:
+        """Set --epochs so that the run takes about ``hours``: three steps of a copy of the net
+        on the first batch are timed (after one that compiles the kernels), and validation
+        is counted at a third of a step's time per image. Returns the epochs."""
+        import copy
+
+        net, opt = copy.deepcopy(self.net), copy.deepcopy(self.opt)
+        with self.train_loader.iter_epoch(0) as batches:
+            x, y = next(iter(batches))
+        train_step(net, self.loss_fn, opt, x, y, step=0, seed=self.cfg["seed"])
+        t0 = time.perf_counter()
+        for s in range(3):
+            train_step(net, self.loss_fn, opt, x, y, step=s + 1, seed=self.cfg["seed"])
+        per_step = (time.perf_counter() - t0) / 3
+        val_images = len(self.prepared.val_labels)
+        if self.cfg["val_max_images"]:
+            val_images = min(val_images, self.cfg["val_max_images"])
+        epoch_seconds = per_step * (len(self.train_loader)
+                                    + val_images / (3 * self.cfg["batch_size"]))
+        epochs = max(1, int(hours * 3600 / epoch_seconds))
+        self.cfg["epochs"] = epochs
+        self.make_budget_schedule()
+        self.log(f"--hours {hours:g}: {per_step:.2f} s a step (3 timed), "
+                 f"{format_duration(epoch_seconds)} an epoch with validation -> {epochs} "
+                 f"epoch{'s' if epochs != 1 else ''} (about {format_duration(epochs * epoch_seconds)})")
+        return epochs
 
     # -- checkpoints
     def meta(self) -> dict:
@@ -373,6 +427,9 @@ class Trainer:
                  f"{cfg['init']}"
                  + (f", lr warm-up over {cfg['warmup_steps']} steps" if cfg.get("warmup_steps")
                     else "")
+                 + f", lr {cfg['lr']:g} "
+                 + ("cut /10 on plateaus (§5)" if cfg.get("schedule", "paper") == "paper"
+                    else f"to 0 by a {cfg['schedule']} decay over the run")
                  + f") on {self.prepared.num_classes} classes: "
                  f"{n_batches} batches of {cfg['batch_size']} per epoch, "
                  f"{cfg['epochs']} epochs; run folder {self.out}")
@@ -403,8 +460,7 @@ class Trainer:
 
                     batches = prefetch_to_gpu(host_batches)
                 for x, y in batches:
-                    lr = (warmup_lr(self.schedule.lr, self.step, cfg["warmup_steps"])
-                          if cfg.get("warmup_steps", 0) else None)
+                    lr = self.step_lr()
                     loss, logits = train_step(self.net, self.loss_fn, self.opt, x, y,
                                               step=self.step, seed=cfg["seed"], lr=lr)
                     self.step += 1
@@ -579,8 +635,10 @@ def main(argv=None) -> int:
         log(f"resuming {path} at epoch {ckpt.meta['epoch'] + 1}, step {ckpt.meta['step']}"
             + (f" (ignoring {', '.join(ignored)}: fixed by the run)" if ignored else ""))
         truncate_metrics(out / "metrics.jsonl", ckpt.meta["step"])
-    (out / "config.json").write_text(json.dumps(cfg, indent=1))
     trainer = Trainer(cfg, prepared, out, log, ckpt)
+    if ckpt is None and cfg.get("hours"):
+        trainer.plan_hours(cfg["hours"])
+    (out / "config.json").write_text(json.dumps(cfg, indent=1))
     with StopFlag() as stop:
         try:
             return trainer.run(stop)

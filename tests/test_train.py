@@ -277,3 +277,36 @@ def test_hours_plans_the_epochs_from_timed_steps(tiny_prepared, tmp_path):
     assert "--hours 0.0001:" in r.stdout and "-> 1 epoch" in r.stdout
     assert json.loads((out / "config.json").read_text())["epochs"] == 1
     assert checkpoint.load(out / "last.npz").meta["config"]["epochs"] == 1
+
+
+def test_the_default_command_on_the_synthetic_set(tiny_prepared, tmp_path, monkeypatch,
+                                                  capsys):
+    """With no data, the default command trains the synthetic set's short recipe (unless the
+    command line says otherwise), says the time it will take after its first steps, and at
+    the end prints the accuracy reached, what it wrote and how to get real images."""
+    import shutil
+
+    from tinyalex.commands import train
+    from tinyalex.data import find
+    from tinyalex.data.cache import open_prepared
+
+    fake = tmp_path / "synthetic"
+    shutil.copytree(tiny_prepared, fake)
+    meta = json.loads((fake / "meta.json").read_text())
+    (fake / "meta.json").write_text(json.dumps({**meta, "kind": "synthetic"}))
+    monkeypatch.setattr(find, "synthetic_dataset", lambda **kw: open_prepared(fake))
+    monkeypatch.setitem(train.SYNTHETIC_RECIPE, "epochs", 1)
+    monkeypatch.delenv("TINYALEX_DATA", raising=False)
+    monkeypatch.chdir(tmp_path)                                    # no ./data
+    out = tmp_path / "run"
+    assert train.main(["--subset", "100-class", "--batch-size", "8", "--warmup-steps", "2",
+                       "--no-figures", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "NO DATASET FOUND" in text
+    assert "short run unless told otherwise: --arch alexnet-mini --epochs 1 --schedule " \
+           "cosine --lr 0.02 (" in text                          # --warmup-steps was given
+    assert "estimated time left:" in text and "done around" in text
+    assert "top-1 accuracy" in text and "wrote " in text and "last.npz" in text
+    assert "python -m tinyalex.data download tiny-imagenet" in text
+    cfg = json.loads((out / "config.json").read_text())
+    assert (cfg["arch"], cfg["epochs"], cfg["warmup_steps"]) == ("alexnet-mini", 1, 2)

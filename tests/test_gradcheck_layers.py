@@ -73,6 +73,12 @@ def load_layers(spec: str | None = None) -> tuple[dict[str, type], list[str]]:
         if os.getcwd() not in sys.path:
             sys.path.insert(0, os.getcwd())
         module = importlib.import_module(spec)
+    misnamed = misnamed_layers(module)
+    if misnamed:
+        raise ExerciseError(f"TINYALEX_EXERCISE={spec}: " + "; ".join(misnamed) + ". The "
+                            f"layer names are {', '.join(LAYER_NAMES)} (case-sensitive); a "
+                            "class of another name would leave tinyalex's own layer under "
+                            "test")
     overridden = []
     for name in LAYER_NAMES:
         candidate = getattr(module, name, None)
@@ -80,6 +86,32 @@ def load_layers(spec: str | None = None) -> tuple[dict[str, type], list[str]]:
             layers[name] = candidate
             overridden.append(name)
     return layers, overridden
+
+
+class ExerciseError(Exception):
+    """The exercise module defines a layer under a name the tests do not know."""
+
+
+def misnamed_layers(module) -> list[str]:
+    """A sentence for each class the module itself defines that has forward and backward
+    (a layer) but is not named as one of LAYER_NAMES, with the name it probably meant."""
+    import difflib
+
+    lowered = {n.lower(): n for n in LAYER_NAMES}
+    out = []
+    for name, obj in vars(module).items():
+        if not isinstance(obj, type) or name in LAYER_NAMES:
+            continue
+        if getattr(obj, "__module__", None) != module.__name__:
+            continue  # imported, e.g. a base class
+        if not (hasattr(obj, "forward") and hasattr(obj, "backward")):
+            continue
+        guess = lowered.get(name.lower()) or next(
+            iter(difflib.get_close_matches(name, LAYER_NAMES, n=1, cutoff=0.6)), None)
+        out.append(f"it defines a layer class {name!r}"
+                   + (f", did you mean {guess!r}?" if guess else
+                      ", which is none of the layer names"))
+    return out
 
 
 LAYERS, OVERRIDDEN = load_layers()
@@ -143,6 +175,27 @@ def test_exercise_override_mechanism(tmp_path, monkeypatch):
     assert layers["Conv2D"] is reference.Conv2D
     layers, overridden = load_layers(str(tmp_path / "my_exercise_layers.py"))
     assert overridden == ["ReLU"] and layers["Linear"] is reference.Linear
+
+
+def test_a_misnamed_layer_is_an_error_whichever_tests_run(tmp_path):
+    """A module whose ReLU is spelt ``Relu`` used to pass ``-k ReLU`` silently, testing
+    tinyalex's own ReLU. Now collecting the tests fails, naming the class and the name it
+    probably meant, also when -k selects only the ReLU tests."""
+    import subprocess
+
+    (tmp_path / "mylayers.py").write_text(
+        "import numpy as np\n\nclass Relu:\n    def forward(self, x, train=True):\n"
+        "        return np.maximum(x, 0)\n\n    def backward(self, dout):\n"
+        "        return dout\n")
+    with pytest.raises(ExerciseError, match="'Relu', did you mean 'ReLU'"):
+        load_layers(str(tmp_path / "mylayers.py"))
+    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                          str(Path(__file__)), "-k", "ReLU"],
+                         env={**os.environ, "TINYALEX_EXERCISE": "mylayers"}, cwd=tmp_path,
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode != 0
+    assert "did you mean 'ReLU'" in run.stdout + run.stderr
+    assert " passed" not in run.stdout.splitlines()[-1]
 
 
 # ------------------------------------------------------------------------- Conv2D (§3.2, 3.5)

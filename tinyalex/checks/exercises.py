@@ -83,7 +83,7 @@ def run_gradcheck_tests(source, layers, timeout: float = 600) -> dict[str, str]:
         path = _as_file(source, tmp)
         report = tmp / "report.xml"
         env = {**os.environ, "TINYALEX_EXERCISE": str(path)}
-        repo = Path(__file__).resolve().parents[1]
+        repo = Path(__file__).resolve().parents[2]
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(repo), env.get("PYTHONPATH")]))
         cmd = [sys.executable, "-m", "pytest", str(gradcheck_tests_file()), "-q",
                "-p", "no:cacheprovider", "-k", f"exercise_module_is_used or {expr}",
@@ -126,12 +126,16 @@ def check_layer(names, source=None, verbose: bool = True) -> bool:
     ok = bool(mine) and not failed
     if verbose:
         passed = sum(v == "passed" for v in mine.values())
-        print(f"{', '.join(names)}: {passed} of {len(mine)} gradient-check tests passed"
-              + (" -- well done." if ok else "."))
-        for tid, why in list(failed.items())[:3]:
-            print(f"  {tid}: {why}")
-        if len(failed) > 3:
-            print(f"  ... and {len(failed) - 3} more")
+        if ok:
+            print(f"{', '.join(names)}: all {passed} gradient-check tests passed -- well done.")
+        else:
+            # every failure, one line each, and no passing count above them
+            print(f"{', '.join(names)}: {len(failed)} of {len(outcomes)} checks FAILED:")
+            width = max(len(tid) for tid in failed) if failed else 0
+            for tid, why in failed.items():
+                print(f"  {tid:<{width}}  {why}")
+            if not mine:
+                print("  (no gradient-check test ran: is the class named as the exercise says?)")
     return ok
 
 

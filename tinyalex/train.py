@@ -6,5 +6,5 @@ import sys
 from .commands import train as _command
 
 if __name__ == "__main__":
-    raise SystemExit(_command.cli.run(_command.main))
+    raise SystemExit(_command.run_command())
 sys.modules[__name__] = _command

@@ -3,6 +3,7 @@
     python -m tinyalex.train --subset 100-class                 # finds data, or synthetic
     python -m tinyalex.train --data ~/tiny-imagenet-200.zip --epochs 10
     python -m tinyalex.train --resume                           # the latest run, exactly
+    mpiexec -n 2 python -m tinyalex.train --data ...            # data parallel, 2 processes
 
 The loop is the paper's §5: SGD with momentum 0.9 and weight decay 5e-4 on batches of 128
 augmented crops (§4.1), the learning rate divided by 10 when the validation error stops
@@ -11,6 +12,11 @@ and curves.png (and diagnostics.png, see --diagnostics-every) in the run folder,
 `best.npz`. Ctrl-C saves and stops cleanly; `--resume` continues exactly where it stopped
 (same data order, augmentation and dropout masks: on the CPU the weights come out
 bit-identical to an uninterrupted run).
+
+Under ``mpiexec -n K`` (pip install 'tinyalex[mpi]') the K processes train one model data
+parallel (distributed.py): each takes 1/K of every batch of --batch-size, the gradients are
+averaged before the update, and rank 0 alone prints, logs and writes the run folder. The
+recipe does not change with K, and a run resumes with any K.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ import sys
 import time
 from pathlib import Path
 
-from .. import checkpoint, flags
+from .. import checkpoint, distributed, flags
 from ..backend import to_numpy
 from ..layers import SoftmaxCrossEntropy
 from ..loop import Diverged, evaluate, train_step
@@ -38,7 +44,7 @@ DEFAULTS = dict(data=None, subset="100-class", arch=None, epochs=30, batch_size=
                 size=None, cache=None, max_per_class=None, val_max_images=None,
                 pca_std=0.1, pca_scale="paper", no_flip=False, mean_mode="pixel", lrn_convention="paper",
                 patience=3, no_figures=False, diagnostics_every=50, show_diagnostics=False,
-                warmup_steps=0, schedule="paper", hours=None)
+                warmup_steps=0, schedule="paper", hours=None, ordered_reduction=False)
 #: The run on the built-in synthetic set, when no dataset is found and the command line does
 #: not say otherwise: a demonstration that ends well in minutes, not the 30 epochs (hours) of
 #: the real-data default. Measured on 2 cores: see SYNTHETIC_MINUTES and the README.
@@ -47,7 +53,8 @@ SYNTHETIC_RECIPE = dict(arch="alexnet-mini", epochs=6, schedule="cosine", lr=0.0
 SYNTHETIC_MINUTES = "6-10 minutes"
 #: What may change when resuming; everything else comes from the checkpoint.
 RESUMABLE = ("epochs", "max_steps", "checkpoint_every", "log_every", "no_figures",
-             "val_max_images", "diagnostics_every", "show_diagnostics", "device")
+             "val_max_images", "diagnostics_every", "show_diagnostics", "device",
+             "ordered_reduction")
 
 
 def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
@@ -109,6 +116,11 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
                    help="init, data order and augmentation, dropout masks")
     g.add_argument("--device", choices=["cpu", "gpu"], default=d("device"),
                    help="gpu needs CuPy (pip install 'tinyalex[gpu]') and an NVIDIA GPU")
+    g.add_argument("--ordered-reduction", action="store_true",
+                   default=d("ordered_reduction"),
+                   help="under mpiexec: add the ranks' gradients in rank order on rank 0 "
+                        "(a result independent of the MPI library's reduction tree; "
+                        "slower) instead of one allreduce")
     g = p.add_argument_group("run")
     g.add_argument("--out", default=d("out"), metavar="DIR",
                    help="run folder (default runs/<date>-<arch>-<dataset>)")
@@ -139,14 +151,17 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
 # ------------------------------------------------------------------------------ helpers
 
 class Log:
-    """Print above the progress bar and append to <run>/train.log."""
+    """Print above the progress bar and append to <run>/train.log (on rank 0 only, in a
+    data-parallel job: ``quiet`` for the others)."""
 
-    def __init__(self, path: Path | None = None):
-        self.path = path
+    def __init__(self, path: Path | None = None, quiet: bool = False):
+        self.path, self.quiet = path, quiet
 
     def __call__(self, message: str) -> None:
         from tqdm import tqdm
 
+        if self.quiet:
+            return
         tqdm.write(message)
         if self.path is not None:
             with open(self.path, "a") as fh:
@@ -312,11 +327,14 @@ def format_duration(seconds: float) -> str:
 class Trainer:
     """Owns the net, optimizer, schedule, loaders and the run folder; ``run()`` trains."""
 
-    def __init__(self, cfg: dict, prepared, out: Path, log: Log, ckpt=None):
+    def __init__(self, cfg: dict, prepared, out: Path, log: Log, ckpt=None,
+                 comm=None):
         from ..data.augment import Augmenter
         from ..data.loader import eval_loader, train_loader
 
         self.cfg, self.prepared, self.out, self.log = cfg, prepared, out, log
+        self.comm = comm if comm is not None else distributed.Local()
+        ranks = (self.comm.rank, self.comm.size)
         num_classes = prepared.num_classes
         self.augmenter = Augmenter.from_prepared(
             prepared, pca_std=cfg["pca_std"], pca_scale=cfg.get("pca_scale", "paper"),
@@ -345,12 +363,14 @@ class Trainer:
                 self.schedule.load_state_dict(ckpt.meta["schedule"])
             self.epoch, self.batch, self.step = (ckpt.meta[k] for k in ("epoch", "batch", "step"))
             self.best = ckpt.meta.get("best_val_top1_err")
+        self.comm.broadcast_params(self.net.params)   # every rank starts from rank 0's weights
         self.train_loader = train_loader(prepared, self.augmenter, batch_size=cfg["batch_size"],
-                                         seed=cfg["seed"])
+                                         seed=cfg["seed"], ranks=ranks)
         if len(self.train_loader) == 0:
             raise cli.UserError(f"{prepared.train_labels.shape[0]} training images make no "
                                 f"full batch of {cfg['batch_size']}; lower --batch-size")
-        self.val_loader = eval_loader(prepared, self.augmenter, batch_size=cfg["batch_size"])
+        self.val_loader = eval_loader(prepared, self.augmenter, batch_size=cfg["batch_size"],
+                                      max_images=cfg["val_max_images"], ranks=ranks)
         self.make_budget_schedule()
         self.metrics = out / "metrics.jsonl"
         self._diag_header_shown = False
@@ -362,6 +382,15 @@ class Trainer:
         if cfg.get("schedule", "paper") != "paper":
             self.schedule = BudgetSchedule(cfg["lr"], cfg["epochs"] * len(self.train_loader),
                                            cfg.get("warmup_steps", 0), cfg["schedule"])
+
+    def train_step(self, net, opt, x, y, step: int, lr=None):
+        """loop.train_step on this rank's rows of the batch (all of it in one process)."""
+        if self.comm.size == 1:
+            return train_step(net, self.loss_fn, opt, x, y, step=step, seed=self.cfg["seed"],
+                              lr=lr)
+        rows = (*self.comm.part(self.cfg["batch_size"]), self.cfg["batch_size"])
+        return train_step(net, self.loss_fn, opt, x, y, step=step, seed=self.cfg["seed"],
+                          lr=lr, comm=self.comm, rows=rows)
 
     def step_lr(self) -> float | None:
         """The lr of the next step (None: the optimizer's, as the plateau rule left it)."""
@@ -380,11 +409,11 @@ class Trainer:
         net, opt = copy.deepcopy(self.net), copy.deepcopy(self.opt)
         with self.train_loader.iter_epoch(0) as batches:
             x, y = next(iter(batches))
-        train_step(net, self.loss_fn, opt, x, y, step=0, seed=self.cfg["seed"])
+        self.train_step(net, opt, x, y, step=0)
         t0 = time.perf_counter()
         for s in range(3):
-            train_step(net, self.loss_fn, opt, x, y, step=s + 1, seed=self.cfg["seed"])
-        per_step = (time.perf_counter() - t0) / 3
+            self.train_step(net, opt, x, y, step=s + 1)
+        per_step = self.comm.broadcast_object((time.perf_counter() - t0) / 3)
         val_images = len(self.prepared.val_labels)
         if self.cfg["val_max_images"]:
             val_images = min(val_images, self.cfg["val_max_images"])
@@ -411,6 +440,8 @@ class Trainer:
                 "best_val_top1_err": self.best}
 
     def save(self, name: str = "last.npz") -> Path:
+        if not self.comm.is_root:   # rank 0 writes; the others hold the same weights
+            return self.out / name
         p = self.prepared
         return checkpoint.save(self.out / name, self.net.params, self.meta(),
                                velocity=self.opt.velocity,
@@ -456,7 +487,7 @@ class Trainer:
         while self.epoch < cfg["epochs"]:
             epoch = self.epoch
             bar = cli.progress_bar(n_batches, f"epoch {epoch + 1}/{cfg['epochs']}", "batch",
-                                   initial=self.batch)
+                                   initial=self.batch, enabled=self.comm.is_root)
             window_loss, window_correct, window_n, window_t = 0.0, 0, 0, time.perf_counter()
             epoch_loss, epoch_correct, epoch_n, t_epoch = 0.0, 0, 0, time.perf_counter()
             with self.train_loader.iter_epoch(epoch, self.batch) as host_batches:
@@ -467,8 +498,7 @@ class Trainer:
                     batches = prefetch_to_gpu(host_batches)
                 for x, y in batches:
                     lr = self.step_lr()
-                    loss, logits = train_step(self.net, self.loss_fn, self.opt, x, y,
-                                              step=self.step, seed=cfg["seed"], lr=lr)
+                    loss, logits = self.train_step(self.net, self.opt, x, y, self.step, lr)
                     self.step += 1
                     self.batch += 1
                     said = estimate.tick()
@@ -477,12 +507,17 @@ class Trainer:
                     if self.diagnostics_due():
                         self.write_diagnostics(epoch, logits)
                     correct = int(topk_correct(to_numpy(logits), y, 1).sum())
-                    window_loss += loss * len(y)
+                    stopping = stop.requested
+                    if self.comm.size > 1:   # the whole batch's count; stop all ranks alike
+                        correct, stopping = self.comm.sum([correct, stopping])
+                        correct, stopping = int(correct), bool(stopping)
+                    n = cfg["batch_size"]
+                    window_loss += loss * n
                     window_correct += correct
-                    window_n += len(y)
-                    epoch_loss += loss * len(y)
+                    window_n += n
+                    epoch_loss += loss * n
                     epoch_correct += correct
-                    epoch_n += len(y)
+                    epoch_n += n
                     bar.update(1)
                     if self.step % cfg["log_every"] == 0 or self.batch == n_batches:
                         seconds = time.perf_counter() - window_t
@@ -491,14 +526,14 @@ class Trainer:
                                   "top1_err": 1 - window_correct / window_n,
                                   "lr": self.opt.lr, "img_per_s": window_n / seconds,
                                   "time": time.time()}
-                        append_jsonl(self.metrics, record)
+                        self.append(record)
                         bar.set_postfix(loss=f"{record['loss']:.3f}",
                                         img_s=f"{record['img_per_s']:.0f}", lr=f"{self.opt.lr:g}")
                         window_loss, window_correct, window_n = 0.0, 0, 0
                         window_t = time.perf_counter()
                     if self.step % cfg["checkpoint_every"] == 0:
                         self.save()
-                    if stop.requested:
+                    if stopping:
                         bar.close()
                         self.save()
                         self.log(f"stopped at step {self.step}; saved {self.out / 'last.npz'}. "
@@ -519,8 +554,15 @@ class Trainer:
         self.finish(time.perf_counter() - t_run)
         return 0
 
+    def append(self, record: dict) -> None:
+        """A line of metrics.jsonl (rank 0 writes it)."""
+        if self.comm.is_root:
+            append_jsonl(self.metrics, record)
+
     def finish(self, seconds: float) -> None:
         """What the run reached, what it wrote, and where to go from here."""
+        if not self.comm.is_root:
+            return
         cfg, val = self.cfg, self.last_val
         self.log(f"done: {cfg['epochs']} epochs ({self.step:,} steps) in "
                  f"{format_duration(seconds)}. Validation, centre crop, {val['n']:,} images: "
@@ -540,7 +582,8 @@ class Trainer:
 
     def diagnostics_due(self) -> bool:
         every = self.cfg.get("diagnostics_every", DEFAULTS["diagnostics_every"])
-        return bool(every) and (self.step == 1 or self.step % every == 0)
+        return (bool(every) and self.comm.is_root
+                and (self.step == 1 or self.step % every == 0))
 
     def write_diagnostics(self, epoch: int, logits) -> None:
         """After the update: read-only (no RNG, nothing training uses), so exact resume
@@ -548,7 +591,7 @@ class Trainer:
         from .diagnostics import diagnostics, format_header, format_row
 
         diag = diagnostics(self.net, logits, self.opt)
-        append_jsonl(self.metrics, {"kind": "diag", "epoch": epoch, "step": self.step,
+        self.append({"kind": "diag", "epoch": epoch, "step": self.step,
                                     **diag, "time": time.time()})
         if self.cfg.get("show_diagnostics"):
             if not self._diag_header_shown:
@@ -557,7 +600,7 @@ class Trainer:
             self.log(format_row(diag, self.step))
 
     def validate(self, epoch, loss_sum, correct, n, t_epoch, partial=False) -> None:
-        val = evaluate(self.net, self.val_loader, max_images=self.cfg["val_max_images"])
+        val = evaluate(self.net, self.val_loader, comm=self.comm)  # the loader is cut
         self.last_val = val
         seconds = time.perf_counter() - t_epoch
         record = {"kind": "partial" if partial else "epoch", "epoch": epoch, "step": self.step,
@@ -577,16 +620,16 @@ class Trainer:
             if new_lr != before:
                 self.log(f"validation error stopped improving: lr {before:g} -> {new_lr:g}")
                 self.opt.lr = new_lr
-            append_jsonl(self.metrics, record)
+            self.append(record)
             self.save()
             if improved:
                 self.save("best.npz")
         else:
-            append_jsonl(self.metrics, record)
+            self.append(record)
         self.figures()
 
     def figures(self, final: bool = False) -> None:
-        if self.cfg["no_figures"]:
+        if self.cfg["no_figures"] or not self.comm.is_root:
             return
         from . import figures
 
@@ -600,18 +643,21 @@ class Trainer:
 
 # ---------------------------------------------------------------------------------- main
 
-def main(argv=None) -> int:
+def main(argv=None, comm=None) -> int:
+    comm = comm if comm is not None else distributed.Local()
     args = build_parser().parse_args(argv)
     explicit = vars(build_parser(suppress_defaults=True).parse_args(argv))
-    ckpt = None
+    ckpt = path = None
     if "resume" in explicit:
-        # --resume with no path and --out DIR: that run, not the latest under runs/
-        path = resolve_resume(explicit["out"] if explicit["resume"] == "latest"
-                              and "out" in explicit else explicit["resume"])
-        try:
-            ckpt = checkpoint.load(path)
-        except ValueError as err:
-            raise cli.UserError(str(err)) from None
+        if comm.is_root:
+            # --resume with no path and --out DIR: that run, not the latest under runs/
+            path = resolve_resume(explicit["out"] if explicit["resume"] == "latest"
+                                  and "out" in explicit else explicit["resume"])
+            try:
+                ckpt = checkpoint.load(path)
+            except ValueError as err:
+                raise cli.UserError(str(err)) from None
+        ckpt, path = comm.broadcast_object((ckpt, path))   # the run folder is rank 0's
         cfg = dict(ckpt.meta["config"])
         for key in RESUMABLE:
             if key in explicit:
@@ -622,12 +668,21 @@ def main(argv=None) -> int:
         cfg = {k: getattr(args, k) for k in DEFAULTS}
         ignored, out = [], None
     check_config(cfg)
+    if comm.size > 1:
+        comm.ordered = bool(cfg.get("ordered_reduction"))
 
     from ..data.find import resolve_dataset
 
-    log = Log()
-    prepared = resolve_dataset(cfg["data"], subset=cfg["subset"], size=cfg["size"],
-                               cache=cfg["cache"], max_per_class=cfg["max_per_class"], log=log)
+    log = Log(quiet=not comm.is_root)
+    if comm.size > 1:
+        log(f"data parallel: {comm.describe()}")
+    prepared = None
+    for turn in ("root", "others"):   # rank 0 prepares (and caches) the data first
+        if (turn == "root") == comm.is_root:
+            prepared = resolve_dataset(cfg["data"], subset=cfg["subset"], size=cfg["size"],
+                                       cache=cfg["cache"], max_per_class=cfg["max_per_class"],
+                                       log=log)
+        comm.barrier()
     if ckpt is None and prepared.meta.get("kind") == "synthetic":
         recipe = {k: v for k, v in SYNTHETIC_RECIPE.items() if k not in explicit}
         cfg.update(recipe)
@@ -643,25 +698,58 @@ def main(argv=None) -> int:
     if out is None:
         out = Path(cfg["out"]) if cfg["out"] else default_out(cfg["arch"],
                                                              prepared.meta.get("kind", "data"))
-    out.mkdir(parents=True, exist_ok=True)
-    log.path = out / "train.log"
+        out = comm.broadcast_object(out)   # default_out's time stamp is rank 0's
+    if comm.is_root:
+        out.mkdir(parents=True, exist_ok=True)
+        log.path = out / "train.log"
     if ckpt is not None:
         log(f"resuming {path} at epoch {ckpt.meta['epoch'] + 1}, step {ckpt.meta['step']}"
             + (f" (ignoring {', '.join(ignored)}: fixed by the run)" if ignored else ""))
-        truncate_metrics(out / "metrics.jsonl", ckpt.meta["step"])
-    trainer = Trainer(cfg, prepared, out, log, ckpt)
+        if comm.is_root:
+            truncate_metrics(out / "metrics.jsonl", ckpt.meta["step"])
+    trainer = Trainer(cfg, prepared, out, log, ckpt, comm=comm)
     if ckpt is None and cfg.get("hours"):
         trainer.plan_hours(cfg["hours"])
-    (out / "config.json").write_text(json.dumps(cfg, indent=1))
+    if comm.is_root:
+        (out / "config.json").write_text(json.dumps(cfg, indent=1))
     with StopFlag() as stop:
         try:
             return trainer.run(stop)
         except Diverged as err:
-            print(f"error: {err} (epoch {trainer.epoch + 1}); stopping. The last good "
-                  f"checkpoint is {out / 'last.npz'}. Try a lower --lr or another --init.",
-                  file=sys.stderr)
+            if comm.is_root:
+                print(f"error: {err} (epoch {trainer.epoch + 1}); stopping. The last good "
+                      f"checkpoint is {out / 'last.npz'}. Try a lower --lr or another --init.",
+                      file=sys.stderr)
             return 1
 
 
+def run_command(argv=None) -> int:
+    """The command line: ``main`` in this process, or in each rank of an mpiexec job.
+
+    In a job of several ranks, a rank that ends with an error (a user error, a bug, a lost
+    peer) ends the whole job (MPI_Abort): the others would otherwise wait for it forever.
+    The run folder keeps its last checkpoint, written atomically by rank 0."""
+    try:
+        comm = distributed.world()
+    except distributed.MPIMissing as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if comm.size == 1:
+        return cli.run(main, argv)
+    try:
+        code = cli.run(lambda a: main(a, comm), argv)
+    except BaseException:  # noqa: B036 -- a bug on one rank must not leave the others hanging
+        import traceback
+
+        traceback.print_exc()
+        code = 1
+    if code != 0:
+        print(f"rank {comm.rank} of {comm.size} stopped (exit {code}): ending all ranks; a "
+              "run folder keeps its last checkpoint (written atomically by rank 0)",
+              file=sys.stderr)
+        comm.abort(code)
+    return code
+
+
 if __name__ == "__main__":
-    raise SystemExit(cli.run(main))
+    raise SystemExit(run_command())

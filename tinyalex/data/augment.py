@@ -189,19 +189,26 @@ class Augmenter:
         return out
 
     # ------------------------------------------------------------------ the three modes
-    def train(self, images, rng: np.random.Generator) -> np.ndarray:
-        """Training augmentation (§4.1): random crop, flip, PCA colour; (B, 3, crop, crop)."""
+    def train(self, images, rng: np.random.Generator, rows=None) -> np.ndarray:
+        """Training augmentation (§4.1): random crop, flip, PCA colour; (B, 3, crop, crop).
+
+        rows = (start, stop, batch): ``images`` are rows start..stop of a batch of
+        ``batch``; the randomness is drawn for the whole batch and these rows' is used, so
+        a data-parallel rank augments its images as the one-process run does."""
         images = np.asarray(images)
-        params = self.random_params(images.shape[0], images.shape[1], rng)
-        return self.apply(images, *params)
+        start, stop, batch = rows if rows is not None else (0, len(images), len(images))
+        if stop - start != len(images):
+            raise ValueError(f"rows {start}:{stop} but {len(images)} images")
+        params = self.random_params(batch, images.shape[1], rng)
+        return self.apply(images, *(p[start:stop] for p in params))
 
     __call__ = train
 
-    def center(self, images, rng=None) -> np.ndarray:
+    def center(self, images, rng=None, rows=None) -> np.ndarray:
         """The centre crop, no flip, no colour change: (B, 3, crop, crop).
 
-        The offset is (S - crop) // 2 on both axes. ``rng`` is ignored (it lets ``center``
-        serve directly as a loader's ``augment_fn``).
+        The offset is (S - crop) // 2 on both axes. ``rng`` and ``rows`` are ignored (they
+        let ``center`` serve directly as a loader's ``augment_fn``).
         """
         images = np.asarray(images)
         b, s = images.shape[0], images.shape[1]
@@ -213,12 +220,12 @@ class Augmenter:
         e, m = size - self.crop, (size - self.crop) // 2
         return np.array([(0, 0), (0, e), (e, 0), (e, e), (m, m)])
 
-    def ten_crop(self, images, rng=None) -> np.ndarray:
+    def ten_crop(self, images, rng=None, rows=None) -> np.ndarray:
         """The ten test crops of §4.1a: (10, B, 3, crop, crop).
 
         Order (``TEN_CROP_ORDER``): top-left, top-right, bottom-left, bottom-right, centre,
         then the same five horizontally mirrored (index k + 5 mirrors index k), as Caffe's
-        ``oversample``. No colour change. ``rng`` is ignored.
+        ``oversample``. No colour change. ``rng`` and ``rows`` are ignored.
         """
         images = np.asarray(images)
         b, s = images.shape[0], images.shape[1]

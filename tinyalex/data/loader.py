@@ -16,6 +16,10 @@ So a run stopped after batch k-1 and restarted with ``start_batch=k`` sees exact
 for bit, the batches an uninterrupted run would have seen. The checkpoint only needs to
 store (seed, epoch, next batch index).
 
+Data parallel (distributed.py): with ``ranks=(r, K)`` the loader of rank r yields only its
+rows of every batch (``distributed.batch_part``), read and augmented alone, with the
+randomness of the whole batch: the K ranks' pieces put together are the one-process batch.
+
 Usage::
 
     loader = train_loader(prepared, batch_size=128, seed=0)
@@ -67,13 +71,15 @@ class BatchLoader:
         ``start_batch`` on. ``iter_epoch(e, k)`` plays any other.
     drop_last: drop the final partial batch (training); False keeps it (evaluation).
     prefetch: how many ready batches the thread may hold ahead of the consumer.
+    ranks: (rank, K) of a data-parallel job: yield only this rank's rows of each batch
+        (``augment_fn`` is then called with ``rows=(start, stop, B)``). None: all rows.
 
     ``len(loader)`` is the number of batches in one full epoch.
     """
 
     def __init__(self, images, labels, augment_fn: Callable, batch_size: int = 128,
                  shuffle: bool = True, seed: int = 0, epoch: int = 0, start_batch: int = 0,
-                 drop_last: bool = True, prefetch: int = 2):
+                 drop_last: bool = True, prefetch: int = 2, ranks: tuple | None = None):
         if len(images) != len(labels):
             raise ValueError(f"{len(images)} images but {len(labels)} labels")
         if batch_size < 1 or prefetch < 1:
@@ -88,6 +94,7 @@ class BatchLoader:
         self.start_batch = int(start_batch)
         self.drop_last = bool(drop_last)
         self.prefetch = int(prefetch)
+        self.ranks = None if ranks is None or ranks[1] == 1 else (int(ranks[0]), int(ranks[1]))
 
     @property
     def num_samples(self) -> int:
@@ -113,9 +120,17 @@ class BatchLoader:
         """Build batch ``batch_index`` of ``epoch`` in the calling thread: (x, y)."""
         if indices is None:
             indices = self.batch_indices(epoch, batch_index)
-        imgs = np.asarray(self.images[indices])          # gather: reads the memmap
-        x = self.augment_fn(imgs, batch_rng(self.seed, epoch, batch_index))
-        return x, self.labels[indices]
+        rng = batch_rng(self.seed, epoch, batch_index)
+        if self.ranks is None:
+            imgs = np.asarray(self.images[indices])      # gather: reads the memmap
+            return self.augment_fn(imgs, rng), self.labels[indices]
+        from ..distributed import batch_part
+
+        start, stop = batch_part(len(indices), *self.ranks)
+        mine = indices[start:stop]                       # read this rank's images only
+        x = self.augment_fn(np.asarray(self.images[mine]), rng,
+                            rows=(start, stop, len(indices)))
+        return x, self.labels[mine]
 
     def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
         """Choose what the next ``iter(loader)`` plays (as PyTorch samplers' set_epoch)."""
@@ -234,7 +249,7 @@ class BatchIterator:
 # ---------------------------------------------------------------------- from a Prepared
 def train_loader(prepared, augmenter: Augmenter | None = None, batch_size: int = 128,
                  seed: int = 0, epoch: int = 0, start_batch: int = 0, prefetch: int = 2,
-                 **augment_kwargs) -> BatchLoader:
+                 ranks: tuple | None = None, **augment_kwargs) -> BatchLoader:
     """The training loader of a ``Prepared`` set: shuffled, ``augmenter.train``, full
     batches only. ``augmenter`` defaults to ``Augmenter.from_prepared(prepared,
     **augment_kwargs)`` (paper settings: random crop, flip, PCA colour with std 0.1)."""
@@ -242,23 +257,28 @@ def train_loader(prepared, augmenter: Augmenter | None = None, batch_size: int =
         augmenter = Augmenter.from_prepared(prepared, **augment_kwargs)
     return BatchLoader(prepared.train_images, prepared.train_labels, augmenter.train,
                        batch_size=batch_size, shuffle=True, seed=seed, epoch=epoch,
-                       start_batch=start_batch, drop_last=True, prefetch=prefetch)
+                       start_batch=start_batch, drop_last=True, prefetch=prefetch,
+                       ranks=ranks)
 
 
 def eval_loader(prepared, augmenter: Augmenter | None = None, batch_size: int = 128,
                 split: str = "val", ten_crop: bool = False, prefetch: int = 2,
+                max_images: int | None = None, ranks: tuple | None = None,
                 **augment_kwargs) -> BatchLoader:
     """An evaluation loader: in order, every sample (last batch partial), centre crop, or
-    ten crops (x is then (10, B, 3, c, c)). split: "val" or "train"."""
+    ten crops (x is then (10, B, 3, c, c)). split: "val" or "train". max_images: the first
+    N images only. ranks: (rank, K), this rank's rows of each batch (see BatchLoader)."""
     if split not in ("val", "train"):
         raise ValueError(f"split must be 'val' or 'train', not {split!r}")
     if augmenter is None:
         augmenter = Augmenter.from_prepared(prepared, **augment_kwargs)
     images = getattr(prepared, f"{split}_images")
     labels = getattr(prepared, f"{split}_labels")
+    if max_images is not None:
+        images, labels = images[:max_images], labels[:max_images]
     fn = augmenter.ten_crop if ten_crop else augmenter.center
     return BatchLoader(images, labels, fn, batch_size=batch_size, shuffle=False,
-                       drop_last=False, prefetch=prefetch)
+                       drop_last=False, prefetch=prefetch, ranks=ranks)
 
 
 def measure_throughput(loader: BatchLoader, n_batches: int = 20, warmup: int = 1,

@@ -8,7 +8,9 @@ particular other one being there. Two equivalent bookkeepings of the expected ac
 
 Backward: dx = dout * (the same scaled mask). Setting ``fixed_mask`` (a 0/1 array of the
 input's shape) replaces the random draw: gradient checks and the PyTorch lockstep tests
-need the same mask on every call.
+need the same mask on every call. Setting ``rows = (start, stop, B)`` draws the mask of a
+whole batch of B and keeps rows start..stop: a data-parallel rank (distributed.py) then
+drops exactly the units the one-process run drops for those images.
 """
 
 from __future__ import annotations
@@ -31,11 +33,19 @@ class Dropout(Layer):
         self.p, self.mode = p, mode
         self.rng = np.random.default_rng(rng)
         self.fixed_mask = None
+        self.rows = None
 
     def draw_mask(self, shape, xp):
         """A 0/1 keep-mask of the given shape (from fixed_mask when set)."""
         if self.fixed_mask is not None:
             return xp.asarray(self.fixed_mask)
+        if self.rows is not None:
+            start, stop, batch = self.rows
+            if stop - start != shape[0]:
+                raise ValueError(f"rows {start}:{stop} of a batch of {batch}, but the input "
+                                 f"has {shape[0]}")
+            whole = self.rng.random((batch, *shape[1:]))
+            return xp.asarray(whole[start:stop] >= self.p)
         return xp.asarray(self.rng.random(shape) >= self.p)
 
     def forward(self, x, train=True):

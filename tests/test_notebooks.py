@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -101,6 +102,10 @@ def test_notebook_executes(path, kernel_dir, monkeypatch, request):
         nbformat.write(nb, out / path.name)
     first = "".join(o.get("text", "") for o in nb.cells[1].outputs)
     assert str(ROOT / "tinyalex") in first, f"the kernel imported another tinyalex: {first}"
+    assert "\ndata: " in first, f"{path.name}: the first output does not say what data it uses"
+    if real and "data: none needed" not in first:
+        assert str(Path(real).resolve()) in first or real in first, \
+            f"{path.name}: real data at {real}, and the first output names other: {first}"
     print(f"{path.name}: {seconds:.1f} s")
     assert seconds < NOTEBOOK_LIMIT, f"{path.name} took {seconds:.0f} s at the CI budget"
 
@@ -153,3 +158,61 @@ def test_layer_exercises(tmp_path):
     passed = {k for k, v in outcomes.items() if v == "passed"
               and not k.startswith("test_exercise")}
     assert not passed, f"unfilled exercises pass: {sorted(passed)}"
+
+
+# ------------------------------------------------------------------ what the chapters promise
+
+TRY_NEXT = "## What to try next"
+#: Code the prose names: a command line or a call.
+CODE_SPAN = re.compile(r"`([^`\n]+)`")
+
+
+def _is_code(span: str) -> bool:
+    return span.startswith("python ") or re.search(r"[A-Za-z_]\(", span) is not None
+
+
+def test_every_try_next_suggestion_that_is_code_is_a_cell_ci_runs():
+    """Each chapter ends with "What to try next"; a suggestion that is code (a command line
+    or a call) is there as a code cell, which test_notebook_executes runs, so it cannot rot:
+    code named in the section's prose must appear in one of its code cells."""
+    for path in NOTEBOOKS:
+        cells = nbformat.read(path, as_version=4).cells
+        starts = [i for i, c in enumerate(cells)
+                  if c.cell_type == "markdown" and c.source.startswith(TRY_NEXT)]
+        assert len(starts) == 1, f"{path.name}: one '{TRY_NEXT}' section, at the end"
+        section = cells[starts[0]:]
+        code = "\n".join(c.source for c in section if c.cell_type == "code")
+        assert code, f"{path.name}: '{TRY_NEXT}' has no code cell"
+        for cell in section:
+            if cell.cell_type != "markdown":
+                continue
+            for span in CODE_SPAN.findall(cell.source):
+                assert not _is_code(span) or span in code, \
+                    f"{path.name}: '{span}' is suggested in prose but no cell runs it"
+
+
+def test_chapters_that_train_come_after_the_training_chapters():
+    """Ablations and training runs need chapters 07-10 (loss, SGD, the loop): no chapter
+    before 10 trains a net."""
+    trains = re.compile(r"experiments\.(run_experiments|train_variant|train_run|relu_vs_tanh"
+                        r"|\w+_ablation)\(|tinyalex\.train ")
+    for path in NOTEBOOKS:
+        if int(path.name[:2]) >= 10:
+            continue
+        for cell in nbformat.read(path, as_version=4).cells:
+            if cell.cell_type == "code":
+                assert not trains.search(cell.source), \
+                    f"{path.name} trains before chapter 10: {trains.search(cell.source)[0]}"
+
+
+PLOTS = re.compile(r"\.(plot|bar|barh|semilogy|loglog|scatter|hist)\(")
+
+
+def test_every_plot_has_axis_labels():
+    """A cell that draws a chart (lines, bars) labels its axes; pictures (imshow with the
+    axes off) need none. Checked on the source: each such cell sets an xlabel and a ylabel."""
+    for path in NOTEBOOKS:
+        for cell in nbformat.read(path, as_version=4).cells:
+            if cell.cell_type == "code" and PLOTS.search(cell.source):
+                assert "xlabel" in cell.source and "ylabel" in cell.source, \
+                    f"{path.name}: a plot without axis labels:\n{cell.source[:300]}"

@@ -173,8 +173,8 @@ def train_variant(subset: Prepared, steps: int, arch: str = "alexnet-mini", crop
                   batch_size: int = 64, lr: float = 0.01, momentum: float = 0.9,
                   weight_decay: float = 5e-4, init: str = "pytorch", seed: int = 0,
                   val_images: int | None = None, activation: str = "relu", lrn: bool = True,
-                  pool=(3, 2), pca_std: float = 0.1, progress: bool = True,
-                  desc: str = "") -> dict:
+                  pool=(3, 2), pca_std: float = 0.1, dropout: float = 0.5,
+                  progress: bool = True, desc: str = "") -> dict:
     """Train one variant for ``steps`` SGD steps (§5's rule) and evaluate it.
 
     Returns {"train_err": per-step top-1 error of the training batches (train mode, as the
@@ -192,7 +192,7 @@ def train_variant(subset: Prepared, steps: int, arch: str = "alexnet-mini", crop
     kwargs = {} if arch == "alexnet" else {"input_size": crop}
     try:
         net = build(arch, subset.num_classes, seed=seed, init=init, activation=activation,
-                    lrn=lrn, pool=tuple(pool), **kwargs)
+                    lrn=lrn, pool=tuple(pool), dropout=dropout, **kwargs)
     except (ValueError, TypeError) as err:
         raise cli.UserError(f"cannot build {arch} for this variant: {err}") from None
     augmenter = Augmenter(subset.mean, subset.pca_eigvals, subset.pca_eigvecs, crop=crop,

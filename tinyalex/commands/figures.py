@@ -40,7 +40,12 @@ def _pyplot():
     return plt
 
 
-def _save(fig, path) -> Path:
+def _save(fig, path, note: str | None = None) -> Path:
+    """Write the figure (with ``note`` in red across its bottom, e.g. that it comes from a
+    smoke run of seconds) and close it."""
+    if note:
+        fig.subplots_adjust(bottom=max(fig.subplotpars.bottom, 0.08))
+        fig.text(0.5, 0.005, note, ha="center", va="bottom", fontsize=8, color="tab:red")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=fig.dpi)
@@ -73,8 +78,10 @@ def mosaic(tiles: np.ndarray, cols: int, pad: int = 1, fill: float = 1.0) -> np.
     return out
 
 
-def plot_filters(net, path, layer: str = "conv1") -> Path:
-    """conv1's kernels as an RGB grid (Figure 3): two halves, like the paper's two GPUs."""
+def plot_filters(net, path, layer: str = "conv1", title: str | None = None,
+                 note: str | None = None) -> Path:
+    """conv1's kernels as an RGB grid (Figure 3): two halves, like the paper's two GPUs.
+    ``title`` heads the figure (e.g. "trained 10 epochs" or "untrained")."""
     plt = _pyplot()
     conv = net[layer]
     tiles = filter_tiles(conv.params["W"])
@@ -89,12 +96,31 @@ def plot_filters(net, path, layer: str = "conv1") -> Path:
         ax.imshow(mosaic(tiles[a:b], cols), interpolation="nearest")
         ax.set_title(f"kernels {a + 1}-{b} (the paper's GPU {gpu})", fontsize=9)
         ax.axis("off")
-    note = (f"{groups} groups" if groups > 1 else
-            "one group here; the halves only mirror the paper's two-GPU layout")
-    fig.suptitle(f"{layer}: {n} kernels of {k}x{k}x{conv.params['W'].shape[1]}, each min-max "
-                 f"normalised\n({note})", fontsize=9)
+    nxt = _next_grouped(net, layer)
+    if groups > 1:
+        split = f"{layer} in {groups} groups"
+    elif nxt:
+        # The paper's conv1 is this too: each GPU's 48 kernels see the whole image; the split
+        # is in what the next layer reads, so the halves are the two GPUs' kernels.
+        split = f"{nxt} reads each half on its own (groups=2): the paper's two GPUs"
+    else:
+        split = "nothing after it is grouped: the halves only mirror the paper's layout"
+    head = f"{title}: " if title else ""
+    fig.suptitle(f"{head}{layer}, {n} kernels of {k}x{k}x{conv.params['W'].shape[1]}, each "
+                 f"min-max normalised\n({split})", fontsize=9)
     fig.tight_layout()
-    return _save(fig, path)
+    return _save(fig, path, note)
+
+
+def _next_grouped(net, layer: str) -> str | None:
+    """The name of the convolution right after ``layer`` when it has 2 groups, else None."""
+    names = [name for name, _ in getattr(net, "layers", [])]
+    if layer not in names:
+        return None
+    for name in names[names.index(layer) + 1:]:
+        if hasattr(net[name], "groups"):
+            return name if net[name].groups == 2 else None
+    return None
 
 
 # --------------------------------------------------------------------------- curves
@@ -135,7 +161,7 @@ def _series(rows, kind, x, y):
     return (np.array([p[0] for p in pts], np.float64), np.array([p[1] for p in pts], np.float64))
 
 
-def plot_curves(metrics_path, path) -> Path:
+def plot_curves(metrics_path, path, note: str | None = None) -> Path:
     """Loss, error and learning-rate curves of a run from its metrics.jsonl.
 
     Panels: training loss per logged step (faint) and smoothed, with the validation loss
@@ -200,7 +226,7 @@ def plot_curves(metrics_path, path) -> Path:
         ax.grid(alpha=0.3)
     fig.suptitle(f"{Path(metrics_path).parent.name}: {len(rows)} log lines", fontsize=10)
     fig.tight_layout()
-    return _save(fig, path)
+    return _save(fig, path, note)
 
 
 
@@ -249,7 +275,7 @@ def _diag_layers(rows, suffix: str) -> list[str]:
     return names
 
 
-def plot_diagnostics(metrics_path, path) -> Path | None:
+def plot_diagnostics(metrics_path, path, note: str | None = None) -> Path | None:
     """The ``diag`` lines of a run's metrics.jsonl (``tinyalex.commands.diagnostics``) over steps:
     per learnable layer the activation RMS (solid) and its input-dependent part (dashed),
     the weight-gradient RMS and the update/weight ratio, all on log scales; per ReLU the
@@ -305,7 +331,7 @@ def plot_diagnostics(metrics_path, path) -> Path | None:
     fig.suptitle(f"{Path(metrics_path).parent.name}: diagnostics, {len(rows)} checks "
                  f"(steps {rows[0].get('step')}..{rows[-1].get('step')})", fontsize=10)
     fig.tight_layout()
-    return _save(fig, path)
+    return _save(fig, path, note)
 
 
 # --------------------------------------------------------------------------- Figure 4
@@ -335,7 +361,8 @@ def nearest(queries: np.ndarray, database: np.ndarray, k: int) -> tuple[np.ndarr
 
 def nearest_neighbours(net, prepared, path, queries: int = 6, neighbours: int = 6,
                        max_train: int = 2000, seed: int = 0, augmenter=None,
-                       batch_size: int = 128, progress: bool = False) -> Path:
+                       batch_size: int = 128, progress: bool = False,
+                       note: str | None = None) -> Path:
     """Figure 4 (right): validation images (first column) and the training images nearest
     to them in the 4096-d relu7 feature space (Euclidean), nearest first.
 
@@ -381,14 +408,14 @@ def nearest_neighbours(net, prepared, path, queries: int = 6, neighbours: int = 
     for r in range(rows):
         ax = axes[r, 0]
         ax.imshow(query_imgs[r])
-        ax.set_title(f"query: {_short(names[query_labels[r]])}", fontsize=7, color="black",
+        ax.set_title(f"query: {short_name(names[query_labels[r]])}", fontsize=7, color="black",
                      fontweight="bold")
         for c in range(idx.shape[1]):
             ax = axes[r, c + 1]
             j = idx[r, c]
             same = train_labels[j] == query_labels[r]
             ax.imshow(train_imgs[j])
-            ax.set_title(f"{_short(names[train_labels[j]])}\nd={dist[r, c]:.3g}", fontsize=6,
+            ax.set_title(f"{short_name(names[train_labels[j]])}\nd={dist[r, c]:.3g}", fontsize=6,
                          color="tab:green" if same else "tab:red")
             for spine in ax.spines.values():
                 spine.set_edgecolor("tab:green" if same else "tab:red")
@@ -403,11 +430,11 @@ def nearest_neighbours(net, prepared, path, queries: int = 6, neighbours: int = 
                  f"Euclidean distance of relu7 ({f_train.shape[1]}-d) codes\nsearched in {searched}; "
                  f"green: same class, red: another class", fontsize=8)
     fig.tight_layout()
-    return _save(fig, path)
+    return _save(fig, path, note)
 
 
 def plot_predictions(net, prepared, path, count: int = 8, top: int = 5, seed: int = 0,
-                     augmenter=None) -> Path:
+                     augmenter=None, note: str | None = None) -> Path:
     """Figure 4 (left): validation images with the net's top-5 classes (centre crop, test
     mode) as bars; the true class is written under each image and its bar is red when it
     is among the five (the paper's convention)."""
@@ -439,24 +466,30 @@ def plot_predictions(net, prepared, path, count: int = 8, top: int = 5, seed: in
         ax.imshow(imgs[i])
         ax.set_xticks([])
         ax.set_yticks([])
-        ax.set_xlabel(_short(names[labels[i]], 28), fontsize=8, fontweight="bold")
+        ax.set_xlabel(short_name(names[labels[i]], 28), fontsize=8, fontweight="bold")
         order = np.argsort(-probs[i], kind="stable")[:k]
         bx = fig.add_subplot(grid[2 * r + 1, c])
         colours = ["tab:red" if j == labels[i] else "tab:blue" for j in order]
         bx.barh(np.arange(k), probs[i][order], color=colours)
-        bx.set_yticks(np.arange(k), [_short(names[j], 22) for j in order], fontsize=7)
+        bx.set_yticks(np.arange(k), [short_name(names[j], 22) for j in order], fontsize=7)
         bx.invert_yaxis()
         bx.set_xlim(0, 1)
         bx.tick_params(axis="x", labelsize=6)
     fig.suptitle("top-5 predictions on validation images (centre crop); true class under each "
                  "image, its bar in red", fontsize=9)
     fig.tight_layout()
-    return _save(fig, path)
+    return _save(fig, path, note)
 
 
-def _short(name: str, width: int = 18) -> str:
-    name = str(name).split(",")[0]
-    return name if len(name) <= width else name[:width - 1] + "…"
+def short_name(name: str, width: int = 18) -> str:
+    """A class name for a small title: its first synonym ("tabby, tabby cat" -> "tabby"),
+    cut at a word boundary with "…" when longer than ``width`` (a single word longer than
+    that is cut inside it, as there is no boundary)."""
+    name = " ".join(str(name).split(",")[0].split())
+    if len(name) <= width:
+        return name
+    cut = name[:width].rsplit(" ", 1)[0] if " " in name[:width] else name[:width - 1]
+    return cut.rstrip() + "…"
 
 
 # --------------------------------------------------------------------------- all of them

@@ -518,7 +518,7 @@ def test_lrn(size, convention):
         "this case is too weak: the cross-channel term is small (a bug of the test)"
 
 
-@layer_test("LocalResponseNorm", "LRN with the paper's constants k=2, n=5, alpha=1e-4")
+@layer_test("LocalResponseNorm", "LRN, the paper's constants (k=2, n=5, alpha=1e-4)")
 @pytest.mark.parametrize("convention", [
     case("paper", id="paper", says="paper convention"),
     case("alpha/n", id="alpha/n", says="alpha/n convention"),

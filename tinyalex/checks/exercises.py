@@ -123,6 +123,8 @@ def _parse_case(case) -> CaseResult:
         result.outcome = "skipped" if case.find("skipped") is not None else "passed"
         return result
     result.outcome = "failed"
+    if not result.test.startswith("test_"):  # the module did not load: no test ran
+        result.says = "loading your layers (collecting the tests)"
     text = (node.text or "").strip().splitlines()
     message = node.get("message") or ""
     if message in ("", "collection failure"):  # say what failed: the exception's last line
@@ -182,8 +184,10 @@ def failure_table(cases: list[CaseResult], width: int = 96) -> str:
             what = c.diagnosed or ("" if c.function in broken else c.cause)
         else:  # an exception in the learner's code, or a check that is not a gradient
             what = c.message
-            if not c.message.startswith("AssertionError"):
-                what = "your code raised " + c.message
+            if what.startswith("test_gradcheck_layers.ExerciseError: "):
+                what = what.partition(": ")[2]
+            elif not what.startswith("AssertionError"):
+                what = "your code raised " + what
             what = what.removeprefix("AssertionError: ")
             cause = c.diagnosed or ("" if c.function in broken else c.cause)
             what = "; ".join(filter(None, [what, cause]))

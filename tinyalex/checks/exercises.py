@@ -12,7 +12,11 @@ nearest neighbours) are compared with tinyalex's own function on random inputs:
 
     check_function("sgd_step", sgd_step)
 
-Both print one line per check and return True when everything passes. The solutions live
+Both return True when everything passes. check_function prints one line; check_layer
+prints "all N passed" or every failing case in a table: the case in words ("conv2d, stride
+2", "LRN, even window size n=4, alpha/n convention"), the gradient that is wrong (dx, dW,
+db), its relative error and the likely cause where the test targets one or can tell
+(tests/test_gradcheck_layers.py puts the words and causes in its junit report). The solutions live
 in ``notebooks/solutions/`` and CI checks that they pass and that the unfilled exercises
 fail (tests/test_notebooks.py).
 """

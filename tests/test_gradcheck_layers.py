@@ -30,9 +30,19 @@ one entry at a time. In float64 a right backward pass agrees to about 1e-8 relat
 wrong one is off by order 1. The bar is ``gradcheck.TOLERANCE`` (1e-6). Inputs are chosen
 away from kinks (ReLU at 0, ties in a max pool), where there is no derivative to check.
 
-Each test runs twice: with tinyalex's Numba fast paths ("numba") and with the readable
-NumPy bodies only (TINYALEX_NO_NUMBA=1, "numpy"). Your own layers run the same way twice.
-Sizes are tiny on purpose: a numerical gradient costs two forward passes per entry.
+Each test of one of tinyalex's own layers runs twice: with tinyalex's Numba fast paths
+("numba") and with the readable NumPy bodies only (TINYALEX_NO_NUMBA=1, "numpy"). A layer
+your module defines runs once per case ("exercise" in the test id): those two paths are
+tinyalex's kernels, nothing of yours. Sizes are tiny on purpose: a numerical gradient costs
+two forward passes per entry.
+
+When a check fails it says so in words: a gradient check fails with "dx is wrong (relative
+error 0.29, bar 1e-06)" (dW, db: the parameters'), followed by "Likely cause: ..." where the
+test can tell (a missing cross-channel term of LRN, a gradient off by a constant factor).
+Each case also carries a description and, where the case targets one thing, its likely
+cause (``@layer_test(...)`` on a test, ``case(...)`` for a parametrized value; both end up
+in the junit report as properties). ``tinyalex.checks.exercises.check_layer`` prints them
+as a table of every failing case.
 """
 
 from __future__ import annotations
@@ -48,6 +58,7 @@ import pytest
 
 import tinyalex.layers as reference
 from tinyalex import gradcheck
+from tinyalex.kernels import registry
 
 LAYER_NAMES = ("Conv2D", "ReLU", "Tanh", "LocalResponseNorm", "MaxPool2D", "Dropout",
                "Linear", "Flatten", "SoftmaxCrossEntropy")
@@ -118,7 +129,70 @@ LAYERS, OVERRIDDEN = load_layers()
 TOL = gradcheck.TOLERANCE
 
 
-pytestmark = pytest.mark.usefixtures("fast_path")  # every test twice (tests/conftest.py)
+# ------------------------------------------------- which layer, which case, which kernels
+
+def layer_test(layer: str | None, says: str, cause: str | None = None,
+               baseline: bool | None = None):
+    """Mark a test as checking ``layer`` (None: no layer of the factory), with its words.
+
+    ``says`` names the test in a learner's words ("conv2d"); a parametrized value adds its
+    own with ``case``. ``cause`` is the likely cause when this test fails while its
+    ``baseline`` case (the plainest one) passes.
+    """
+    def mark(fn):
+        fn = pytest.mark.says(says, cause=cause, baseline=baseline)(fn)
+        return pytest.mark.layer(layer)(fn) if layer else fn
+    return mark
+
+
+def case(*values, id: str, says: str, cause: str | None = None,
+         baseline: bool | None = None):
+    """A parametrized value with the words that describe it ("stride 2") and, where the
+    case targets one thing, the likely cause when it fails (see layer_test)."""
+    return pytest.param(*values, id=id,
+                        marks=pytest.mark.says(says, cause=cause, baseline=baseline))
+
+
+def kernel_paths(layer: str | None) -> list[str]:
+    """tinyalex's own layer: both kernel paths; a layer of the exercise module: one run."""
+    return ["exercise"] if layer in OVERRIDDEN else ["numba", "numpy"]
+
+
+def pytest_generate_tests(metafunc):
+    """Parametrize ``kernels`` per test by the layer it checks (``@layer_test``)."""
+    if "kernels" in metafunc.fixturenames:
+        mark = metafunc.definition.get_closest_marker("layer")
+        metafunc.parametrize("kernels", kernel_paths(mark.args[0] if mark else None),
+                             indirect=True)
+
+
+@pytest.fixture
+def kernels(request, monkeypatch):
+    """"numba": tinyalex's Numba fast paths on; "numpy": TINYALEX_NO_NUMBA=1, the readable
+    bodies (as tests/conftest.py's fast_path); "exercise": the learner's layer, as it is."""
+    if request.param == "numpy":
+        monkeypatch.setenv("TINYALEX_NO_NUMBA", "1")
+        assert registry.IM2COL.pick(np.zeros((1, 1, 1, 1)), 1, 1, 1, 0) is None
+    elif request.param == "numba":
+        monkeypatch.delenv("TINYALEX_NO_NUMBA", raising=False)
+        assert registry.IM2COL.pick(np.zeros((1, 1, 1, 1)), 1, 1, 1, 0) is not None
+    return request.param
+
+
+@pytest.fixture(autouse=True)
+def describe_case(request):
+    """Put the case's words, likely cause and whether it is a baseline into the junit
+    report as properties (the test's own ``says`` first, then each parametrized value's,
+    in order). check_layer asks for junit_family=xunit1, where properties belong."""
+    marks = [m for m in request.node.own_markers if m.name == "says"]
+    said = [m.kwargs["baseline"] for m in marks if m.kwargs.get("baseline") is not None]
+    request.node.user_properties += [
+        ("says", ", ".join(m.args[0] for m in marks)),
+        ("cause", "; ".join(m.kwargs["cause"] for m in marks if m.kwargs.get("cause"))),
+        ("baseline", "yes" if said and all(said) else "no")]
+
+
+pytestmark = pytest.mark.usefixtures("kernels")  # tinyalex's layers twice, yours once
 
 
 def make(name: str, *args, **kwargs):
@@ -129,14 +203,49 @@ def make(name: str, *args, **kwargs):
     return layer
 
 
-def assert_gradients_ok(layer, x, train=True, seed=0):
-    """check_layer, and every error below TOLERANCE, for dx and every parameter."""
-    errors = gradcheck.check_layer(layer, x, seed=seed, train=train)
-    assert set(errors) == {"x"} | set(layer.params), \
-        f"grads must have the keys of params: checked {sorted(errors)}"
-    bad = {name: err for name, err in errors.items() if not err < TOL}
-    assert not bad, f"{layer!r}: relative errors above {TOL:g}: {bad} (all: {errors})"
+def assert_gradients_ok(layer, x, train=True, seed=0, diagnose=None):
+    """Every gradient (dx and one per parameter) of ``layer`` at x within TOLERANCE.
+
+    A failure says which gradient is wrong and by how much, "dx is wrong (relative error
+    0.29, bar 1e-06)", and, where it can tell, "Likely cause: ...": ``diagnose(layer, x)``
+    (a test's own diagnosis, a sentence or None), else a wrong constant factor or sign.
+    """
+    pairs = gradcheck.layer_gradients(layer, x, seed=seed, train=train)
+    missing = sorted(name for name, (analytic, _) in pairs.items() if analytic is None)
+    assert not missing and set(layer.grads) == set(layer.params), \
+        (f"layer.grads must have the keys of layer.params ({sorted(layer.params)}): it has "
+         f"{sorted(layer.grads)}")
+    errors, wrong = {}, []
+    for name, (analytic, numeric) in pairs.items():
+        if analytic.shape != numeric.shape:
+            wrong.append(f"d{name} has shape {analytic.shape}, expected {numeric.shape}")
+            continue
+        errors[name] = gradcheck.rel_error(analytic, numeric)
+        if not errors[name] < TOL:
+            wrong.append(f"d{name} is wrong (relative error {errors[name]:.2g}, bar {TOL:g})")
+    if wrong:
+        cause = diagnose(layer, x) if diagnose else None
+        cause = cause or next(filter(None, (factor_cause(name, *pairs[name]) for name in pairs
+                                            if name in errors and not errors[name] < TOL)), None)
+        raise AssertionError("; ".join(wrong) + (f". Likely cause: {cause}" if cause else ""))
     return errors
+
+
+def factor_cause(name, analytic, numeric) -> str | None:
+    """A sentence when the analytic gradient is the right one times a constant (0, -1, 2,
+    ...), else None."""
+    if not np.all(np.isfinite(analytic)):
+        return f"d{name} has NaN or infinite entries"
+    if not np.any(numeric):
+        return None
+    if not np.any(analytic):
+        return f"d{name} is all zeros: backward does not compute it"
+    c = float(np.vdot(analytic, numeric) / np.vdot(numeric, numeric))
+    if gradcheck.rel_error(analytic, c * numeric) >= TOL:
+        return None
+    if abs(c + 1) < 1e-3:
+        return f"d{name} has the wrong sign"
+    return f"d{name} is {c:.3g} times the right gradient: a constant factor is missing or extra"
 
 
 def away_from_zero(rng, shape, margin=0.1):
@@ -151,6 +260,7 @@ def distinct(rng, shape, spacing=0.01):
     return (rng.permutation(n) - n / 2).reshape(shape) * spacing
 
 
+@layer_test(None, "the exercise module defines a layer")
 def test_exercise_module_is_used():
     """If TINYALEX_EXERCISE is set, it must define at least one of the layer classes.
 
@@ -164,6 +274,7 @@ def test_exercise_module_is_used():
     print("layers under test from the exercise module:", ", ".join(OVERRIDDEN))
 
 
+@layer_test(None, "the TINYALEX_EXERCISE mechanism")
 def test_exercise_override_mechanism(tmp_path, monkeypatch):
     """The factory takes classes of the same name from the module and falls back otherwise."""
     (tmp_path / "my_exercise_layers.py").write_text(
@@ -177,6 +288,7 @@ def test_exercise_override_mechanism(tmp_path, monkeypatch):
     assert overridden == ["ReLU"] and layers["Linear"] is reference.Linear
 
 
+@layer_test(None, "a misnamed layer class is an error")
 def test_a_misnamed_layer_is_an_error_whichever_tests_run(tmp_path):
     """A module whose ReLU is spelt ``Relu`` used to pass ``-k ReLU`` silently, testing
     tinyalex's own ReLU. Now collecting the tests fails, naming the class and the name it
@@ -211,9 +323,29 @@ CONV_CASES = {
     "non-square":     (2, 3, 5, 8, 4, 3, 2, 1, 1),
     "stride>kernel":  (1, 2, 7, 7, 3, 2, 3, 0, 1),
 }
+GROUPS_CAUSE = ("groups (§3.2): kernel map f of group g reads only the input channels of "
+                "group g, W is (F, C/groups, k, k), and dx, dW are computed per group")
+CONV_WORDS = {  # case -> (words, likely cause when "plain" passes)
+    "plain": ("plain 3x3, stride 1, no padding", None),
+    "stride2": ("stride 2", "the stride: output (i, j) reads input rows 2i..2i+2 and "
+                "columns 2j..2j+2, and col2im must put dx back at those places"),
+    "padding": ("padding 2", "the padding: dx of the padded input must be cut back to the "
+                "unpadded size (drop the border), not shifted"),
+    "groups2": ("groups=2", GROUPS_CAUSE),
+    "groups2-s2-p1": ("groups=2, stride 2, padding 1", GROUPS_CAUSE),
+    "1x1": ("1x1 kernel", "a 1x1 convolution is a matrix product per pixel: check the "
+            "reshapes between (N, C, H, W) and (C, N*H*W)"),
+    "non-square": ("non-square input 5x8, stride 2, padding 1",
+                   "H and W (or their output sizes) are swapped somewhere"),
+    "stride>kernel": ("stride 3 > kernel 2", "pixels no window covers must get dx exactly 0; "
+                      "the output size is (H + 2 pad - k) // stride + 1"),
+}
 
 
-@pytest.mark.parametrize("case", list(CONV_CASES))
+@layer_test("Conv2D", "conv2d")
+@pytest.mark.parametrize("case", [
+    case(name, id=name, says=CONV_WORDS[name][0], cause=CONV_WORDS[name][1],
+         baseline=name == "plain") for name in CONV_CASES])
 def test_conv2d(case):
     """Conv2D: dx, dW, db by im2col/col2im, for stride, padding, groups, 1x1, non-square.
 
@@ -230,6 +362,7 @@ def test_conv2d(case):
     assert_gradients_ok(layer, rng.standard_normal((N, C, H, W)))
 
 
+@layer_test("Conv2D", "conv2d, groups=2 keep the two halves apart (§3.2)", cause=GROUPS_CAUSE)
 def test_conv2d_groups_do_not_mix():
     """Groups (§3.2): the two GPUs' halves never see each other.
 
@@ -261,21 +394,99 @@ def test_conv2d_groups_do_not_mix():
 
 # ----------------------------------------------------------------------- ReLU, Tanh (§3.1)
 
-@pytest.mark.parametrize("name", ["ReLU", "Tanh"])
-def test_activation(name):
-    """ReLU: dx = dout where y > 0; Tanh: dx = dout (1 - y^2).
+@layer_test("ReLU", "ReLU", baseline=True)
+def test_activation_ReLU():
+    """ReLU: dx = dout where y > 0 (where x > 0), 0 elsewhere.
 
     Inputs are kept at least 0.1 away from 0, where ReLU has a kink (the two sides of a
     central difference straddling 0 would average the slopes 0 and 1 to 0.5).
     """
     rng = np.random.default_rng(5)
-    assert_gradients_ok(make(name), away_from_zero(rng, (2, 3, 4, 4)))
+    assert_gradients_ok(make("ReLU"), away_from_zero(rng, (2, 3, 4, 4)))
+
+
+@layer_test("Tanh", "tanh", baseline=True)
+def test_activation_Tanh():
+    """Tanh: dx = dout (1 - y^2), with y = tanh(x) from the forward pass."""
+    rng = np.random.default_rng(5)
+    assert_gradients_ok(make("Tanh"), away_from_zero(rng, (2, 3, 4, 4)))
 
 
 # ---------------------------------------------------------------------- LRN (§3.3)
 
-@pytest.mark.parametrize("convention", ["paper", "alpha/n"])
-@pytest.mark.parametrize("size", [2, 3, 4, 5])
+def lrn_window_sum(v, before, after):
+    """t[:, i] = sum of v[:, j] for j in i - before .. i + after (the channels that exist)."""
+    C = v.shape[1]
+    padded = np.pad(v, ((0, 0), (before, after), (0, 0), (0, 0)))
+    return sum(padded[:, d:d + C] for d in range(before + after + 1))
+
+
+def lrn_dx(x, dout, size, a, beta, k, cross="transposed", factor=2.0):
+    """dx of y_i = x_i s_i^-beta, s_i = k + a sum_{j in window(i)} x_j^2, and the usual wrong
+    versions: cross="none" drops the cross-channel term, "forward" sums it over the
+    forward window instead of the transposed one; factor 1 forgets d(x^2)/dx = 2x."""
+    before, after = size // 2, (size - 1) // 2
+    s = k + a * lrn_window_sum(x * x, before, after)
+    diagonal = dout * s ** (-beta)
+    if cross == "none":
+        return diagonal
+    y = x * s ** (-beta)
+    b, f = (after, before) if cross == "transposed" else (before, after)
+    return diagonal - factor * a * beta * x * lrn_window_sum(dout * y / s, b, f)
+
+
+LRN_CROSS_CAUSE = ("the cross-channel term of the LRN gradient is missing or wrong: output i "
+                   "depends on inputs j in its window (§3.3), so dx_j = dout_j s_j^-beta "
+                   "- 2 a beta x_j * (sum of dout_i y_i / s_i over the outputs i whose window "
+                   "holds j)")
+LRN_WINDOW_CAUSE = ("the backward sum runs over the forward window: an even window is "
+                    "asymmetric (n//2 channels before i, (n-1)//2 after), so the outputs i "
+                    "whose window holds j are (n-1)//2 before j and n//2 after (the "
+                    "transposed window)")
+
+
+def lrn_diagnosis(size, convention, alpha, beta, k):
+    """diagnose(layer, x) for assert_gradients_ok: which textbook mistake the learner's dx
+    matches exactly, as a sentence, or None."""
+    a = alpha if convention == "paper" else alpha / size
+    other_a = alpha / size if convention == "paper" else alpha
+
+    def diagnose(layer, x):
+        dout = np.random.default_rng(99).standard_normal(x.shape)
+        layer.forward(x, True)
+        dx = np.asarray(layer.backward(dout), np.float64)
+        if dx.shape != x.shape:
+            return None
+        mistakes = [
+            (dict(cross="none"), LRN_CROSS_CAUSE),
+            (dict(cross="forward"), LRN_WINDOW_CAUSE),
+            (dict(factor=1.0), "the factor 2 of d(x_j^2)/dx_j = 2 x_j is missing from the "
+                               "cross-channel term"),
+            (dict(a=other_a), f"the backward pass uses {'alpha/n' if convention == 'paper' else 'alpha'} "
+                              f"where the {convention} convention (and the forward pass) has "
+                              f"{'alpha' if convention == 'paper' else 'alpha/n'}"),
+        ]
+        for change, cause in mistakes:
+            args = dict(size=size, a=a, beta=beta, k=k) | change
+            wrong = lrn_dx(x, dout, args.pop("size"), args.pop("a"), args.pop("beta"),
+                           args.pop("k"), **args)
+            if gradcheck.rel_error(dx, wrong) < TOL:
+                return cause
+        return None
+
+    return diagnose
+
+
+@layer_test("LocalResponseNorm", "LRN")
+@pytest.mark.parametrize("convention", [
+    case("paper", id="paper", says="paper convention", baseline=True),
+    case("alpha/n", id="alpha/n", says="alpha/n convention",
+         cause="the alpha/n convention (Caffe, PyTorch): the sum's coefficient is alpha/n, "
+               "in the forward and in the backward pass"),
+])
+@pytest.mark.parametrize("size", [
+    case(n, id=f"n={n}", says=f"{'even' if n % 2 == 0 else 'odd'} window size n={n}",
+         cause=None if n % 2 else LRN_WINDOW_CAUSE, baseline=n == 3) for n in (2, 3, 4, 5)])
 def test_lrn(size, convention):
     """LRN: y_i = x_i s_i^-beta with s_i summing x_j^2 over a window of neighbouring channels.
 
@@ -284,7 +495,9 @@ def test_lrn(size, convention):
     backward pass must use the transposed window). C = 7 so the window is clipped at both
     ends. alpha = 0.1, k = 1: at the paper's alpha = 1e-4 the normaliser is ~k^-beta for
     every input and the check would pass for a backward that forgot the cross-channel term
-    (LRN would be near a constant scaling); here we also assert that term is large.
+    (LRN would be near a constant scaling); here we also assert that term is large. A
+    failing dx is compared with the usual mistakes (no cross-channel term, the forward
+    window in backward, ...) to name the likely cause.
     """
     rng = np.random.default_rng(6)
     alpha, beta, k = 0.1, 0.75, 1.0
@@ -293,21 +506,23 @@ def test_lrn(size, convention):
     layer = make("LocalResponseNorm", size=size, alpha=alpha, beta=beta, k=k,
                  convention=convention)
     x = 1.5 * rng.standard_normal((2, 7, 3, 3))
-    assert_gradients_ok(layer, x)
+    assert_gradients_ok(layer, x, diagnose=lrn_diagnosis(size, convention, alpha, beta, k))
 
     # Non-trivial: the cross-channel part of dx is a sizeable fraction of dx.
     dout = rng.standard_normal(x.shape)
     layer.forward(x, True)
     dx = layer.backward(dout)
     a = alpha if convention == "paper" else alpha / size
-    before, after = size // 2, (size - 1) // 2
-    s = k + a * np.stack([(x[:, max(0, i - before):i + after + 1] ** 2).sum(axis=1)
-                          for i in range(x.shape[1])], axis=1)
-    diagonal_only = dout * s ** (-beta)
-    assert np.abs(dx - diagonal_only).max() > 0.1 * np.abs(dx).max()
+    diagonal_only = lrn_dx(x, dout, size, a, beta, k, cross="none")
+    assert np.abs(dx - diagonal_only).max() > 0.1 * np.abs(dx).max(), \
+        "this case is too weak: the cross-channel term is small (a bug of the test)"
 
 
-@pytest.mark.parametrize("convention", ["paper", "alpha/n"])
+@layer_test("LocalResponseNorm", "LRN, the paper's constants (k=2, n=5, alpha=1e-4)")
+@pytest.mark.parametrize("convention", [
+    case("paper", id="paper", says="paper convention"),
+    case("alpha/n", id="alpha/n", says="alpha/n convention"),
+])
 def test_lrn_paper_constants(convention):
     """The paper's k=2, n=5, alpha=1e-4, beta=0.75: passes, but nearly trivially.
 
@@ -317,15 +532,24 @@ def test_lrn_paper_constants(convention):
     rng = np.random.default_rng(7)
     layer = make("LocalResponseNorm", size=5, alpha=1e-4, beta=0.75, k=2.0,
                  convention=convention)
-    assert_gradients_ok(layer, rng.standard_normal((2, 7, 3, 3)))
+    assert_gradients_ok(layer, rng.standard_normal((2, 7, 3, 3)),
+                        diagnose=lrn_diagnosis(5, convention, 1e-4, 0.75, 2.0))
 
 
 # ---------------------------------------------------------------------- MaxPool2D (§3.4)
 
+@layer_test("MaxPool2D", "max pool")
 @pytest.mark.parametrize("window,stride,shape", [
-    pytest.param(3, 2, (2, 3, 7, 9), id="3/2-overlapping"),     # the paper's, non-square
-    pytest.param(2, 2, (2, 3, 6, 8), id="2/2"),                 # classic, non-overlapping
-    pytest.param(3, 2, (1, 2, 8, 8), id="3/2-leftover-row"),    # (H - z) % s != 0
+    case(3, 2, (2, 3, 7, 9), id="3/2-overlapping",      # the paper's, non-square
+         says="3/2 overlapping pool (§3.4), non-square input",
+         cause="overlapping windows share a row or column, and one pixel can win several "
+               "windows: backward must ADD each window's dout to its winner, not overwrite"),
+    case(2, 2, (2, 3, 6, 8), id="2/2", baseline=True,   # classic, non-overlapping
+         says="2/2 pool (no overlap)"),
+    case(3, 2, (1, 2, 8, 8), id="3/2-leftover-row",     # (H - z) % s != 0
+         says="3/2 pool with a leftover row and column",
+         cause="(H - 3) is not a multiple of the stride: the last row and column are in no "
+               "window (dx 0 there), and the output size is (H - z) // s + 1"),
 ])
 def test_maxpool(window, stride, shape):
     """Max pooling routes each dout to its window's winner, adding where windows overlap.
@@ -338,6 +562,8 @@ def test_maxpool(window, stride, shape):
     assert_gradients_ok(make("MaxPool2D", window, stride), distinct(rng, shape))
 
 
+@layer_test("MaxPool2D", "max pool, a pixel winning two overlapping 3/2 windows",
+            cause="backward must ADD the douts of every window a pixel wins, not overwrite")
 def test_maxpool_overlap_adds():
     """A pixel that wins two overlapping 3/2 windows gets the sum of both douts."""
     x = np.zeros((1, 1, 5, 3))
@@ -346,12 +572,21 @@ def test_maxpool_overlap_adds():
     y = layer.forward(x, True)
     assert y.shape == (1, 1, 2, 1)
     dx = layer.backward(np.array([[[[2.0], [3.0]]]]))
-    assert dx[0, 0, 2, 1] == 5.0 and dx.sum() == 5.0
+    assert dx[0, 0, 2, 1] == 5.0 and dx.sum() == 5.0, \
+        f"the pixel won both windows (douts 2 and 3): its dx is {dx[0, 0, 2, 1]:g}, not 5"
 
 
 # ---------------------------------------------------------------------- Dropout (§4.2)
 
-@pytest.mark.parametrize("mode", ["inverted", "paper"])
+@layer_test("Dropout", "dropout")
+@pytest.mark.parametrize("mode", [
+    case("inverted", id="inverted", says="inverted mode in training", baseline=True,
+         cause="inverted dropout scales the kept units by 1/(1-p) in training: dx = dout * "
+               "mask / (1-p), with the mask of the forward pass (layer.fixed_mask if set)"),
+    case("paper", id="paper", says="paper mode in training",
+         cause="the paper's dropout does not scale in training (§4.2): dx = dout * mask, "
+               "with the mask of the forward pass (layer.fixed_mask if set)"),
+])
 def test_dropout_train(mode):
     """Dropout in training with a fixed mask: dx = dout * (the same scaled mask).
 
@@ -366,7 +601,14 @@ def test_dropout_train(mode):
     assert_gradients_ok(layer, rng.standard_normal(shape), train=True)
 
 
-@pytest.mark.parametrize("mode", ["inverted", "paper"])
+@layer_test("Dropout", "dropout")
+@pytest.mark.parametrize("mode", [
+    case("inverted", id="inverted", says="inverted mode at test time",
+         cause="inverted dropout is the identity at test time: no mask, dx = dout"),
+    case("paper", id="paper", says="paper mode at test time",
+         cause="the paper's dropout multiplies by 1 - p = 0.5 at test time (§4.2), no mask: "
+               "dx = 0.5 dout"),
+])
 def test_dropout_test_time(mode):
     """Dropout at test time is a fixed scaling: 1 (inverted) or 1 - p (the paper's 0.5)."""
     rng = np.random.default_rng(10)
@@ -376,6 +618,7 @@ def test_dropout_test_time(mode):
 
 # ----------------------------------------------------------------- Linear, Flatten (§3.5)
 
+@layer_test("Linear", "linear", baseline=True)
 def test_linear():
     """Linear y = x W^T + b: dx = dout W, dW = dout^T x, db = sum over the batch."""
     rng = np.random.default_rng(11)
@@ -384,6 +627,7 @@ def test_linear():
     assert_gradients_ok(layer, rng.standard_normal((3, 5)))
 
 
+@layer_test("Flatten", "flatten", baseline=True)
 def test_flatten():
     """Flatten is a reshape: backward is the reverse reshape (C, H, W order)."""
     rng = np.random.default_rng(13)
@@ -392,7 +636,12 @@ def test_flatten():
 
 # --------------------------------------------------------------- SoftmaxCrossEntropy (§3)
 
-@pytest.mark.parametrize("dloss", [1.0, 2.5])
+@layer_test("SoftmaxCrossEntropy", "softmax cross-entropy")
+@pytest.mark.parametrize("dloss", [
+    case(1.0, id="1.0", says="dloss = 1", baseline=True),
+    case(2.5, id="2.5", says="dloss = 2.5",
+         cause="backward(dloss) must multiply the gradient by dloss (the chain rule)"),
+])
 def test_softmax_cross_entropy(dloss):
     """The loss: dz = dloss * (softmax(z) - onehot(y)) / N, the mean over the batch.
 
@@ -410,12 +659,17 @@ def test_softmax_cross_entropy(dloss):
     f()
     dz = loss.backward(dloss)
     numeric = dloss * gradcheck.numerical_gradient(f, z)
+    assert np.shape(dz) == z.shape, f"dz has shape {np.shape(dz)}, expected {z.shape}"
     err = gradcheck.rel_error(dz, numeric)
-    assert err < TOL, f"dz relative error {err:g}"
+    if not err < TOL:
+        cause = factor_cause("z", np.asarray(dz, np.float64), numeric)
+        raise AssertionError(f"dz is wrong (relative error {err:.2g}, bar {TOL:g})"
+                             + (f". Likely cause: {cause}" if cause else ""))
 
 
 # ------------------------------------------------------------------ the checker itself
 
+@layer_test(None, "the gradient checker fails a wrong backward")
 def test_checker_catches_a_wrong_backward():
     """The checker must fail a wrong backward: ReLU whose backward passes everything through."""
     class LeakyBackward(reference.ReLU):
@@ -427,6 +681,8 @@ def test_checker_catches_a_wrong_backward():
     assert errors["x"] > 0.1
 
 
+@layer_test("Linear", "linear, W stored transposed (not contiguous)",
+            cause="dW must be an array of W's shape (a copy is fine); only its values count")
 def test_numerical_gradient_non_contiguous():
     """Parameters stored as views (a transposed W) are perturbed in place too.
 

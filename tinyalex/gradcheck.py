@@ -56,10 +56,13 @@ def numerical_gradient(f, x: np.ndarray, h: float = STEP) -> np.ndarray:
     return grad
 
 
-def check_layer(layer, x: np.ndarray, seed: int = 0, train: bool = True) -> dict[str, float]:
-    """Relative errors of dx and of every parameter gradient of a layer at x.
+def layer_gradients(layer, x: np.ndarray, seed: int = 0,
+                    train: bool = True) -> dict[str, tuple[np.ndarray | None, np.ndarray]]:
+    """The analytic and the numerical gradient of dx and of every parameter of a layer at x.
 
-    Returns {"x": err, "W": err, ...}. The layer's params must be float64 (layer.astype).
+    Returns {"x": (backward's dx, numeric), "W": (layer.grads["W"], numeric), ...}; the
+    analytic entry is None where layer.grads lacks a parameter's key. The layer's params
+    must be float64 (layer.astype).
     """
     rng = np.random.default_rng(seed)
     x = np.array(x, dtype=np.float64)
@@ -70,8 +73,21 @@ def check_layer(layer, x: np.ndarray, seed: int = 0, train: bool = True) -> dict
 
     layer.forward(x, train)
     dx = layer.backward(dout)
-    errors = {"x": rel_error(dx, numerical_gradient(loss, x))}
+    pairs = {"x": (np.array(dx), numerical_gradient(loss, x))}
     analytic = {name: np.array(g) for name, g in layer.grads.items()}
     for name, value in layer.params.items():
-        errors[name] = rel_error(analytic[name], numerical_gradient(loss, value))
+        pairs[name] = (analytic.get(name), numerical_gradient(loss, value))
+    return pairs
+
+
+def check_layer(layer, x: np.ndarray, seed: int = 0, train: bool = True) -> dict[str, float]:
+    """Relative errors of dx and of every parameter gradient of a layer at x.
+
+    Returns {"x": err, "W": err, ...}. The layer's params must be float64 (layer.astype).
+    """
+    errors = {}
+    for name, (analytic, numeric) in layer_gradients(layer, x, seed, train).items():
+        if analytic is None:
+            raise KeyError(f"layer.grads has no {name!r} (layer.params has)")
+        errors[name] = rel_error(analytic, numeric)
     return errors

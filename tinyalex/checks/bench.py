@@ -455,13 +455,19 @@ def main(argv=None) -> int:
 
         argv.remove("twin")
         return twin.main(argv)
+    if argv[:1] == ["scaling"]:  # its own options: see tinyalex/checks/scaling.py
+        from . import scaling
+
+        return scaling.main(argv[1:])
     p = cli.parser("python -m tinyalex.bench", "Time each layer and the whole training step.")
-    p.add_argument("what", nargs="?", default="step", choices=["step", "loader", "twin", "_step"],
+    p.add_argument("what", nargs="?", default="step",
+                   choices=["step", "loader", "twin", "scaling", "_step"],
                    help="step: layers + training step; loader: the data loader's img/s "
                         "against the training step's; twin: train tinyalex and its PyTorch "
-                        "twin on the same batches, compare val error and time per epoch "
-                        "(its own options: python -m tinyalex.bench twin --help; the _step "
-                        "form is internal)")
+                        "twin on the same batches, compare val error and time per epoch; "
+                        "scaling: 1 process against 2 MPI ranks, and the step modelled on "
+                        "1-64 machines (twin and scaling have their own options: python -m "
+                        "tinyalex.bench twin --help; the _step form is internal)")
     p.add_argument("--arch", default="alexnet", choices=sorted(ARCHITECTURES),
                    help="the net whose layers and step are timed")
     p.add_argument("--batch-size", type=int, default=128, help="images per step (§5: 128)")

@@ -15,6 +15,8 @@ import importlib
 import os
 import shlex
 
+from .. import flags
+
 BUDGETS = ("full", "ci")
 BUDGET_ENV = "TINYALEX_NOTEBOOK_BUDGET"
 
@@ -29,7 +31,7 @@ DATA_NAMES = {"tiny": "Tiny ImageNet", "imagenette": "Imagenette",
 
 def budget() -> str:
     """``$TINYALEX_NOTEBOOK_BUDGET``: "full" (default) or "ci"."""
-    value = os.environ.get(BUDGET_ENV, "full")
+    value = flags.value(BUDGET_ENV) or "full"
     if value not in BUDGETS:
         raise ValueError(f"{BUDGET_ENV}={value!r}: use one of {', '.join(BUDGETS)}")
     return value

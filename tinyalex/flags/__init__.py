@@ -64,6 +64,8 @@ _TABLE = [
     Flag("TINYALEX_REAL_DATA", "value", "none: the real-data tests skip",
          "the folder of real data (CI: ../shared/data) for the tests, notebooks and "
          "experiments", "data/find.py, checks/experiments.py, tests/conftest.py"),
+    Flag("TINYALEX_NOTEBOOK_BUDGET", "value", "full: a learner's run",
+         "the notebooks' budget: full, or ci (seconds; what CI executes)", "checks/notebook.py"),
     Flag("TINYALEX_EXERCISE", "value", "none: the tests check tinyalex's own layers",
          "the learner's layers (a module name or a .py path) for tests/test_gradcheck_layers.py",
          "tests/test_gradcheck_layers.py (set by checks/exercises.py)"),

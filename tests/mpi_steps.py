@@ -4,7 +4,9 @@
     python tests/mpi_steps.py OUT --slices K        one process: K slices, added in order
     python tests/mpi_steps.py OUT                   one process: the whole batch at once
 
-Two runs each time: float64 with the ordered reduction, and float32 with one allreduce.
+Three runs each time: float64 with the ordered reduction, float32 with one allreduce,
+and float32 with the per-layer allreduce overlapped with backward (in one process: the
+same as float32).
 Writes OUT/rank<r>.npz (every rank's final weights) with keys "<dtype>/<param>".
 """
 
@@ -50,14 +52,16 @@ def main() -> None:
     args = p.parse_args()
     comm = distributed.world()
     arrays = {}
-    for dtype, ordered in ((np.float64, True), (np.float32, False)):
+    for dtype, mode in ((np.float64, "ordered"), (np.float32, "allreduce"),
+                        (np.float32, "overlap")):
         if comm.size > 1:
-            comm.ordered = ordered
+            comm.ordered, comm.overlap = mode == "ordered", mode == "overlap"
             use = comm
         else:
             use = distributed.Local(slices=args.slices)
+        name = np.dtype(dtype).name + ("-overlap" if mode == "overlap" else "")
         for k, v in run(dtype, use).items():
-            arrays[f"{np.dtype(dtype).name}/{k}"] = v
+            arrays[f"{name}/{k}"] = v
     args.out.mkdir(parents=True, exist_ok=True)
     np.savez(args.out / f"rank{comm.rank}.npz", **arrays)
 

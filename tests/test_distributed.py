@@ -165,6 +165,40 @@ def test_two_ranks_equal_the_whole_batch_to_rounding(three_steps):
     assert largest_relative_difference(a, w, "float32/") < 1e-5
 
 
+@needs_mpi
+def test_the_overlap_gives_the_same_weights_as_one_allreduce_bitwise(three_steps):
+    """Per-layer allreduces during backward add the same two numbers per weight as the one
+    allreduce after it (a + b, in either order, is one float): bitwise equal, 2 ranks."""
+    a = three_steps["rank0"]
+    overlap = [k for k in a if k.startswith("float32-overlap/")]
+    assert overlap
+    for k in overlap:
+        assert np.array_equal(a[k], a[k.replace("float32-overlap/", "float32/")]), k
+        assert np.array_equal(a[k], three_steps["rank1"][k]), k
+
+
+@needs_mpi
+def test_train_with_the_overlap_says_so_and_trains_the_same_weights(tiny_prepared, tmp_path):
+    runs = {}
+    for flag in ((), ("--overlap",)):
+        out = tmp_path / ("overlap" if flag else "plain")
+        r = mpiexec(2, *train_cmd(tiny_prepared, out, "--max-steps", "4", *flag))
+        assert r.returncode == 0, r.stderr[-3000:]
+        runs[bool(flag)] = checkpoint.load(out / "last.npz").params
+        said = "allreduced layer by layer during backward" in r.stdout + r.stderr
+        assert said == bool(flag)
+    for k in runs[False]:
+        assert np.array_equal(runs[False][k], runs[True][k]), k
+
+
+def test_the_overlap_and_the_ordered_reduction_are_refused_together():
+    from tinyalex.commands import cli, train
+
+    cfg = {**train.DEFAULTS, "overlap": True, "ordered_reduction": True}
+    with pytest.raises(cli.UserError, match="do not combine"):
+        train.check_config(cfg)
+
+
 # --------------------------------------------------------------- 2 ranks, the command
 
 def train_cmd(data: Path, out: Path, *extra) -> list:

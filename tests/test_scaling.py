@@ -56,7 +56,7 @@ def test_the_command_measures_two_ranks_and_prints_the_model(capsys):
                          "--steps", "1", "--repeats", "1"]) == 0
     out = capsys.readouterr().out
     assert "mpiexec -n 2  1 thread(s) per process" in out
-    assert "2 ranks / 1 process:" in out
+    assert "2 ranks / 1 process:" in out and "  + --overlap" in out
     table = [line for line in out.splitlines() if line.startswith(("10 Gbit/s", "100 Gbit/s"))]
     assert len(table) == 2 * len(scaling.MACHINES)
 

@@ -52,14 +52,18 @@ def seed_dropout(net, seed: int, step: int, rows=None) -> None:
             layer.rows = rows
 
 
-def forward_backward(net, loss_fn, x, y):
+def forward_backward(net, loss_fn, x, y, layer_done=None):
     """One forward and backward pass: returns (loss, logits); gradients land in net.grads.
 
     x (B, 3, H, W), y (B,) labels -> loss (a 0-d array), logits (B, K). The net's first
-    layer computes no input gradient (nothing uses it)."""
+    layer computes no input gradient (nothing uses it). layer_done: Sequential.backward's
+    hook, called after each layer's backward."""
     logits = net.forward(x, train=True)
     loss = loss_fn.forward(logits, y)
-    net.backward(loss_fn.backward(), input_grad=False)
+    if layer_done is None:
+        net.backward(loss_fn.backward(), input_grad=False)
+    else:
+        net.backward(loss_fn.backward(), input_grad=False, layer_done=layer_done)
     return loss, logits
 
 
@@ -76,9 +80,17 @@ def train_step(net, loss_fn, opt, x, y, *, step: int, seed: int, lr: float | Non
     those rows of a global batch of B, and the returned loss is the global batch's mean
     (logits stay this rank's). ``comm=distributed.Local(slices=K)``: one process computes
     the batch as K slices in turn and adds their gradients in order, which is what K ranks
-    with an ordered reduction compute."""
+    with an ordered reduction compute. With ``comm.overlap`` each layer's gradients are
+    allreduced as soon as its backward is done, while the layers below still compute
+    (distributed.LayerReducer): the same sums, sent earlier."""
     if comm is not None and comm.slices > 1:
         loss, logits = sliced_forward_backward(net, loss_fn, x, y, comm.slices, seed, step)
+    elif comm is not None and rows is not None and getattr(comm, "overlap", False):
+        start, stop, batch = rows
+        seed_dropout(net, seed, step, rows)
+        with comm.layer_reducer((stop - start) / batch) as reducer:
+            loss, logits = forward_backward(net, loss_fn, x, y, layer_done=reducer.send)
+            loss = reducer.finish(float(loss))
     else:
         seed_dropout(net, seed, step, rows)
         loss, logits = forward_backward(net, loss_fn, x, y)

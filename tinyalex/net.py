@@ -53,14 +53,18 @@ class Sequential:
 
     __call__ = forward
 
-    def backward(self, dout, input_grad: bool = True):
+    def backward(self, dout, input_grad: bool = True, layer_done=None):
         """Gradients into every layer's grads; returns dL/dx (None if input_grad=False,
-        which lets the first conv skip a product and a col2im in training)."""
+        which lets the first conv skip a product and a col2im in training). layer_done:
+        called as layer_done(name, layer) as soon as each layer's backward is done (the
+        data-parallel overlap sends that layer's gradients while the rest goes on)."""
         first = self.layers[0][1]
         if hasattr(first, "need_input_grad"):
             first.need_input_grad = input_grad
-        for _, layer in reversed(self.layers):
+        for name, layer in reversed(self.layers):
             dout = layer.backward(dout)
+            if layer_done is not None:
+                layer_done(name, layer)
         return dout
 
     def features(self, x, upto: str):

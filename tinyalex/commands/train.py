@@ -44,7 +44,8 @@ DEFAULTS = dict(data=None, subset="100-class", arch=None, epochs=30, batch_size=
                 size=None, cache=None, max_per_class=None, val_max_images=None,
                 pca_std=0.1, pca_scale="paper", no_flip=False, mean_mode="pixel", lrn_convention="paper",
                 patience=3, no_figures=False, diagnostics_every=50, show_diagnostics=False,
-                warmup_steps=0, schedule="paper", hours=None, ordered_reduction=False)
+                warmup_steps=0, schedule="paper", hours=None, ordered_reduction=False,
+                overlap=False)
 #: The run on the built-in synthetic set, when no dataset is found and the command line does
 #: not say otherwise: a demonstration that ends well in minutes, not the 30 epochs (hours) of
 #: the real-data default. Measured on 2 cores: see SYNTHETIC_MINUTES and the README.
@@ -54,7 +55,7 @@ SYNTHETIC_MINUTES = "6-10 minutes"
 #: What may change when resuming; everything else comes from the checkpoint.
 RESUMABLE = ("epochs", "max_steps", "checkpoint_every", "log_every", "no_figures",
              "val_max_images", "diagnostics_every", "show_diagnostics", "device",
-             "ordered_reduction")
+             "ordered_reduction", "overlap")
 
 
 def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
@@ -121,6 +122,11 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
                    help="under mpiexec: add the ranks' gradients in rank order on rank 0 "
                         "(a result independent of the MPI library's reduction tree; "
                         "slower) instead of one allreduce")
+    g.add_argument("--overlap", action="store_true", default=d("overlap"),
+                   help="under mpiexec: allreduce each layer's gradients as soon as its "
+                        "backward is done, while the layers below still compute (pays on a "
+                        "network between machines: python -m tinyalex.bench scaling); the "
+                        "same sums as one allreduce")
     g = p.add_argument_group("run")
     g.add_argument("--out", default=d("out"), metavar="DIR",
                    help="run folder (default runs/<date>-<arch>-<dataset>)")
@@ -220,6 +226,8 @@ def check_config(cfg: dict) -> None:
             raise cli.UserError(f"--{key.replace('_', '-')} must be at least 1")
     if cfg.get("hours") is not None and not cfg["hours"] > 0:
         raise cli.UserError("--hours must be positive")
+    if cfg.get("overlap") and cfg.get("ordered_reduction"):
+        raise cli.UserError("--overlap and --ordered-reduction do not combine: choose one")
     if cfg.get("warmup_steps", 0) < 0:
         raise cli.UserError("--warmup-steps must be at least 0 (0: no warm-up)")
     if cfg.get("diagnostics_every", 0) < 0:
@@ -670,6 +678,7 @@ def main(argv=None, comm=None) -> int:
     check_config(cfg)
     if comm.size > 1:
         comm.ordered = bool(cfg.get("ordered_reduction"))
+        comm.overlap = bool(cfg.get("overlap"))
 
     from ..data.find import resolve_dataset
 

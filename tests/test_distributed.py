@@ -52,9 +52,9 @@ def env(**extra):
     return out
 
 
-def mpiexec(n, *cmd, timeout=300, **kw):
+def mpiexec(n, *cmd, timeout=300, extra_env=None, **kw):
     return subprocess.run([MPIEXEC, "-n", str(n), *cmd], capture_output=True, text=True,
-                          timeout=timeout, env=env(), **kw)
+                          timeout=timeout, env=env(**(extra_env or {})), **kw)
 
 
 # ---------------------------------------------------------------- the pieces, one process
@@ -312,3 +312,30 @@ def test_a_user_error_under_mpiexec_ends_every_rank(tiny_prepared, tmp_path):
     assert r.returncode != 0
     assert "error: --lr must be positive" in r.stderr
     assert "ending all ranks" in r.stderr
+
+
+# ------------------------------------------------------------------ 2 ranks on GPUs (unverified)
+
+def _gpu():
+    from tinyalex.backend import gpu_available
+
+    return gpu_available()
+
+
+@needs_mpi
+@pytest.mark.skipif(not _gpu()[0], reason=f"needs CuPy and an NVIDIA GPU: {_gpu()[1]}")
+@pytest.mark.parametrize("overlap", [False, True])
+def test_two_ranks_with_cupy_arrays_train_like_the_cpu(tiny_prepared, tmp_path, overlap):
+    """The host-staged path: each rank's CuPy gradients copied to the host, allreduced, and
+    copied back (distributed._to_host). Both ranks on the one GPU; the weights after 4 steps
+    equal the CPU run's to float32 rounding. Never run yet: no GPU has been lent."""
+    flag = ["--overlap"] if overlap else []
+    runs = {}
+    for device in ("cpu", "gpu"):
+        out = tmp_path / device
+        r = mpiexec(2, *train_cmd(tiny_prepared, out, "--max-steps", "4", "--device", device,
+                                  *flag), extra_env={"TINYALEX_UNVERIFIED_GPU": "1"})
+        assert r.returncode == 0, r.stderr[-3000:]
+        runs[device] = checkpoint.load(out / "last.npz").params
+    for k, w in runs["cpu"].items():
+        assert np.abs(runs["gpu"][k] - w).max() <= 1e-4 * np.abs(w).max(), k

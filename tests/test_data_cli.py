@@ -229,3 +229,23 @@ def test_the_real_data_folder_is_the_last_default_place(tiny_prepared, tmp_path,
     (tmp_path / "data").mkdir()
     shutil.copytree(tiny_prepared, tmp_path / "data" / "mine")
     assert find.locate(log=lambda m: None).path == tmp_path / "data" / "mine"
+
+
+def test_a_folder_with_imagenette_and_tiny_gives_the_one_that_has_the_subset(real_data, tmp_path):
+    """By name Imagenette comes first; '100-class' takes Tiny ImageNet instead of failing on
+    Imagenette's 10 classes, and 'all' still takes the first."""
+    from tinyalex.data import find
+
+    folder = tmp_path / "data"
+    folder.mkdir()
+    for name in ("imagenette2-224.tgz", "tiny-imagenet-100.zip"):
+        (folder / name).symlink_to(real_data / name)
+    lines = []
+    p = find.resolve_dataset(folder, subset="100-class", max_per_class=1, cache=tmp_path / "c",
+                             log=lines.append, progress=False)
+    assert p.num_classes == 100
+    assert any("imagenette2-224.tgz has no '100-class' subset (it has 10 classes); using "
+               "tiny-imagenet-100.zip" in line for line in lines)
+    p = find.resolve_dataset(folder, subset="all", max_per_class=1, cache=tmp_path / "c",
+                             log=lines.append, progress=False)
+    assert p.num_classes == 10

@@ -30,6 +30,7 @@ from tinyalex.data.cache import Prepared, is_prepared, open_prepared
 from tinyalex.data.errors import DataError
 from tinyalex.data.prepare import cache_root, plan, prepare
 from tinyalex.data.readers import LAYOUTS_HELP, Source, looks_like_archive, open_source
+from tinyalex.data.subsets import resolve_subset
 
 __all__ = ["DataError", "DATA_ENV", "Found", "locate", "resolve_dataset", "inspect",
            "synthetic_dataset", "add_data_arguments", "resolve_from_args"]
@@ -222,7 +223,7 @@ def resolve_dataset(data=None, subset: str = "100-class", size: int | None = Non
 
     Logs what it found and what it uses (path, kind, classes, counts, cache folder).
     """
-    found = locate(data, log)
+    found = _fitting(locate(data, log), subset, log)
     if found.what == "prepared":
         prepared = open_prepared(found.path)
         log("using " + _describe_prepared(prepared))
@@ -245,6 +246,40 @@ def resolve_dataset(data=None, subset: str = "100-class", size: int | None = Non
     prepared = synthetic_dataset(size=size, cache=cache, max_per_class=max_per_class, log=log)
     log("using " + _describe_prepared(prepared))
     return prepared
+
+
+def _fits(src: Source, subset: str) -> str | None:
+    """None if ``subset`` can be taken from the source, else why not."""
+    try:
+        resolve_subset(src.kind, src.classes, subset, src.words, src.title)
+    except DataError as err:
+        return str(err)
+    return None
+
+
+def _fitting(found: Found, subset: str, log) -> Found:
+    """The first of a folder's datasets that has ``subset``: a folder holding Imagenette
+    and Tiny ImageNet gives Tiny ImageNet for "100-class", not an error about Imagenette's
+    10 classes. With one candidate, or none that fits, ``found`` as it is (its error comes
+    when it is prepared)."""
+    if found.what != "source" or not found.others:
+        return found
+    if _fits(found.source, subset) is None:
+        return found
+    for other in found.others:
+        try:
+            candidate = _open(other)
+        except DataError:
+            continue
+        if candidate.what == "source" and _fits(candidate.source, subset) is None:
+            log(f"{found.path.name} has no '{subset}' subset (it has "
+                f"{len(found.source.classes)} classes); using {other.name}")
+            found.source.close()
+            candidate.looked_at = found.looked_at
+            return candidate
+        if candidate.source is not None:
+            candidate.source.close()
+    return found
 
 
 def inspect(data=None, subset: str = "100-class", size: int | None = None, cache=None,

@@ -138,7 +138,10 @@ def warm_up(net, model, batch_size: int, num_classes: int) -> None:
 #: Settings a run continued from --state must share with the run that saved it.
 SAME_ON_RESUME = ("arch", "num_classes", "crop", "batch_size", "batches_per_epoch", "lr",
                   "momentum", "weight_decay", "init", "seed", "dropout", "masks",
-                  "val_max_images", "train_images")
+                  "val_max_images", "train_images", "schedule", "warmup_steps")
+
+#: --schedule: a constant lr, or train.py's warm-up + decay to 0 over the planned steps.
+SCHEDULES = ("constant", "linear", "cosine")
 
 
 def save_state(state_dir, net, opt, model, topt, config: dict, rows: list, step: int) -> Path:
@@ -176,7 +179,8 @@ def load_state(state_dir, net, opt, model, topt, config: dict) -> tuple[list, in
         saved = ckpt.meta["twin"]
     except (ValueError, KeyError):
         raise cli.UserError(f"--state: {path} is not a twin state; give another folder") from None
-    saved = {"masks": "own", **saved}  # saved before --masks existed: torch's own masks
+    # saved before --masks existed: torch's own masks; before --schedule: a constant lr
+    saved = {"masks": "own", "schedule": "constant", "warmup_steps": 0, **saved}
     differ = [f"{k} {saved.get(k)!r} -> {config[k]!r}" for k in SAME_ON_RESUME
               if saved.get(k) != config[k]]
     if differ:
@@ -200,12 +204,18 @@ def run_twin(prepared, arch: str = "alexnet-small", epochs: int = 5, batch_size:
              lr: float = 0.01, init: str = "pytorch", seed: int = 0,
              val_max_images: int | None = None, dropout: float = 0.5,
              momentum: float = 0.9, weight_decay: float = 5e-4, progress: bool = True,
-             log=print, warmup: bool = True, state_dir=None, masks: str = "shared") -> dict:
+             log=print, warmup: bool = True, state_dir=None, masks: str = "shared",
+             schedule: str = "constant", warmup_steps: int = 0) -> dict:
     """Train tinyalex and its torch twin on the same batches; return the report (a dict:
     "config", "epochs" [{"epoch", "tinyalex": {...}, "torch": {...}, "top1_diff_points"}],
     "within_target", "failed_epochs", "totals"). ``log`` gets the table rows as they come.
     With ``state_dir`` both nets are saved after every epoch, and a run given the same
-    folder continues from the last finished epoch."""
+    folder continues from the last finished epoch. ``schedule`` "linear" or "cosine": both
+    get the step's lr of optim.BudgetSchedule (``warmup_steps``, then down to 0 at the last
+    step of ``epochs``), tinyalex through train_step, torch by setting its param group's lr,
+    as a PyTorch scheduler does; with a changing lr the paper's rule and torch's part by
+    the ratio of consecutive lrs on the momentum term (chapter 09), which is the recipe
+    each framework's users get."""
 
     from ..data.augment import Augmenter
     from ..data.loader import eval_loader, train_loader
@@ -221,6 +231,10 @@ def run_twin(prepared, arch: str = "alexnet-small", epochs: int = 5, batch_size:
         raise cli.UserError("--dropout must be in [0, 1)")
     if masks not in MASKS:
         raise cli.UserError(f"--masks must be one of {', '.join(MASKS)}")
+    if schedule not in SCHEDULES:
+        raise cli.UserError(f"--schedule must be one of {', '.join(SCHEDULES)}")
+    if warmup_steps < 0:
+        raise cli.UserError("--warmup-steps must be at least 0")
     torch.set_num_threads(os.cpu_count() or 1)
     torch.manual_seed(seed)
 
@@ -235,6 +249,11 @@ def run_twin(prepared, arch: str = "alexnet-small", epochs: int = 5, batch_size:
         raise cli.UserError(f"{len(prepared.train_labels)} training images make no full batch "
                             f"of {batch_size}; lower --batch-size")
     val_loader = eval_loader(prepared, augmenter, batch_size=batch_size)
+    plan = None
+    if schedule != "constant":
+        from ..optim import BudgetSchedule
+
+        plan = BudgetSchedule(lr, epochs * n_batches, warmup_steps, schedule)
     loss_fn = SoftmaxCrossEntropy()
     criterion = torch.nn.CrossEntropyLoss()
     if warmup:
@@ -245,7 +264,8 @@ def run_twin(prepared, arch: str = "alexnet-small", epochs: int = 5, batch_size:
     config = {"arch": arch, "num_classes": num_classes, "crop": augmenter.crop,
               "epochs": epochs, "batch_size": batch_size, "batches_per_epoch": n_batches,
               "lr": lr, "momentum": momentum, "weight_decay": weight_decay, "init": init,
-              "seed": seed, "dropout": dropout, "masks": masks,
+              "seed": seed, "dropout": dropout, "masks": masks, "schedule": schedule,
+              "warmup_steps": warmup_steps,
               "val_max_images": val_max_images, "data": str(prepared.path), "data_kind": prepared.meta.get("kind"),
               "train_images": int(len(prepared.train_labels)),
               "optimizer": {"tinyalex": "tinyalex.optim.SGD (paper rule)",
@@ -256,7 +276,9 @@ def run_twin(prepared, arch: str = "alexnet-small", epochs: int = 5, batch_size:
     log(f"twin: {arch} ({net.num_params():,} parameters, init {init}, dropout {dropout:g}, "
         f"masks {masks}) "
         f"on {num_classes} classes, {n_batches} batches of {batch_size} per epoch, "
-        f"{epochs} epoch{'s' if epochs != 1 else ''}, lr {lr:g}, momentum {momentum:g}, weight decay {weight_decay:g}; "
+        f"{epochs} epoch{'s' if epochs != 1 else ''}, lr {lr:g}"
+        + (f" ({schedule} to 0 after {warmup_steps} warm-up steps)" if plan else "")
+        + f", momentum {momentum:g}, weight decay {weight_decay:g}; "
         f"torch {torch.__version__} with {torch.get_num_threads()} threads")
     log("both run in this one process, so torch gets tinyalex's process settings too (glibc "
         "reusing freed memory): it runs as the bench's 'torch + tinyalex's settings', faster "
@@ -279,8 +301,10 @@ def run_twin(prepared, arch: str = "alexnet-small", epochs: int = 5, batch_size:
         bar = cli.progress_bar(n_batches, f"epoch {epoch + 1}/{epochs}", "batch", progress)
         with loader.iter_epoch(epoch) as batches:
             for x, y in batches:
+                step_lr = plan.lr_at(step) if plan is not None else None
                 t0 = time.perf_counter()
-                loss, logits = train_step(net, loss_fn, opt, x, y, step=step, seed=seed)
+                loss, logits = train_step(net, loss_fn, opt, x, y, step=step, seed=seed,
+                                          lr=step_lr)
                 seconds["tinyalex"] += time.perf_counter() - t0
 
                 if masks == "shared" and dropout_names:
@@ -288,6 +312,9 @@ def run_twin(prepared, arch: str = "alexnet-small", epochs: int = 5, batch_size:
                 t0 = time.perf_counter()
                 xt = torch.from_numpy(x)
                 yt = torch.from_numpy(y.astype(np.int64))
+                if step_lr is not None:
+                    for group in topt.param_groups:
+                        group["lr"] = step_lr
                 topt.zero_grad(set_to_none=True)
                 out = model(xt)
                 tloss = criterion(out, yt)
@@ -447,7 +474,13 @@ def build_parser():
                    help="default: alexnet for 256-px images, alexnet-small for smaller")
     p.add_argument("--epochs", type=int, default=5, help="passes over the training set")
     p.add_argument("--batch-size", type=int, default=128, help="images per SGD step")
-    p.add_argument("--lr", type=float, default=0.01, help="learning rate (constant)")
+    p.add_argument("--lr", type=float, default=0.01,
+                   help="learning rate (the peak one with --schedule linear or cosine)")
+    p.add_argument("--schedule", choices=SCHEDULES, default="constant",
+                   help="constant, or a warm-up and a decay to 0 at the last step, as "
+                        "python -m tinyalex.train --schedule linear/cosine")
+    p.add_argument("--warmup-steps", type=int, default=0, metavar="N",
+                   help="with --schedule linear/cosine: ramp the lr up over N steps")
     p.add_argument("--init", choices=sorted(INITS), default="pytorch",
                    help="the starting weights both nets share (see net.INITS)")
     p.add_argument("--dropout", type=float, default=0.5,
@@ -492,7 +525,8 @@ def main(argv=None) -> int:
     arch = args.arch or ("alexnet" if prepared.image_size >= 256 else "alexnet-small")
     common = dict(arch=arch, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                   init=args.init, val_max_images=args.val_max_images, dropout=args.dropout,
-                  progress=not args.no_progress, log=tqdm.write, masks=args.masks)
+                  progress=not args.no_progress, log=tqdm.write, masks=args.masks,
+                  schedule=args.schedule, warmup_steps=args.warmup_steps)
     if args.seeds is None:
         report = run_twin(prepared, seed=args.seed, state_dir=args.state, **common)
         print(format_summary(report))

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -30,8 +29,7 @@ from tinyalex.data.loader import BatchLoader
 from tinyalex.layers import Dropout
 
 HERE = Path(__file__).resolve().parent
-MPIEXEC = shutil.which("mpiexec", path=os.pathsep.join([str(Path(sys.executable).parent),
-                                                         os.environ.get("PATH", "")]))
+MPIEXEC = distributed.mpiexec_path()
 try:
     import mpi4py  # noqa: F401
     HAVE_MPI = MPIEXEC is not None

@@ -77,6 +77,7 @@ class Local:
     (``loop.train_step`` does the slicing); it exists so that tests can compare the two."""
 
     rank, size, is_root = 0, 1, True
+    overlap = False
 
     def __init__(self, slices: int = 1):
         self.slices = int(slices)
@@ -148,10 +149,7 @@ class MPI:
         and stops, or updates, together."""
         first = next(iter(grads.values()))
         buf = self._flat(grads, np.dtype(first.dtype))
-        at = 0
-        for g in grads.values():
-            buf[at:at + g.size] = _to_host(g).ravel()
-            at += g.size
+        _pack(grads.values(), buf)
         buf[-1] = loss
         buf *= buf.dtype.type(share)
         if self.ordered:
@@ -164,11 +162,7 @@ class MPI:
             self.comm.Bcast(buf, root=0)
         else:
             self.comm.Allreduce(self._mpi.IN_PLACE, buf, op=self._mpi.SUM)
-        at = 0
-        for g in grads.values():
-            xp = get_array_module(g)
-            g[...] = xp.asarray(buf[at:at + g.size].reshape(g.shape))
-            at += g.size
+        _unpack(grads.values(), buf)
         return float(buf[-1])
 
     def layer_reducer(self, share: float) -> LayerReducer:
@@ -260,16 +254,10 @@ class LayerReducer:
                 buf = self.comm._layer_buffers.get((name, dtype))
                 if buf is None or buf.size != n:
                     buf = self.comm._layer_buffers[(name, dtype)] = np.empty(n, dtype)
-                at = 0
-                for g in arrays:
-                    buf[at:at + g.size] = _to_host(g).ravel()
-                    at += g.size
+                _pack(arrays, buf)
                 buf *= buf.dtype.type(self.share)
                 self.comm.comm.Allreduce(mpi.IN_PLACE, buf, op=mpi.SUM)
-                at = 0
-                for g in arrays:
-                    g[...] = get_array_module(g).asarray(buf[at:at + g.size].reshape(g.shape))
-                    at += g.size
+                _unpack(arrays, buf)
             except BaseException as err:  # raised again in finish(), on the main thread
                 self.error = err
 
@@ -282,6 +270,31 @@ class LayerReducer:
         total = np.array([loss * self.share], np.float64)
         self.comm.comm.Allreduce(self.comm._mpi.IN_PLACE, total, op=self.comm._mpi.SUM)
         return float(total[0])
+
+
+def _pack(arrays, buf: np.ndarray) -> None:
+    """The arrays (NumPy or CuPy) one after the other into the front of a host buffer."""
+    at = 0
+    for g in arrays:
+        buf[at:at + g.size] = _to_host(g).ravel()
+        at += g.size
+
+
+def _unpack(arrays, buf: np.ndarray) -> None:
+    """The inverse of _pack: each array, in place, from its stretch of the buffer."""
+    at = 0
+    for g in arrays:
+        g[...] = get_array_module(g).asarray(buf[at:at + g.size].reshape(g.shape))
+        at += g.size
+
+
+def mpiexec_path() -> str | None:
+    """The mpiexec beside this Python (pip's mpich puts it in the venv's bin/), else the
+    first on PATH, else None."""
+    import shutil
+
+    return shutil.which("mpiexec", path=os.path.dirname(sys.executable)) \
+        or shutil.which("mpiexec")
 
 
 def _to_host(a) -> np.ndarray:

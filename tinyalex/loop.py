@@ -60,10 +60,7 @@ def forward_backward(net, loss_fn, x, y, layer_done=None):
     hook, called after each layer's backward."""
     logits = net.forward(x, train=True)
     loss = loss_fn.forward(logits, y)
-    if layer_done is None:
-        net.backward(loss_fn.backward(), input_grad=False)
-    else:
-        net.backward(loss_fn.backward(), input_grad=False, layer_done=layer_done)
+    net.backward(loss_fn.backward(), input_grad=False, layer_done=layer_done)
     return loss, logits
 
 
@@ -85,7 +82,7 @@ def train_step(net, loss_fn, opt, x, y, *, step: int, seed: int, lr: float | Non
     (distributed.LayerReducer): the same sums, sent earlier."""
     if comm is not None and comm.slices > 1:
         loss, logits = sliced_forward_backward(net, loss_fn, x, y, comm.slices, seed, step)
-    elif comm is not None and rows is not None and getattr(comm, "overlap", False):
+    elif comm is not None and rows is not None and comm.overlap:
         start, stop, batch = rows
         seed_dropout(net, seed, step, rows)
         with comm.layer_reducer((stop - start) / batch) as reducer:

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -164,9 +163,9 @@ def run_child(args, ranks: int, overlap: bool = False) -> dict:
            "--num-classes", str(args.num_classes), "--batch-size", str(args.batch_size),
            "--steps", str(args.steps)] + (["--overlap"] if overlap else [])
     if ranks > 1:
-        mpiexec = shutil.which("mpiexec", path=os.path.dirname(sys.executable)) \
-            or shutil.which("mpiexec")
-        cmd = [mpiexec, "-n", str(ranks)] + cmd
+        from ..distributed import mpiexec_path
+
+        cmd = [mpiexec_path(), "-n", str(ranks)] + cmd
     result = subprocess.run(cmd, capture_output=True, text=True)
     if result.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd[:4])} ... failed:\n{result.stderr[-2000:]}")
@@ -179,8 +178,9 @@ def mpi_missing() -> str | None:
         import mpi4py  # noqa: F401
     except ImportError:
         return "mpi4py is not installed (pip install 'tinyalex[mpi]')"
-    if not (shutil.which("mpiexec", path=os.path.dirname(sys.executable))
-            or shutil.which("mpiexec")):
+    from ..distributed import mpiexec_path
+
+    if mpiexec_path() is None:
         return "no mpiexec on PATH (pip install mpich)"
     return None
 

@@ -21,35 +21,10 @@ from tinyalex.checks import exercises
 
 ROOT = Path(__file__).resolve().parents[1]
 
-LRN_HEAD = '''
-import numpy as np
-
-from tinyalex.layers.base import Layer
-
-
-def window_sum(v, before, after):
-    C = v.shape[1]
-    padded = np.pad(v, ((0, 0), (before, after), (0, 0), (0, 0)))
-    return sum(padded[:, d:d + C] for d in range(before + after + 1))
-
-
-class LocalResponseNorm(Layer):
-    def __init__(self, size=5, alpha=1e-4, beta=0.75, k=2.0, convention="paper"):
-        super().__init__()
-        self.size, self.alpha, self.beta, self.k = size, alpha, beta, k
-        self.a = alpha if convention == "paper" else alpha / size
-
-    def forward(self, x, train=True):
-        n = self.size
-        s = self.k + self.a * window_sum(x * x, n // 2, (n - 1) // 2)
-        y = x * s ** (-self.beta)
-        self.cache = (x, y, s)
-        return y
-
-    def backward(self, dout):
-        x, y, s = self.cache
-        n = self.size
-'''
+#: The chapter 04 solution up to its backward's sum (which it gets right); each wrong LRN
+#: below ends it in one known wrong way.
+SOLUTION = (ROOT / "notebooks" / "solutions" / "04_lrn.py").read_text()
+LRN_HEAD = SOLUTION[:SOLUTION.index("        # y_i depends on x_j")]
 NO_CROSS_TERM = LRN_HEAD + '''        return dout * s ** (-self.beta)          # the cross-channel term forgotten
 '''
 FORWARD_WINDOW = LRN_HEAD + '''        back = window_sum(dout * y / s, n // 2, (n - 1) // 2)   # not transposed

@@ -69,7 +69,9 @@ def mark(fig, budget: str):
     """Write SMOKE_NOTE across the bottom of a matplotlib figure made at the CI budget (at
     the full budget, nothing). Returns the figure."""
     if budget == "ci" and fig is not None:
-        fig.text(0.5, 0.005, SMOKE_NOTE, ha="center", va="bottom", fontsize=8, color="tab:red")
+        from ..commands.figures import stamp
+
+        stamp(fig, SMOKE_NOTE)
     return fig
 
 

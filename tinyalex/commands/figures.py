@@ -45,7 +45,7 @@ def _save(fig, path, note: str | None = None) -> Path:
     smoke run of seconds) and close it."""
     if note:
         fig.subplots_adjust(bottom=max(fig.subplotpars.bottom, 0.08))
-        fig.text(0.5, 0.005, note, ha="center", va="bottom", fontsize=8, color="tab:red")
+        stamp(fig, note)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=fig.dpi)
@@ -54,6 +54,12 @@ def _save(fig, path, note: str | None = None) -> Path:
 
 
 # --------------------------------------------------------------------------- Figure 3
+def stamp(fig, note: str):
+    """``note`` in red across the bottom of a figure (e.g. that it comes from a smoke run)."""
+    fig.text(0.5, 0.005, note, ha="center", va="bottom", fontsize=8, color="tab:red")
+    return fig
+
+
 def filter_tiles(W) -> np.ndarray:
     """(F, C, k, k) kernels -> (F, k, k, 3) RGB in [0, 1], each kernel min-max normalised
     on its own (as the paper's figure; single-channel kernels are shown grey)."""

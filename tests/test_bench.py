@@ -19,7 +19,7 @@ def test_bench_step_prints_layers_step_and_ratios():
     for layer in ("conv1", "lrn1", "pool5", "fc8", "sum"):
         assert layer in out
     assert "img/s" in out and "peak RSS" in out and "tinyalex / torch:" in out
-    assert "convolutions: 3x3 stride-1 by Winograd" in out
+    assert "convolutions: 3x3 and 5x5 stride-1 by Winograd" in out
     assert "bound: the most any code could beat the textbook by" in out
 
 

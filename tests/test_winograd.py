@@ -1,15 +1,21 @@
-"""Winograd F(2x2, 3x3) (tinyalex/kernels/winograd.py and its Numba twins in
-kernels/winograd_numba.py)
-computes the same convolution as Conv2D's readable im2col body.
+"""Winograd F(2x2, 3x3) and F(2x2, 5x5) (tinyalex/kernels/winograd.py and its Numba twins
+in kernels/winograd_numba.py, winograd5_numba.py) compute the same convolution as Conv2D's
+readable im2col body.
 
+- The matrices are Winograd's: in one dimension A^T [(G g) * (B^T d)] is the correlation
+  of g and d, to 1e-14 in float64 (rounding only).
 - The readable Winograd equals im2col in float64 to 1e-13 (rel_error): both are exact
   algebra, they differ only in rounding. Odd and even sizes (the last tile hangs over the
-  edge), non-square maps, 1x1 maps, groups.
+  edge), non-square maps, 1x1 maps, groups; 3x3 and 5x5.
 - Each Numba transform equals its readable twin: 1e-14 in float64; in float32 a few ulps
   (1e-6), as the two round their sums in another order.
-- The fast Conv2D (Numba transforms + BLAS products) equals the readable im2col layer
-  within the conv tolerance of tests/test_kernels_cpu.py (2e-6 float32, 1e-13 float64;
-  measured: at most 6e-7 and 1.3e-15).
+- The fast Conv2D (Numba transforms + BLAS products) equals the readable im2col layer: for
+  3x3 within the conv tolerance of tests/test_kernels_cpu.py (2e-6 float32, 1e-13 float64;
+  measured: at most 6e-7 and 1.3e-15); for 5x5 in float32 within 2e-5 (measured at most
+  6e-6), since F(2x2, 5x5)'s entries (up to 5 in B^T, 1/24 in G) round more.
+- F(2x2, 5x5)'s float32 error at conv2's size (48 channels a group), against float64
+  im2col: forward and dx within 1e-5, dW within 4e-5 (measured 3.5e-6, 3.9e-6, 1.3e-5;
+  float32 im2col's: 4e-7).
 - The backward is a true gradient: central differences in float64, tolerance 1e-6.
 - TINYALEX_NO_WINOGRAD=1 takes the im2col fast path instead.
 """
@@ -33,14 +39,15 @@ SHAPES = {
     "1x1":        ((2, 3, 1, 1), 2, 1),
     "many-images": ((37, 4, 6, 5), 4, 2),
 }
-TOL = {np.float32: 2e-6, np.float64: 1e-13}
+TOL = {3: {np.float32: 2e-6, np.float64: 1e-13}, 5: {np.float32: 2e-5, np.float64: 1e-13}}
+SIZES = [3, 5]
 
 
-def _case(name, dtype, seed=0):
+def _case(name, dtype, seed=0, r=3):
     shape, F, groups = SHAPES[name]
     rng = np.random.default_rng(seed)
     x = rng.standard_normal(shape).astype(dtype)
-    W = rng.standard_normal((F, shape[1] // groups, 3, 3)).astype(dtype)
+    W = rng.standard_normal((F, shape[1] // groups, r, r)).astype(dtype)
     b = rng.standard_normal(F).astype(dtype)
     dout = rng.standard_normal((shape[0], F) + shape[2:]).astype(dtype)
     return x, W, b, dout, groups
@@ -49,15 +56,28 @@ def _case(name, dtype, seed=0):
 def _im2col_layer(x, W, b, groups, monkeypatch):
     """Conv2D's readable body (the fast paths off) with these weights."""
     monkeypatch.setenv("TINYALEX_NO_NUMBA", "1")
-    layer = Conv2D(x.shape[1], W.shape[0], 3, padding=1, groups=groups, dtype=x.dtype)
+    r = W.shape[2]
+    layer = Conv2D(x.shape[1], W.shape[0], r, padding=r // 2, groups=groups, dtype=x.dtype)
     layer.params["W"][...] = W
     layer.params["b"][...] = b
     return layer
 
 
+@pytest.mark.parametrize("alg", [winograd.F2_3, winograd.F2_5], ids=["3x3", "5x5"])
+def test_matrices_compute_a_correlation(alg):
+    """y_i = sum_k g_k d_(i+k), i < 2, from one a-long d and one r-long g."""
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        d, g = rng.standard_normal(alg.a), rng.standard_normal(alg.r)
+        y = alg.A_T @ ((alg.G @ g) * (alg.B_T @ d))
+        assert rel_error(y, [g @ d[i:i + alg.r] for i in range(2)]) < 1e-14
+    assert winograd.algorithm(alg.r) is alg and alg.pad == alg.r // 2
+
+
+@pytest.mark.parametrize("r", SIZES)
 @pytest.mark.parametrize("name", list(SHAPES))
-def test_readable_winograd_equals_im2col(name, monkeypatch):
-    x, W, b, dout, groups = _case(name, np.float64)
+def test_readable_winograd_equals_im2col(name, r, monkeypatch):
+    x, W, b, dout, groups = _case(name, np.float64, r=r)
     layer = _im2col_layer(x, W, b, groups, monkeypatch)
     y = layer.forward(x)
     dx = layer.backward(dout)
@@ -69,9 +89,10 @@ def test_readable_winograd_equals_im2col(name, monkeypatch):
     assert winograd.conv_backward(x, W, dout, groups, need_input_grad=False)[2] is None
 
 
-def test_readable_winograd_gradient_is_the_derivative():
+@pytest.mark.parametrize("r", SIZES)
+def test_readable_winograd_gradient_is_the_derivative(r):
     """Central differences of L = sum(out * dout), float64: dW and dx within 1e-6."""
-    x, W, b, dout, groups = _case("5x7", np.float64, seed=3)
+    x, W, b, dout, groups = _case("5x7", np.float64, seed=3, r=r)
     dW, _, dx = winograd.conv_backward(x, W, dout, groups)
 
     def loss():  # numerical_gradient perturbs x and W in place
@@ -81,56 +102,95 @@ def test_readable_winograd_gradient_is_the_derivative():
     assert rel_error(dW, numerical_gradient(loss, W)) < 1e-6
 
 
+@pytest.mark.parametrize("r", SIZES)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
-def test_numba_transforms_equal_the_readable_ones(dtype):
+def test_numba_transforms_equal_the_readable_ones(dtype, r):
     tol = 1e-6 if dtype == np.float32 else 1e-14
+    tf, alg = kwino._TRANSFORMS[r], winograd.algorithm(r)
     for name in SHAPES:
-        x, W, _, dout, _ = _case(name, dtype, seed=1)
+        x, W, _, dout, _ = _case(name, dtype, seed=1, r=r)
         N, C, H, Wd = x.shape
         F = W.shape[0]
         T = N * np.prod(winograd.tiles(H, Wd))
-        assert rel_error(kwino.winograd_filter(W), winograd.filter_transform(W)) < tol, name
-        V = np.empty((16, C, T), dtype=dtype)
-        kwino._winograd_input(x, V)
-        assert rel_error(V, winograd.input_transform(x)) < tol, name
-        Z = np.empty((16, F, T), dtype=dtype)
-        kwino._winograd_output_grad(dout, Z)
-        assert rel_error(Z, winograd.output_gradient_transform(dout)) < tol, name
-        M = np.random.default_rng(2).standard_normal((16, F, T)).astype(dtype)
+        assert tf.K == alg.a ** 2
+        assert rel_error(tf.filter(W), winograd.filter_transform(W)) < tol, name
+        V = kwino._planes(tf.K, C, T, dtype)
+        tf.input(x, V)
+        assert rel_error(V, winograd.input_transform(x, alg)) < tol, name
+        Z = np.empty((tf.K, F, T), dtype=dtype)
+        tf.output_grad(dout, Z)
+        assert rel_error(Z, winograd.output_gradient_transform(dout, alg)) < tol, name
+        M = np.random.default_rng(2).standard_normal((tf.K, F, T)).astype(dtype)
         out = np.empty_like(dout)
-        kwino._winograd_output(M, out, np.zeros(F, dtype))
-        assert rel_error(out, winograd.output_transform(M, dout.shape)) < tol, name
-        dV = np.random.default_rng(3).standard_normal((16, C, T)).astype(dtype)
+        tf.output(M, out, np.zeros(F, dtype))
+        assert rel_error(out, winograd.output_transform(M, dout.shape, alg)) < tol, name
+        dV = np.random.default_rng(3).standard_normal((tf.K, C, T)).astype(dtype)
         dx = np.empty_like(x)
-        kwino._winograd_input_grad(dV, dx)
-        assert rel_error(dx, winograd.input_gradient_transform(dV, x.shape)) < tol, name
-        dU = np.random.default_rng(4).standard_normal((16, F, W.shape[1])).astype(dtype)
-        assert rel_error(kwino.winograd_filter_grad(dU, dtype),
-                         winograd.filter_gradient(dU, dtype)) < tol, name
+        tf.input_grad(dV, dx)
+        assert rel_error(dx, winograd.input_gradient_transform(dV, x.shape, alg)) < tol, name
+        dU = np.random.default_rng(4).standard_normal((tf.K, F, W.shape[1])).astype(dtype)
+        assert rel_error(tf.filter_grad(dU, dtype),
+                         winograd.filter_gradient(dU, dtype, alg)) < tol, name
 
 
+def test_planes_are_not_4k_apart():
+    """kernels/winograd_numba._planes: (K, rows, T), each plane contiguous, planes 64 bytes
+    past a multiple of 4 KiB apart (so the K planes a transform touches fall into different
+    L1 sets), whatever the size."""
+    for K, rows, T, dtype in [(16, 256, 512, np.float32), (36, 96, 490, np.float32),
+                              (36, 3, 7, np.float64), (16, 1024, 1024, np.float32)]:
+        V = kwino._planes(K, rows, T, dtype)
+        assert V.shape == (K, rows, T) and V.dtype == dtype
+        assert all(V[k].flags.c_contiguous for k in range(K))
+        assert V.strides[0] % 4096 == 64 and V.strides[0] >= rows * T * V.itemsize
+
+
+@pytest.mark.parametrize("r", SIZES)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
 @pytest.mark.parametrize("name", list(SHAPES))
-def test_fast_conv_by_winograd_equals_readable_im2col(name, dtype, monkeypatch):
-    x, W, b, dout, groups = _case(name, dtype, seed=2)
+def test_fast_conv_by_winograd_equals_readable_im2col(name, dtype, r, monkeypatch):
+    x, W, b, dout, groups = _case(name, dtype, seed=2, r=r)
+    p = r // 2
     monkeypatch.delenv("TINYALEX_NO_WINOGRAD", raising=False)
-    assert registry.use_winograd(3, 3, 1, 1)
-    assert registry.CONV_FORWARD.pick(x, W, b, 1, 1, groups) is kwino.conv_forward
-    assert registry.CONV_BACKWARD.pick(x, W, dout, 1, 1, groups, True) is kwino.conv_backward
-    y = kwino.conv_forward(x, W, b, 1, 1, groups)
-    dW, db, dx = kwino.conv_backward(x, W, dout, 1, 1, groups)
-    assert kwino.conv_backward(x, W, dout, 1, 1, groups, need_input_grad=False)[2] is None
+    assert registry.use_winograd(r, r, 1, p)
+    assert registry.CONV_FORWARD.pick(x, W, b, 1, p, groups) is kwino.conv_forward
+    assert registry.CONV_BACKWARD.pick(x, W, dout, 1, p, groups, True) is kwino.conv_backward
+    y = kwino.conv_forward(x, W, b, 1, p, groups)
+    dW, db, dx = kwino.conv_backward(x, W, dout, 1, p, groups)
+    assert kwino.conv_backward(x, W, dout, 1, p, groups, need_input_grad=False)[2] is None
     layer = _im2col_layer(x, W, b, groups, monkeypatch)
     y_ref = layer.forward(x)
     dx_ref = layer.backward(dout)
     for ours, ref, what in [(y, y_ref, "forward"), (dx, dx_ref, "dx"),
                             (dW, layer.grads["W"], "dW"), (db, layer.grads["b"], "db")]:
         assert ours.shape == ref.shape and ours.dtype == ref.dtype == dtype, what
-        assert rel_error(ours, ref) < TOL[dtype], what
+        assert rel_error(ours, ref) < TOL[r][dtype], what
+
+
+def test_float32_error_of_5x5_is_bounded(monkeypatch):
+    """conv2's shape, one group (48 channels in, 64 kernels), 13x13, float32 through
+    F(2x2, 5x5) against float64 im2col: forward and dx within 1e-5, dW within 4e-5, where
+    float32 im2col stays within 1e-6 (the price of 2.78x fewer multiplications)."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((4, 48, 13, 13))
+    W = rng.standard_normal((64, 48, 5, 5)) / np.sqrt(48 * 25)
+    b, dout = rng.standard_normal(64), rng.standard_normal((4, 64, 13, 13))
+    layer = _im2col_layer(x, W, b, 1, monkeypatch)
+    y_ref, dx_ref = layer.forward(x), layer.backward(dout)
+    dW_ref = layer.grads["W"]
+    f32 = [a.astype(np.float32) for a in (x, W, b, dout)]
+    y = kwino.conv_forward(*f32[:3], 1, 2, 1)
+    dW, _, dx = kwino.conv_backward(f32[0], f32[1], f32[3], 1, 2, 1)
+    assert rel_error(y, y_ref) < 1e-5 and rel_error(dx, dx_ref) < 1e-5
+    assert rel_error(dW, dW_ref) < 4e-5
+    im2col = _im2col_layer(f32[0], f32[1], f32[2], 1, monkeypatch)
+    assert rel_error(im2col.forward(f32[0]), y_ref) < 1e-6
+    assert rel_error(im2col.backward(f32[3]), dx_ref) < 1e-6
 
 
 def test_no_winograd_switch(monkeypatch):
-    """TINYALEX_NO_WINOGRAD=1: the 3x3 convolutions take im2col again (other rounding)."""
+    """TINYALEX_NO_WINOGRAD=1: the 3x3 and 5x5 convolutions take im2col again (other
+    rounding)."""
     x, W, b, _, groups = _case("13x13-g2", np.float32, seed=4)
     monkeypatch.delenv("TINYALEX_NO_NUMBA", raising=False)
     wino = conv.conv_forward(x, W, b, 1, 1, groups)
@@ -138,9 +198,13 @@ def test_no_winograd_switch(monkeypatch):
     assert not registry.use_winograd(3, 3, 1, 1)
     assert registry.CONV_FORWARD.pick(x, W, b, 1, 1, groups) is kconv.conv_forward
     im2col = conv.conv_forward(x, W, b, 1, 1, groups)
-    assert rel_error(wino, im2col) < TOL[np.float32]
+    assert rel_error(wino, im2col) < TOL[3][np.float32]
     assert not np.array_equal(wino, im2col)  # a different computation, not the same code
     assert not registry.use_winograd(5, 5, 1, 2) and not registry.use_winograd(3, 3, 2, 1)
+    monkeypatch.delenv("TINYALEX_NO_WINOGRAD")
+    assert registry.use_winograd(5, 5, 1, 2)
+    assert not registry.use_winograd(5, 5, 1, 1) and not registry.use_winograd(5, 5, 2, 2)
+    assert not registry.use_winograd(11, 11, 1, 5) and not registry.use_winograd(3, 5, 1, 1)
 
 
 def test_tasks_do_not_depend_on_the_machine():

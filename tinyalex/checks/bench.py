@@ -217,12 +217,12 @@ def textbook_bounds(net, batch_size: int, textbook, sgemm_rate: float,
                     memory_rate: float) -> list[float | None]:
     """Per layer, the largest speed-up over its textbook twin that any code could reach on
     this machine: the twin's time / the least time the work can take. For conv and FC: the
-    products' FLOPs at the best sgemm rate (a Winograd layer does 2.25x fewer
-    multiplications, F(2x2,3x3): 16 per 4 outputs against 36, so its bound is 2.25x
+    products' FLOPs at the best sgemm rate (a Winograd layer does fewer multiplications,
+    F(2x2,3x3) 2.25x, F(2x2,5x5) 2.78x: kernels/winograd.py, so its bound is that much
     higher). For the others: MIN_PASSES' bytes at the best streaming rate, a bound for
     arrays past the caches (the training batch's are; a small batch's may beat it). None
     where there is no twin or no work (flatten)."""
-    from ..kernels import registry
+    from ..kernels import registry, winograd
 
     bounds = []
     for (_, layer, in_shape, out_shape), flops, row in zip(
@@ -234,7 +234,7 @@ def textbook_bounds(net, batch_size: int, textbook, sgemm_rate: float,
         if flops:
             if getattr(layer, "kernel_size", None) and registry.use_winograd(
                     layer.kernel_size, layer.kernel_size, layer.stride, layer.padding):
-                flops /= 2.25
+                flops /= winograd.algorithm(layer.kernel_size).fewer_multiplications
             least = flops / (sgemm_rate * 1e9)
         else:
             of_x, of_y = MIN_PASSES[kind]
@@ -524,7 +524,8 @@ def main(argv=None) -> int:
         print("convolutions: the readable im2col body (no batch-parallel conv on this BLAS, "
               "or TINYALEX_NO_NUMBA is set)")
     elif registry.use_winograd(3, 3, 1, 1):
-        print("convolutions: 3x3 stride-1 by Winograd F(2x2,3x3), the others by im2col")
+        print("convolutions: 3x3 and 5x5 stride-1 by Winograd F(2x2,3x3) and F(2x2,5x5), the "
+              "others by im2col")
     else:
         print("convolutions: all by im2col (TINYALEX_NO_WINOGRAD is set)")
     print(f"net: {args.arch}, {args.num_classes} classes, batch {args.batch_size}, float32")
@@ -548,8 +549,9 @@ def main(argv=None) -> int:
         if bounds:
             print(f"bound: the most any code could beat the textbook by here, its time / the "
                   f"least the work takes: conv and FC products at the best sgemm rate "
-                  f"({rate:.0f} GFLOP/s, measured now; 2.25x fewer for Winograd layers), the "
-                  f"others' fewest bytes at the best streaming rate ({stream:.1f} GB/s)")
+                  f"({rate:.0f} GFLOP/s, measured now; 2.25x fewer for 3x3 Winograd layers, "
+                  f"2.78x for 5x5), the others' fewest bytes at the best streaming rate "
+                  f"({stream:.1f} GB/s)")
         del net, x
 
     print(f"\ntraining step (forward, loss, backward, SGD update; median of {args.steps}, "

@@ -8,8 +8,9 @@ twins, and one of them says which runs:
   forward/backward, the SGD update) is registered there once with its readable body, its
   Numba twins and its CuPy twin, and the conditions under which each runs.
 - ``conv.py``: Numba im2col/col2im, and the batch-parallel convolution (layers/conv.py).
-- ``winograd.py``: the readable Winograd F(2x2, 3x3) for the 3x3 stride-1 convolutions;
-  ``winograd_numba.py``: its Numba twin, batch-parallel as conv.py's.
+- ``winograd.py``: the readable Winograd F(2x2, 3x3) and F(2x2, 5x5) for the 3x3 and 5x5
+  stride-1 convolutions; ``winograd_numba.py``: its Numba twin, batch-parallel as
+  conv.py's, with the 5x5 transforms in ``winograd5_numba.py``.
 - ``pool.py``, ``relu.py``, ``lrn.py``, ``sgd.py``: the Numba twins of layers/pool.py,
   layers/activations.py, layers/lrn.py and optim.py.
 - ``threads.py``: the compile options, serial twins, and the worker threads of the

@@ -1,52 +1,110 @@
-"""Winograd's minimal filtering F(2x2, 3x3): a 3x3, stride-1, pad-1 convolution in 2.25x
+"""Winograd's minimal filtering F(2x2, r x r): an r x r, stride-1, same-size convolution in
 fewer multiplications (Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks",
-2015). The paper net's conv3-5 are such convolutions (§3.5); this is how the CPU fast path
-computes them (kernels/winograd_numba.py, this file's Numba twin). Conv2D's readable body
-(im2col, layers/conv.py) stays the reference, and tests/test_winograd.py proves this file
-equal to it in float64.
+2015). Two of them run here: F(2x2, 3x3) for the paper net's conv3-5 (§3.5) and F(2x2,
+5x5) for conv2, whose 5x5 filters make it the net's costliest layer. This file is the
+readable body; kernels/winograd_numba.py (3x3) and kernels/winograd5_numba.py (5x5) are
+its Numba twins. Conv2D's readable body (im2col, layers/conv.py) stays the reference, and
+tests/test_winograd.py proves this file equal to it in float64.
 
-The output is cut into 2x2 tiles; tile t reads the 4x4 patch d_t of the padded input under
-it (neighbouring patches overlap by 2). With
+The output is cut into 2x2 tiles; tile t reads the a x a patch d_t (a = r + 1) of the
+padded input under it (neighbouring patches overlap by r - 1). Each filter g (r x r) and
+patch d become a x a "frequency" arrays U = G g G^T and V = B^T d B, and the 2x2 output
+tile is
 
-    B^T = [[1, 0,-1, 0],    G = [[ 1,   0,   0 ],    A^T = [[1, 1, 1, 0],
-           [0, 1, 1, 0],         [1/2, 1/2, 1/2],           [0, 1,-1,-1]]
-           [0,-1, 1, 0],         [1/2,-1/2, 1/2],
-           [0, 1, 0,-1]]         [ 0,   0,   1 ]]
+    y_t = A^T [ sum_c U[f, c] * V[c, t] ] A          (* elementwise over the a x a)
 
-each filter g (3x3) and patch d (4x4) become 4x4 "frequency" arrays U = G g G^T and
-V = B^T d B, and the 2x2 output tile is
+so per (i, j) of the a x a the channel sum is one matrix product, M_ij = U_ij @ V_ij
+((F, C) @ (C, tiles)): a^2 multiplications per 4 outputs where im2col needs r^2 per
+output, 2.25x fewer for 3x3 (16 against 36), 2.78x for 5x5 (36 against 100). Groups (§3.2)
+split U_ij and V_ij into blocks as in im2col.
 
-    y_t = A^T [ sum_c U[f, c] * V[c, t] ] A          (* elementwise over the 4x4)
-
-so per (i, j) of the 4x4 the channel sum is one matrix product, M_ij = U_ij @ V_ij
-((F, C) @ (C, tiles)): 16 products with 16 multiplications per 4 outputs, where im2col
-needs 9 per output. Groups (§3.2) split U_ij and V_ij into blocks as in im2col.
+Where B, G and A come from (Cook-Toom): a product of polynomials is known from its values
+at a points. Pick a - 1 of them (0, +-1, +-2) and "infinity" (the leading coefficient); G
+evaluates the filter's polynomial there, B^T the input's interpolation, A^T the output's
+evaluation, with G's rows scaled so that B^T's entries are integers. For 3x3 the points 0
+and +-1 give entries 0, +-1 and +-1/2, which round little (a few ulps of im2col's float32
+result); for 5x5 the points +-2 bring entries up to 5 in B^T and 1/24 in G, and the float32
+result is ~10x further from im2col's (tests/test_winograd.py measures and bounds it).
 
 Backward is the adjoint of each step, in reverse (every step is linear):
 
-    Z_ij  = (A dY_t A^T)_ij                            the 2x2 output gradient, 4x4
+    Z_ij  = (A dY_t A^T)_ij                            the 2x2 output gradient, a x a
     dU_ij = Z_ij @ V_ij^T        dW = G^T dU G          (F, tiles) @ (tiles, C)
     dV_ij = U_ij^T @ Z_ij        dd_t = B dV_t B^T      then overlapping patches ADD into dx
 
-Shapes (one group; T = N * ceil(H/2) * ceil(W/2) tiles): x (N, C, H, W); U (16, F, C);
-V (16, C, T); M, Z (16, F, T); out, dout (N, F, H, W). The 16 is (i, j) of the 4x4.
-The entries of B, G and A are 0, +-1 and +-1/2, so the transforms round little: in float32
-the result is within a few units of the last place of im2col's.
+Shapes (one group; T = N * ceil(H/2) * ceil(W/2) tiles; K = a^2, 16 or 36): x (N, C, H, W);
+U (K, F, C); V (K, C, T); M, Z (K, F, T); out, dout (N, F, H, W). K is (i, j) of the a x a.
 """
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
-B_T = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], dtype=np.float64)
-G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]], dtype=np.float64)
-A_T = np.array([[1, 1, 1, 0], [0, 1, -1, -1]], dtype=np.float64)
+
+class Winograd(NamedTuple):
+    """F(2x2, r x r): the filter size and its three matrices (A^T (2, a), G (a, r),
+    B^T (a, a), a = r + 1)."""
+    r: int
+    A_T: np.ndarray
+    G: np.ndarray
+    B_T: np.ndarray
+
+    @property
+    def a(self) -> int:
+        """The side of a tile's input patch and of its frequency arrays."""
+        return self.r + 1
+
+    @property
+    def pad(self) -> int:
+        """The padding of the same-size convolution it computes."""
+        return self.r // 2
+
+    @property
+    def fewer_multiplications(self) -> float:
+        """im2col's multiplications / Winograd's: (2 r)^2 / a^2."""
+        return (2 * self.r) ** 2 / self.a ** 2
+
+
+# Lavin & Gray's F(2x2, 3x3): points 0, +-1 and infinity
+F2_3 = Winograd(
+    r=3,
+    A_T=np.array([[1, 1, 1, 0], [0, 1, -1, -1]], dtype=np.float64),
+    G=np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]], dtype=np.float64),
+    B_T=np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]],
+                 dtype=np.float64))
+
+# F(2x2, 5x5): points 0, +-1, +-2 and infinity; B^T is that of Lavin & Gray's F(4x4, 3x3),
+# which has the same points
+F2_5 = Winograd(
+    r=5,
+    A_T=np.array([[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 1]], dtype=np.float64),
+    G=np.array([[1 / 4, 0, 0, 0, 0],
+                [-1 / 6, -1 / 6, -1 / 6, -1 / 6, -1 / 6],
+                [-1 / 6, 1 / 6, -1 / 6, 1 / 6, -1 / 6],
+                [1 / 24, 1 / 12, 1 / 6, 1 / 3, 2 / 3],
+                [1 / 24, -1 / 12, 1 / 6, -1 / 3, 2 / 3],
+                [0, 0, 0, 0, 1]], dtype=np.float64),
+    B_T=np.array([[4, 0, -5, 0, 1, 0],
+                  [0, -4, -4, 1, 1, 0],
+                  [0, 4, -4, -1, 1, 0],
+                  [0, -2, -1, 2, 1, 0],
+                  [0, 2, -1, -2, 1, 0],
+                  [0, 4, 0, -5, 0, 1]], dtype=np.float64))
+
+ALGORITHMS = {3: F2_3, 5: F2_5}
 
 
 def applies(kh: int, kw: int, stride: int, pad: int) -> bool:
-    """The convolutions F(2x2, 3x3) computes: 3x3, stride 1, pad 1 (same-size output). The
-    one test of it: kernels/registry.py asks it before sending a convolution here."""
-    return kh == kw == 3 and stride == 1 and pad == 1
+    """The convolutions computed here: 3x3 pad 1 or 5x5 pad 2, stride 1 (same-size output).
+    The one test of it: kernels/registry.py asks it before sending a convolution here."""
+    return kh == kw and kh in ALGORITHMS and stride == 1 and pad == kh // 2
+
+
+def algorithm(kernel_size: int) -> Winograd:
+    """F(2x2, 3x3) or F(2x2, 5x5), by the filters' size."""
+    return ALGORITHMS[kernel_size]
 
 
 def tiles(H: int, W: int) -> tuple[int, int]:
@@ -55,75 +113,75 @@ def tiles(H: int, W: int) -> tuple[int, int]:
 
 
 def filter_transform(W):
-    """U = G g G^T for every filter: W (F, C, 3, 3) -> U (16, F, C)."""
-    F, C = W.shape[:2]
+    """U = G g G^T for every filter: W (F, C, r, r) -> U (a^2, F, C)."""
+    F, C, r = W.shape[:3]
+    G = algorithm(r).G
     # G g G^T for all filters at once: vec(G g G^T) = (G kron G) vec(g), one product
-    U = W.reshape(F * C, 9) @ np.kron(G, G).T.astype(W.dtype)  # (F*C, 16)
-    return np.ascontiguousarray(U.T).reshape(16, F, C)
+    U = W.reshape(F * C, r * r) @ np.kron(G, G).T.astype(W.dtype)  # (F*C, a^2)
+    return np.ascontiguousarray(U.T).reshape(-1, F, C)
 
 
-def filter_gradient(dU, dtype):
-    """dW = G^T dU G, the adjoint of filter_transform: dU (16, F, C) -> dW (F, C, 3, 3)."""
+def filter_gradient(dU, dtype, alg: Winograd = F2_3):
+    """dW = G^T dU G, the adjoint of filter_transform: dU (a^2, F, C) -> dW (F, C, r, r)."""
     F, C = dU.shape[1:]
-    dW = dU.reshape(16, F * C).T @ np.kron(G, G).astype(dU.dtype)  # (F*C, 9)
-    return dW.reshape(F, C, 3, 3).astype(dtype)
+    dW = dU.reshape(-1, F * C).T @ np.kron(alg.G, alg.G).astype(dU.dtype)  # (F*C, r^2)
+    return dW.reshape(F, C, alg.r, alg.r).astype(dtype)
 
 
-def patches(x):
-    """d[n, c, ty, tx, a, b] = x_pad[n, c, 2ty + a, 2tx + b]: the 4x4 patch under each tile
-    of the (pad 1, and zeros past the last tile) input. x (N, C, H, W)."""
+def patches(x, alg: Winograd = F2_3):
+    """d[n, c, ty, tx, i, j] = x_pad[n, c, 2ty + i, 2tx + j]: the a x a patch under each
+    tile of the (padded, and zeros past the last tile) input. x (N, C, H, W)."""
     N, C, H, W = x.shape
-    th, tw = tiles(H, W)
-    x_pad = np.zeros((N, C, 2 * th + 2, 2 * tw + 2), dtype=x.dtype)
-    x_pad[:, :, 1:H + 1, 1:W + 1] = x
-    d = np.empty((N, C, th, tw, 4, 4), dtype=x.dtype)
-    for a in range(4):
-        for b in range(4):
-            d[..., a, b] = x_pad[:, :, a:a + 2 * th:2, b:b + 2 * tw:2]
+    th, tw, a, p = *tiles(H, W), alg.a, alg.pad
+    x_pad = np.zeros((N, C, 2 * th + a - 2, 2 * tw + a - 2), dtype=x.dtype)
+    x_pad[:, :, p:H + p, p:W + p] = x
+    d = np.empty((N, C, th, tw, a, a), dtype=x.dtype)
+    for i in range(a):
+        for j in range(a):
+            d[..., i, j] = x_pad[:, :, i:i + 2 * th:2, j:j + 2 * tw:2]
     return d
 
 
-def input_transform(x):
-    """V = B^T d B per patch: x (N, C, H, W) -> V (16, C, T), tiles ordered (n, ty, tx)."""
-    N, C = x.shape[:2]
-    bt = B_T.astype(x.dtype)
-    V = np.einsum("ia,ncyxab,jb->ijcnyx", bt, patches(x), bt)
-    return V.reshape(16, C, -1)
+def input_transform(x, alg: Winograd = F2_3):
+    """V = B^T d B per patch: x (N, C, H, W) -> V (a^2, C, T), tiles ordered (n, ty, tx)."""
+    bt = alg.B_T.astype(x.dtype)
+    V = np.einsum("ia,ncyxab,jb->ijcnyx", bt, patches(x, alg), bt)
+    return V.reshape(alg.a ** 2, x.shape[1], -1)
 
 
-def output_transform(M, out_shape):
-    """y = A^T m A per tile, cropped to out_shape (N, F, H, W): M (16, F, T) -> y."""
+def output_transform(M, out_shape, alg: Winograd = F2_3):
+    """y = A^T m A per tile, cropped to out_shape (N, F, H, W): M (a^2, F, T) -> y."""
     N, F, H, W = out_shape
-    th, tw = tiles(H, W)
-    at = A_T.astype(M.dtype)
-    y = np.einsum("pi,ijfnyx,qj->nfypxq", at, M.reshape(4, 4, F, N, th, tw), at)
+    th, tw, a = *tiles(H, W), alg.a
+    at = alg.A_T.astype(M.dtype)
+    y = np.einsum("pi,ijfnyx,qj->nfypxq", at, M.reshape(a, a, F, N, th, tw), at)
     return y.reshape(N, F, 2 * th, 2 * tw)[:, :, :H, :W]
 
 
-def output_gradient_transform(dout):
+def output_gradient_transform(dout, alg: Winograd = F2_3):
     """Z = A dY A^T per tile, the adjoint of output_transform: dout (N, F, H, W) -> Z
-    (16, F, T) (the 2x2 tiles zero-padded past the output's edge)."""
+    (a^2, F, T) (the 2x2 tiles zero-padded past the output's edge)."""
     N, F, H, W = dout.shape
     th, tw = tiles(H, W)
     d = np.zeros((N, F, 2 * th, 2 * tw), dtype=dout.dtype)
     d[:, :, :H, :W] = dout
-    at = A_T.astype(dout.dtype)
+    at = alg.A_T.astype(dout.dtype)
     Z = np.einsum("pi,nfypxq,qj->ijfnyx", at, d.reshape(N, F, th, 2, tw, 2), at)
-    return Z.reshape(16, F, -1)
+    return Z.reshape(alg.a ** 2, F, -1)
 
 
-def input_gradient_transform(dV, x_shape):
-    """dx from dV (16, C, T): dd = B dV B^T per tile, the overlapping 4x4 patches added
+def input_gradient_transform(dV, x_shape, alg: Winograd = F2_3):
+    """dx from dV (a^2, C, T): dd = B dV B^T per tile, the overlapping a x a patches added
     back onto the pixels they were read from (the adjoint of input_transform)."""
     N, C, H, W = x_shape
-    th, tw = tiles(H, W)
-    bt = B_T.astype(dV.dtype)
-    dd = np.einsum("ia,ijcnyx,jb->ncyxab", bt, dV.reshape(4, 4, C, N, th, tw), bt)
-    dx_pad = np.zeros((N, C, 2 * th + 2, 2 * tw + 2), dtype=dV.dtype)
-    for a in range(4):
-        for b in range(4):
-            dx_pad[:, :, a:a + 2 * th:2, b:b + 2 * tw:2] += dd[..., a, b]
-    return dx_pad[:, :, 1:H + 1, 1:W + 1]
+    th, tw, a, p = *tiles(H, W), alg.a, alg.pad
+    bt = alg.B_T.astype(dV.dtype)
+    dd = np.einsum("ia,ijcnyx,jb->ncyxab", bt, dV.reshape(a, a, C, N, th, tw), bt)
+    dx_pad = np.zeros((N, C, 2 * th + a - 2, 2 * tw + a - 2), dtype=dV.dtype)
+    for i in range(a):
+        for j in range(a):
+            dx_pad[:, :, i:i + 2 * th:2, j:j + 2 * tw:2] += dd[..., i, j]
+    return dx_pad[:, :, p:H + p, p:W + p]
 
 
 def _blocks(groups: int, F: int, C: int):
@@ -132,21 +190,22 @@ def _blocks(groups: int, F: int, C: int):
 
 
 def conv_forward(x, W, b, groups: int = 1):
-    """out = conv(x, W) + b for a 3x3, stride-1, pad-1 convolution: x (N, C, H, W),
-    W (F, C/groups, 3, 3), b (F,) -> out (N, F, H, W)."""
-    F, C = W.shape[0], x.shape[1]
-    U, V = filter_transform(W), input_transform(x)
-    M = np.empty((16, F, V.shape[2]), dtype=x.dtype)
+    """out = conv(x, W) + b for a 3x3 pad-1 or 5x5 pad-2, stride-1 convolution:
+    x (N, C, H, W), W (F, C/groups, r, r), b (F,) -> out (N, F, H, W)."""
+    F, C, alg = W.shape[0], x.shape[1], algorithm(W.shape[2])
+    U, V = filter_transform(W), input_transform(x, alg)
+    M = np.empty((alg.a ** 2, F, V.shape[2]), dtype=x.dtype)
     for fs, cs in _blocks(groups, F, C):
         M[:, fs] = U[:, fs] @ V[:, cs]
-    return output_transform(M, (x.shape[0], F) + x.shape[2:]) + b.reshape(1, F, 1, 1)
+    return output_transform(M, (x.shape[0], F) + x.shape[2:], alg) + b.reshape(1, F, 1, 1)
 
 
 def conv_backward(x, W, dout, groups: int = 1, need_input_grad: bool = True):
-    """(dW, db, dx) of conv_forward: dW (F, C/groups, 3, 3), db (F,), dx (N, C, H, W)
+    """(dW, db, dx) of conv_forward: dW (F, C/groups, r, r), db (F,), dx (N, C, H, W)
     or None."""
-    F, C = W.shape[0], x.shape[1]
-    U, V, Z = filter_transform(W), input_transform(x), output_gradient_transform(dout)
+    F, C, alg = W.shape[0], x.shape[1], algorithm(W.shape[2])
+    U, V = filter_transform(W), input_transform(x, alg)
+    Z = output_gradient_transform(dout, alg)
     dU = np.empty_like(U)
     dV = np.empty_like(V) if need_input_grad else None
     for fs, cs in _blocks(groups, F, C):
@@ -154,5 +213,5 @@ def conv_backward(x, W, dout, groups: int = 1, need_input_grad: bool = True):
         if dV is not None:
             dV[:, cs] = U[:, fs].transpose(0, 2, 1) @ Z[:, fs]
     db = dout.sum(axis=(0, 2, 3), dtype=np.float64).astype(dout.dtype)
-    dx = input_gradient_transform(dV, x.shape) if dV is not None else None
-    return filter_gradient(dU, W.dtype), db, dx
+    dx = input_gradient_transform(dV, x.shape, alg) if dV is not None else None
+    return filter_gradient(dU, W.dtype, alg), db, dx

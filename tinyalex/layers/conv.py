@@ -19,7 +19,8 @@ each group is its own product over a contiguous block of rows of cols.
 Memory stays bounded as in Caffe: the columns are built for a chunk of the batch at a time
 (``COLUMN_BUDGET_BYTES``), and rebuilt in backward instead of cached.
 
-The fast path (kernels/conv.py, kernels/winograd_numba.py; kernels/registry.py picks it)
+The fast path (kernels/conv.py, kernels/winograd_numba.py: Winograd for the 3x3 and 5x5
+stride-1 ones; kernels/registry.py picks it)
 computes the same products image by image on each core in parallel, with no transposes;
 the bodies below are the reference it is tested against.
 """

@@ -21,6 +21,10 @@ def test_bench_step_prints_layers_step_and_ratios():
     assert "img/s" in out and "peak RSS" in out and "tinyalex / torch:" in out
     assert "convolutions: 3x3 and 5x5 stride-1 by Winograd" in out
     assert "bound: the most any code could beat the textbook by" in out
+    assert "least ms" in out and "x least" in out
+    assert "tinyalex's step, split" in out
+    split = [line for line in out.splitlines() if line.rstrip().endswith("%")]
+    assert len(split) == 6 and split[0].lstrip().startswith("GEMM")
 
 
 def test_bench_rejects_bad_numbers():
@@ -41,27 +45,57 @@ def test_bench_device_gpu_without_a_gpu_says_why():
     assert r.stderr.startswith("error: --device gpu:") and "Traceback" not in r.stderr
 
 
-def test_textbook_bounds_divide_the_twin_time_by_the_least_the_work_takes(monkeypatch):
-    """Products at the sgemm rate (Winograd's 2.25x fewer), bytes at the streaming rate."""
+def test_least_times_and_textbook_bounds(monkeypatch):
+    """Least time: products at the sgemm rate (Winograd's 2.25x fewer for 3x3, 2.78x for
+    5x5), bytes at the streaming rate; the textbook bound is the twin's time / it."""
     monkeypatch.delenv("TINYALEX_NO_WINOGRAD", raising=False)
-    from tinyalex.checks.bench import layer_gemm_flops, textbook_bounds
+    from tinyalex.checks.bench import layer_gemm_flops, least_times, textbook_bounds
     from tinyalex.net import build
 
     net = build("alexnet-mini", 10)
     shapes = net.shapes()
     rows = [(name, 1.0, 1.0) for name, *_ in shapes]  # every twin takes 2 s
     flops = layer_gemm_flops(net, 4)
-    bounds = textbook_bounds(net, 4, rows, sgemm_rate=10.0, memory_rate=2.0)
+    least = least_times(net, 4, sgemm_rate=10.0, memory_rate=2.0)
+    bounds = textbook_bounds(rows, least)
     by_name = {name: (layer, i) for i, (name, layer, _, _) in enumerate(shapes)}
-    layer, i = by_name["conv1"]
+    layer, i = by_name["conv1"]  # 5x5 stride 2: im2col
     assert flops[i] == 2 * layer.flops(shapes[i][2]) * 4  # the first layer computes no dx
+    assert least[i] == pytest.approx(flops[i] / 10e9)
     assert bounds[i] == pytest.approx(2.0 / (flops[i] / 10e9))
-    layer, i = by_name["conv3"]  # 3x3 stride 1 pad 1: Winograd
+    layer, i = by_name["conv2"]  # 5x5 stride 1 pad 2: F(2x2, 5x5)
+    assert least[i] == pytest.approx(flops[i] / (100 / 36) / 10e9)
+    layer, i = by_name["conv3"]  # 3x3 stride 1 pad 1: F(2x2, 3x3)
     assert bounds[i] == pytest.approx(2.0 / (flops[i] / 2.25 / 10e9))
     _, i = by_name["relu1"]
     size = 4 * 4 * int(np.prod(shapes[i][2]))
-    assert bounds[i] == pytest.approx(2.0 / (5 * size / 2e9))
+    assert least[i] == pytest.approx(5 * size / 2e9)
     _, i = by_name["pool1"]
     pool_bytes = 2 * size + 2 * 4 * 4 * int(np.prod(shapes[i][3]))
     assert bounds[i] == pytest.approx(2.0 / (pool_bytes / 2e9))
-    assert bounds[by_name["flatten"][1]] is None
+    assert least[by_name["flatten"][1]] is None and bounds[by_name["flatten"][1]] is None
+
+
+def test_layers_far_from_their_bound_get_a_reason():
+    from tinyalex.checks.bench import (
+        FAR_FROM_BOUND,
+        SHORT_REASON,
+        far_from_bound_lines,
+        far_from_bound_reason,
+    )
+    from tinyalex.net import build
+
+    net = build("alexnet-mini", 10)
+    layers = dict(net.layers)
+    assert far_from_bound_reason(layers["conv1"]) == FAR_FROM_BOUND["im2col"]
+    assert far_from_bound_reason(layers["conv3"]) == FAR_FROM_BOUND["winograd"]
+    assert far_from_bound_reason(layers["drop6"]) == FAR_FROM_BOUND["Dropout"]
+    ours = [(name, 1.0, 1.0) for name, _ in net.layers]
+    least = [1.5 if name == "conv1" else None if name == "flatten" else
+             1e-4 if name == "relu1" else 0.5 for name, _ in net.layers]
+    lines = far_from_bound_lines(net, ours, least)
+    assert len(lines) == len(net.layers) - 2  # conv1 at 1.3x, flatten has no bound
+    assert lines[0] == f"  relu1 at 20000.0x its least: {SHORT_REASON}"
+    assert lines[1] == f"  lrn1 at 4.0x its least: {FAR_FROM_BOUND['LocalResponseNorm']}"
+    assert lines[2].startswith("  pool1 at 4.0x") and lines[3].startswith("  conv2 at 4.0x")
+    assert "relu2 at 4.0x its least: no reason written down yet" in "\n".join(lines)

@@ -161,11 +161,28 @@ def test_warmup_lr_ramps_linearly_then_holds():
     assert warmup_lr(0.01, 0, 0) == 0.01  # no warm-up: the lr as it is
 
 
+def test_default_recipe_is_the_budget_schedule(tiny_prepared, tmp_path):
+    """No schedule options: linear to 0 over the 10 planned epochs, peak lr 0.02, one epoch
+    of warm-up (8 steps of 8 of the 64 images), in config.json; --schedule paper: §5's lr
+    0.01 and no warm-up."""
+    r = run(train_cmd(tiny_prepared, tmp_path / "default", "--max-steps", "2"))
+    assert r.returncode == 0, r.stderr
+    cfg = json.loads((tmp_path / "default" / "config.json").read_text())
+    assert (cfg["schedule"], cfg["lr"], cfg["warmup_steps"], cfg["epochs"]) == \
+        ("linear", 0.02, 8, 10)
+    r = run(train_cmd(tiny_prepared, tmp_path / "paper", "--max-steps", "2", "--schedule",
+                      "paper"))
+    assert r.returncode == 0, r.stderr
+    cfg = json.loads((tmp_path / "paper" / "config.json").read_text())
+    assert (cfg["schedule"], cfg["lr"], cfg["warmup_steps"]) == ("paper", 0.01, 0)
+
+
 def test_warmup_steps_in_a_run_and_on_resume(tiny_prepared, tmp_path):
-    """--warmup-steps 6: the logged lr of steps 1..6 rises as lr*step/6, then stays; a run
-    killed (Ctrl-C) during the warm-up and resumed ends with the same weights as one that
-    was not stopped (the lr is a function of the step)."""
-    common = ("--epochs", "1", "--lr", "0.02", "--warmup-steps", "6", "--seed", "2")
+    """--schedule paper --warmup-steps 6: the logged lr of steps 1..6 rises as lr*step/6,
+    then stays; a run killed (Ctrl-C) during the warm-up and resumed ends with the same
+    weights as one that was not stopped (the lr is a function of the step)."""
+    common = ("--epochs", "1", "--lr", "0.02", "--warmup-steps", "6", "--seed", "2",
+              "--schedule", "paper")
     straight = tmp_path / "straight"
     r = run(train_cmd(tiny_prepared, straight, *common))
     assert r.returncode == 0, r.stderr
@@ -176,7 +193,8 @@ def test_warmup_steps_in_a_run_and_on_resume(tiny_prepared, tmp_path):
 
     # a warm-up still ramping at the epoch's end is no lr cut (nothing to report)
     ramping = tmp_path / "ramping"
-    r = run(train_cmd(tiny_prepared, ramping, "--epochs", "1", "--warmup-steps", "1000"))
+    r = run(train_cmd(tiny_prepared, ramping, "--epochs", "1", "--warmup-steps", "1000",
+                      "--schedule", "paper"))
     assert r.returncode == 0, r.stderr
     assert "stopped improving" not in r.stdout + r.stderr
 

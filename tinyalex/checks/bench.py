@@ -213,35 +213,75 @@ def memory_gbps(megabytes: int = 256, repeats: int = 7) -> float:
     return 2 * x.nbytes / best / 1e9
 
 
-def textbook_bounds(net, batch_size: int, textbook, sgemm_rate: float,
-                    memory_rate: float) -> list[float | None]:
-    """Per layer, the largest speed-up over its textbook twin that any code could reach on
-    this machine: the twin's time / the least time the work can take. For conv and FC: the
-    products' FLOPs at the best sgemm rate (a Winograd layer does fewer multiplications,
-    F(2x2,3x3) 2.25x, F(2x2,5x5) 2.78x: kernels/winograd.py, so its bound is that much
-    higher). For the others: MIN_PASSES' bytes at the best streaming rate, a bound for
-    arrays past the caches (the training batch's are; a small batch's may beat it). None
-    where there is no twin or no work (flatten)."""
+def least_times(net, batch_size: int, sgemm_rate: float,
+                memory_rate: float) -> list[float | None]:
+    """Per layer, the least time its forward + backward could take on this machine (its
+    bound): for conv and FC, the products' FLOPs at the best sgemm rate (a Winograd layer
+    does fewer multiplications, F(2x2,3x3) 2.25x, F(2x2,5x5) 2.78x: kernels/winograd.py);
+    for the others, MIN_PASSES' bytes at the best streaming rate, a bound for arrays past
+    the caches (the training batch's are; a small batch's may beat it). None where there
+    is no work (flatten)."""
     from ..kernels import registry, winograd
 
-    bounds = []
-    for (_, layer, in_shape, out_shape), flops, row in zip(
-            net.shapes(), layer_gemm_flops(net, batch_size), textbook):
+    least = []
+    for (_, layer, in_shape, out_shape), flops in zip(net.shapes(),
+                                                      layer_gemm_flops(net, batch_size)):
         kind = type(layer).__name__
-        if row is None or (flops == 0 and kind not in MIN_PASSES):
-            bounds.append(None)
-            continue
         if flops:
             if getattr(layer, "kernel_size", None) and registry.use_winograd(
                     layer.kernel_size, layer.kernel_size, layer.stride, layer.padding):
                 flops /= winograd.algorithm(layer.kernel_size).fewer_multiplications
-            least = flops / (sgemm_rate * 1e9)
-        else:
+            least.append(flops / (sgemm_rate * 1e9))
+        elif kind in MIN_PASSES:
             of_x, of_y = MIN_PASSES[kind]
             elements = of_x * int(np.prod(in_shape)) + of_y * int(np.prod(out_shape))
-            least = 4 * batch_size * elements / (memory_rate * 1e9)  # float32
-        bounds.append((row[1] + row[2]) / least)
-    return bounds
+            least.append(4 * batch_size * elements / (memory_rate * 1e9))  # float32
+        else:
+            least.append(None)
+    return least
+
+
+def textbook_bounds(textbook, least) -> list[float | None]:
+    """Per layer, the largest speed-up over its textbook twin that any code could reach on
+    this machine: the twin's time / the least time the work can take (least_times). None
+    where there is no twin or no work."""
+    return [None if row is None or bound is None else (row[1] + row[2]) / bound
+            for row, bound in zip(textbook, least)]
+
+
+# Why a layer may stay past 2x its bound, by what computes it: printed under the table for
+# each layer that does (python -m tinyalex.bench; docs/speed.md has the measurements).
+FAR_FROM_BOUND = {
+    "im2col": "im2col copies each input pixel about (kernel/stride)^2 times and col2im adds "
+              "them back, and the GEMM's inner dimension (C*k*k: 75 for the small net's "
+              "conv1, 363 for the paper's) is short for BLAS",
+    "winograd": "the transforms read and write (K, C, tiles) planes, 4x (3x3) or 9x (5x5) "
+                "the layer's output, and the K small GEMMs per task (inner dimension C/G, "
+                "48 for conv2) run below the 2048^3 rate",
+    "MaxPool2D": "each output compares its whole window (9 values, the windows overlap) and "
+                 "forward writes the argmax that backward reads; the bound counts one pass "
+                 "over x and y each way",
+    "Dropout": "a random number is drawn for each element (numpy's generator), work the "
+               "byte count leaves out",
+    "LocalResponseNorm": "each element needs a window sum over 5 channels and a power "
+                         "(two square roots), computation the byte count leaves out",
+    "Linear": "its product (batch x inputs x outputs) is far smaller than 2048^3 and runs "
+              "below BLAS's best rate",
+}
+SHORT = 0.5e-3  # a layer whose least time is below this is mostly its call's fixed cost
+SHORT_REASON = ("a pass this short (its least < 0.5 ms) is mostly the call's fixed cost "
+                "(Python, numba's dispatch, a thread start)")
+
+
+def far_from_bound_reason(layer) -> str:
+    """The FAR_FROM_BOUND sentence for this layer ('' if none is written)."""
+    from ..kernels import registry
+
+    kind = type(layer).__name__
+    if kind == "Conv2D":
+        kind = "winograd" if registry.use_winograd(layer.kernel_size, layer.kernel_size,
+                                                   layer.stride, layer.padding) else "im2col"
+    return FAR_FROM_BOUND.get(kind, "")
 
 
 def step_gflop_per_image(net) -> float:
@@ -251,6 +291,81 @@ def step_gflop_per_image(net) -> float:
 
 
 # ----------------------------------------------------------- the whole step, in a child
+
+SPLIT = ("gemm", "transform", "copy", "elementwise", "conv rest", "python and rest")
+SPLIT_NAMES = {
+    "gemm": "GEMM (conv products, FC layers)",
+    "transform": "transforms (im2col/col2im, Winograd's)",
+    "copy": "copies (GEMM results to NCHW and back, bias)",
+    "elementwise": "elementwise (ReLU, LRN, pool, dropout, loss, SGD, db)",
+    "conv rest": "conv, the rest (a worker's wait, filter transforms, partial sums)",
+    "python and rest": "Python, allocation, the rest of the step",
+}
+
+
+def step_split(net, loss_fn, opt, x, y, repeats: int = 3) -> dict:
+    """Where a training step's time goes, in seconds by SPLIT kind (the step of median
+    length of ``repeats``). The convolutions' tasks tally their GEMMs, transforms, copies
+    and elementwise passes (kernels/threads.timed) summed over the worker threads, divided
+    here by the workers' count; the rest of a conv layer's own time is "conv rest". FC
+    layers count as GEMM, the other layers, the loss and the SGD update as elementwise;
+    the step's time beyond its layers' is "python and rest"."""
+    import numba
+
+    from ..kernels import threads
+
+    layer_seconds = {}
+
+    def timing(name, method):
+        def timed_method(*args):
+            start = time.perf_counter()
+            out = method(*args)
+            layer_seconds[name] = layer_seconds.get(name, 0.0) + time.perf_counter() - start
+            return out
+        return timed_method
+
+    kinds = {name: type(layer).__name__ for name, layer in net.layers}
+    for name, layer in net.layers:
+        layer.forward, layer.backward = timing(name, layer.forward), timing(name, layer.backward)
+    loss_fn.forward, loss_fn.backward = (timing("loss", loss_fn.forward),
+                                         timing("loss", loss_fn.backward))
+    opt.step = timing("sgd", opt.step)
+    workers = numba.get_num_threads()
+    steps = []
+    try:
+        for _ in range(repeats):
+            layer_seconds.clear()
+            tally = threads.start_tally()
+            start = time.perf_counter()
+            forward_backward(net, loss_fn, x, y)
+            opt.step(net.grads)
+            total = time.perf_counter() - start
+            threads.stop_tally()
+            split = dict.fromkeys(SPLIT, 0.0)
+            for kind in ("gemm", "transform", "copy", "elementwise"):
+                split[kind] = tally[kind] / workers
+            conv = sum(t for n, t in layer_seconds.items() if kinds.get(n) == "Conv2D")
+            split["conv rest"] = conv - sum(split.values())
+            for name, seconds in layer_seconds.items():
+                if kinds.get(name) != "Conv2D":
+                    split["gemm" if kinds.get(name) == "Linear" else "elementwise"] += seconds
+            split["python and rest"] = total - sum(layer_seconds.values())
+            steps.append((total, split))
+    finally:
+        threads.stop_tally()
+        for _, layer in net.layers:  # the instance attributes shadowed the methods
+            del layer.forward, layer.backward
+        del loss_fn.forward, loss_fn.backward, opt.step
+    steps.sort(key=lambda pair: pair[0])
+    return steps[len(steps) // 2][1]
+
+
+def format_split(split: dict) -> str:
+    """The time split as lines: ms per step and share, by SPLIT kind."""
+    total = sum(split.values())
+    return "\n".join(f"    {SPLIT_NAMES[kind]:<67} {split[kind] * 1e3:>7.1f} ms "
+                     f"{split[kind] / total:>4.0%}" for kind in SPLIT)
+
 
 def step_child(framework: str, arch: str, batch_size: int, num_classes: int,
                steps: int) -> dict:
@@ -277,6 +392,7 @@ def step_child(framework: str, arch: str, batch_size: int, num_classes: int,
               "peak_rss_bytes": rss}
     if framework == "tinyalex":  # right after the steps, while the machine is as loaded
         result["sgemm_gflops"] = sgemm_gflops()
+        result["split"] = step_split(net, loss_fn, opt, x, y, steps)
     return result
 
 
@@ -409,10 +525,12 @@ def argparse_namespace(args, **changes):
 
 # ------------------------------------------------------------------------------ report
 
-def format_layers(ours, theirs=None, textbook=None, bounds=None) -> str:
+def format_layers(ours, theirs=None, textbook=None, bounds=None, least=None) -> str:
     """The per-layer table: tinyalex's times, then PyTorch's and the textbook twins' (each
-    optional) with tinyalex's speed-up over them (their fwd+bwd time / tinyalex's), and
-    with ``bounds`` (textbook_bounds) the most any code could beat the textbook by."""
+    optional) with tinyalex's speed-up over them (their fwd+bwd time / tinyalex's), with
+    ``bounds`` (textbook_bounds) the most any code could beat the textbook by, and with
+    ``least`` (least_times) the least time the layer's work can take and how far
+    tinyalex's fwd+bwd is from it."""
     head = f"{'layer':<9} {'fwd ms':>9} {'bwd ms':>9}"
     if theirs:
         head += f" {'torch fwd':>10} {'torch bwd':>10} {'vs torch':>9}"
@@ -420,6 +538,8 @@ def format_layers(ours, theirs=None, textbook=None, bounds=None) -> str:
         head += f" {'textbook f+b':>13} {'vs textbook':>12}"
         if bounds:
             head += f" {'bound':>8}"
+    if least:
+        head += f" {'least ms':>9} {'x least':>8}"
     lines = [head, "-" * len(head)]
     for i, (name, f, b) in enumerate(ours):
         line = f"{name:<9} {f * 1e3:>9.1f} {b * 1e3:>9.1f}"
@@ -434,6 +554,9 @@ def format_layers(ours, theirs=None, textbook=None, bounds=None) -> str:
                 line += f" {(tf + tb) * 1e3:>13.1f} {(tf + tb) / max(f + b, 1e-9):>11.1f}x"
             if bounds:
                 line += f" {'-':>8}" if bounds[i] is None else f" {bounds[i]:>7.1f}x"
+        if least:
+            line += (f" {'-':>9} {'-':>8}" if least[i] is None else
+                     f" {least[i] * 1e3:>9.1f} {(f + b) / least[i]:>7.1f}x")
         lines.append(line)
     total = sum(f + b for _, f, b in ours)
     line = f"{'sum':<9} {sum(f for _, f, _ in ours) * 1e3:>9.1f} {sum(b for *_, b in ours) * 1e3:>9.1f}"
@@ -444,8 +567,25 @@ def format_layers(ours, theirs=None, textbook=None, bounds=None) -> str:
     if textbook:
         ttotal = sum(f + b for row in textbook if row for _, f, b in [row])
         line += f" {ttotal * 1e3:>13.1f} {ttotal / total:>11.1f}x"
+        if bounds:
+            line += f" {'':>8}"
+    if least:
+        bound = sum(t for t in least if t is not None)
+        line += f" {bound * 1e3:>9.1f} {total / bound:>7.1f}x"
     lines.append(line)
     return "\n".join(lines)
+
+
+def far_from_bound_lines(net, ours, least, limit: float = 2.0) -> list[str]:
+    """One line per layer whose fwd+bwd is more than ``limit`` x its least time: by how much,
+    and why (FAR_FROM_BOUND)."""
+    lines = []
+    for (name, layer), (_, f, b), bound in zip(net.layers, ours, least):
+        if bound is not None and (f + b) / bound > limit:
+            reason = (SHORT_REASON if bound < SHORT else far_from_bound_reason(layer)
+                      or "no reason written down yet")
+            lines.append(f"  {name} at {(f + b) / bound:.1f}x its least: {reason}")
+    return lines
 
 
 def main(argv=None) -> int:
@@ -536,22 +676,27 @@ def main(argv=None) -> int:
         ours = layer_times(net, x, args.repeats)
         theirs = torch_layer_times(net, x, args.repeats) if args.compare_torch else None
         textbook = bounds = None
+        rate, stream = sgemm_gflops(), memory_gbps()
+        least = least_times(net, args.batch_size, rate, stream)
         if args.textbook_batch > 0:
             small = x[:min(args.textbook_batch, args.batch_size)]
             textbook = textbook_layer_times(net, small, args.batch_size / len(small))
-            rate, stream = sgemm_gflops(), memory_gbps()
-            bounds = textbook_bounds(net, args.batch_size, textbook, rate, stream)
+            bounds = textbook_bounds(textbook, least)
         print(f"\nper layer (median of {args.repeats}; vs X = X's fwd+bwd time / tinyalex's)"
               + ("; textbook NumPy timed once" + (
                   f" at batch {len(small)}, scaled to {args.batch_size}"
                   if len(small) < args.batch_size else "") if textbook else "") + ":")
-        print(format_layers(ours, theirs, textbook, bounds))
+        print(format_layers(ours, theirs, textbook, bounds, least))
+        print(f"least: the least time the layer's work can take, its bound: conv and FC "
+              f"products at the best sgemm rate ({rate:.0f} GFLOP/s, measured now; 2.25x "
+              f"fewer for 3x3 Winograd layers, 2.78x for 5x5), the others' fewest bytes at the "
+              f"best streaming rate ({stream:.1f} GB/s); x least: tinyalex's fwd+bwd / it")
         if bounds:
-            print(f"bound: the most any code could beat the textbook by here, its time / the "
-                  f"least the work takes: conv and FC products at the best sgemm rate "
-                  f"({rate:.0f} GFLOP/s, measured now; 2.25x fewer for 3x3 Winograd layers, "
-                  f"2.78x for 5x5), the others' fewest bytes at the best streaming rate "
-                  f"({stream:.1f} GB/s)")
+            print("bound: the most any code could beat the textbook by here, its time / least")
+        far = far_from_bound_lines(net, ours, least)
+        if far:
+            print("past 2x of their least time, and why:")
+            print("\n".join(far))
         del net, x
 
     print(f"\ntraining step (forward, loss, backward, SGD update; median of {args.steps}, "
@@ -575,6 +720,10 @@ def main(argv=None) -> int:
     print(f"  GEMM ceiling: best sgemm {ours['sgemm_gflops']:.0f} GFLOP/s (2048^3, measured right "
           f"after tinyalex's steps) / {gflop:.2f} GFLOP per image per step = {ceiling:.1f} img/s; "
           f"tinyalex reaches {ours['img_per_s'] / ceiling:.0%} of it")
+    split = ours["split"]
+    print(f"  tinyalex's step, split ({sum(split.values()):.2f} s, the median of {args.steps} "
+          f"more steps timed piece by piece):")
+    print(format_split(split))
     return 0
 
 

@@ -12,7 +12,7 @@ import numba
 import numpy as np
 
 from .shapes import conv_output_size
-from .threads import JIT, run_tasks, serial_twin
+from .threads import JIT, run_tasks, serial_twin, timed
 
 
 @numba.njit(inline="always")
@@ -211,14 +211,17 @@ def conv_forward(x, W, b, stride, pad, groups):
         for start in range(chunk.start, chunk.stop, per_gemm):
             n = min(per_gemm, chunk.stop - start)
             c = cols[:, :n * P]
-            _im2col_serial(x[start:start + n], c, kh, kw, stride, pad, OH, OW)
+            with timed("transform"):
+                _im2col_serial(x[start:start + n], c, kh, kw, stride, pad, OH, OW)
             target = out[start].reshape(F, P) if n == 1 else y[:, :n * P]
-            for g in range(groups):
-                np.matmul(Wg[g], c[g * Kg:(g + 1) * Kg], out=target[g * Fg:(g + 1) * Fg])
-            if n == 1:
-                target += b[:, None]
-            else:
-                _columns_to_images(target, out[start:start + n], b)
+            with timed("gemm"):
+                for g in range(groups):
+                    np.matmul(Wg[g], c[g * Kg:(g + 1) * Kg], out=target[g * Fg:(g + 1) * Fg])
+            with timed("copy"):
+                if n == 1:
+                    target += b[:, None]
+                else:
+                    _columns_to_images(target, out[start:start + n], b)
 
     run_tasks(task, len(tasks))
     return out.reshape(N, F, OH, OW)
@@ -244,23 +247,30 @@ def conv_backward(x, W, dout, stride, pad, groups, need_input_grad=True):
         d_cols = np.empty((F, per_gemm * P), dtype=x.dtype) if per_gemm > 1 else None
         product = np.empty((Fg, Kg), dtype=x.dtype)
         chunk = tasks[t]
-        _add_channel_sums(d[chunk], db_parts[t])
+        with timed("elementwise"):
+            _add_channel_sums(d[chunk], db_parts[t])
         for start in range(chunk.start, chunk.stop, per_gemm):
             n = min(per_gemm, chunk.stop - start)
             c = cols[:, :n * P]
-            _im2col_serial(x[start:start + n], c, kh, kw, stride, pad, OH, OW)
+            with timed("transform"):
+                _im2col_serial(x[start:start + n], c, kh, kw, stride, pad, OH, OW)
             if n == 1:
                 dc = d[start]
             else:
                 dc = d_cols[:, :n * P]
-                _images_to_columns(d[start:start + n], dc)
+                with timed("copy"):
+                    _images_to_columns(d[start:start + n], dc)
             for g in range(groups):
-                np.matmul(dc[g * Fg:(g + 1) * Fg], c[g * Kg:(g + 1) * Kg].T, out=product)
-                dW_parts[t, g] += product
+                with timed("gemm"):
+                    np.matmul(dc[g * Fg:(g + 1) * Fg], c[g * Kg:(g + 1) * Kg].T, out=product)
+                with timed("elementwise"):
+                    dW_parts[t, g] += product
             if dx is not None:  # the columns' memory takes their gradient
-                for g in range(groups):
-                    np.matmul(Wg[g].T, dc[g * Fg:(g + 1) * Fg], out=c[g * Kg:(g + 1) * Kg])
-                _col2im_serial(c, dx[start:start + n], kh, kw, stride, pad, OH, OW)
+                with timed("gemm"):
+                    for g in range(groups):
+                        np.matmul(Wg[g].T, dc[g * Fg:(g + 1) * Fg], out=c[g * Kg:(g + 1) * Kg])
+                with timed("transform"):
+                    _col2im_serial(c, dx[start:start + n], kh, kw, stride, pad, OH, OW)
 
     run_tasks(task, len(tasks))
     dW, db = dW_parts[0], db_parts[0]

@@ -6,7 +6,8 @@ The elementwise kernels (pool, ReLU, LRN, SGD, im2col/col2im) are ``parallel=Tru
 over an axis whose iterations write disjoint memory, and ``cache=True`` so the compile cost
 is paid once per machine. The convolution is parallel over the batch instead: its worker
 threads each run whole images (kernels/conv.py, kernels/winograd_numba.py), through
-``run_tasks`` below.
+``run_tasks`` below, whose work ``timed`` tallies by kind when the benchmark asks
+(python -m tinyalex.bench's time split of the training step).
 """
 
 from __future__ import annotations
@@ -14,12 +15,51 @@ from __future__ import annotations
 import ctypes
 import os
 import threading
+import time
 import types
+from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 
 import numba
 
 JIT = dict(parallel=True, cache=True)
+
+
+# Seconds of each kind of work ("gemm", "transform", "copy", "elementwise") inside the
+# convolution's tasks, summed over the worker threads; None (off) but in the benchmark.
+TALLY: defaultdict | None = None
+_tally_lock = threading.Lock()
+
+
+class timed:
+    """``with timed("gemm"): ...`` adds the block's seconds to TALLY["gemm"] while TALLY is
+    on; a perf_counter call and a test otherwise."""
+
+    __slots__ = ("kind", "start")
+
+    def __init__(self, kind: str):
+        self.kind = kind
+
+    def __enter__(self):
+        self.start = time.perf_counter()
+
+    def __exit__(self, *_):
+        if TALLY is not None:
+            seconds = time.perf_counter() - self.start
+            with _tally_lock:
+                TALLY[self.kind] += seconds
+
+
+def start_tally() -> defaultdict:
+    """Turn the tally on, from zero; returns it (turn it off with stop_tally)."""
+    global TALLY
+    TALLY = defaultdict(float)
+    return TALLY
+
+
+def stop_tally() -> None:
+    global TALLY
+    TALLY = None
 
 
 def serial_twin(parallel_kernel, name: str):

@@ -18,7 +18,7 @@ import numpy as np
 
 from . import winograd5_numba as w5
 from .conv import CONV_MAX_TASKS, _add_channel_sums
-from .threads import run_tasks
+from .threads import run_tasks, timed
 
 # The 3x3 stride-1 pad-1 convolutions (conv3-5) as 16 products of 2.25x fewer
 # multiplications in all. These four loops are the transforms of winograd.py, written out
@@ -301,12 +301,15 @@ def _winograd_forward(x, W, b, groups):
         chunk = tasks[t]
         T = (chunk.stop - chunk.start) * th * tw
         V, M = _planes(tf.K, C, T, x.dtype), _planes(tf.K, F, T, x.dtype)
-        tf.input(x[chunk], V)
-        for k in range(tf.K):
-            for g in range(groups):
-                np.matmul(U[k, g * Fg:(g + 1) * Fg], V[k, g * Cg:(g + 1) * Cg],
-                          out=M[k, g * Fg:(g + 1) * Fg])
-        tf.output(M, out[chunk], b)
+        with timed("transform"):
+            tf.input(x[chunk], V)
+        with timed("gemm"):
+            for k in range(tf.K):
+                for g in range(groups):
+                    np.matmul(U[k, g * Fg:(g + 1) * Fg], V[k, g * Cg:(g + 1) * Cg],
+                              out=M[k, g * Fg:(g + 1) * Fg])
+        with timed("transform"):
+            tf.output(M, out[chunk], b)
 
     run_tasks(task, len(tasks))
     return out
@@ -330,20 +333,26 @@ def _winograd_backward(x, W, dout, groups, need_input_grad):
         chunk = tasks[t]
         T = (chunk.stop - chunk.start) * th * tw
         V, Z = _planes(tf.K, C, T, x.dtype), _planes(tf.K, F, T, x.dtype)
-        _add_channel_sums(dout[chunk].reshape(chunk.stop - chunk.start, F, H * Wd), db_parts[t])
-        tf.input(x[chunk], V)
-        tf.output_grad(dout[chunk], Z)
+        with timed("elementwise"):
+            _add_channel_sums(dout[chunk].reshape(chunk.stop - chunk.start, F, H * Wd),
+                              db_parts[t])
+        with timed("transform"):
+            tf.input(x[chunk], V)
+            tf.output_grad(dout[chunk], Z)
         dU = dU_parts[t]
-        for k in range(tf.K):
-            for g in range(groups):
-                np.matmul(Z[k, g * Fg:(g + 1) * Fg], V[k, g * Cg:(g + 1) * Cg].T,
-                          out=dU[k, g * Fg:(g + 1) * Fg])
-        if dx is not None:  # V's memory takes its gradient
+        with timed("gemm"):
             for k in range(tf.K):
                 for g in range(groups):
-                    np.matmul(U[k, g * Fg:(g + 1) * Fg].T, Z[k, g * Fg:(g + 1) * Fg],
-                              out=V[k, g * Cg:(g + 1) * Cg])
-            tf.input_grad(V, dx[chunk])
+                    np.matmul(Z[k, g * Fg:(g + 1) * Fg], V[k, g * Cg:(g + 1) * Cg].T,
+                              out=dU[k, g * Fg:(g + 1) * Fg])
+        if dx is not None:  # V's memory takes its gradient
+            with timed("gemm"):
+                for k in range(tf.K):
+                    for g in range(groups):
+                        np.matmul(U[k, g * Fg:(g + 1) * Fg].T, Z[k, g * Fg:(g + 1) * Fg],
+                                  out=V[k, g * Cg:(g + 1) * Cg])
+            with timed("transform"):
+                tf.input_grad(V, dx[chunk])
 
     run_tasks(task, len(tasks))
     dU, db = dU_parts[0], db_parts[0]

@@ -256,8 +256,9 @@ FAR_FROM_BOUND = {
               "them back, and the GEMM's inner dimension (C*k*k: 75 for the small net's "
               "conv1, 363 for the paper's) is short for BLAS",
     "winograd": "the transforms read and write (K, C, tiles) planes, 4x (3x3) or 9x (5x5) "
-                "the layer's output, and the K small GEMMs per task (inner dimension C/G, "
-                "48 for conv2) run below the 2048^3 rate",
+                "the layer's output, and its K GEMMs per pass are small (inner dimension "
+                "C/groups: 48 for conv2, 192 for conv4-5, 256 for conv3) and run below the "
+                "2048^3 rate",
     "MaxPool2D": "each output compares its whole window (9 values, the windows overlap) and "
                  "forward writes the argmax that backward reads; the bound counts one pass "
                  "over x and y each way",

@@ -284,9 +284,26 @@ def _planes(K: int, rows: int, T: int, dtype):
     return np.empty((K, size + gap), dtype=dtype)[:, :size].reshape(K, rows, T)
 
 
+# Tiles per pass: a task runs its images in passes of about this many tiles, so that its
+# V and M (or Z), (K, C or F, tiles), stay small: the paper net's conv2 (5x5, 27x27) had
+# 8 images a task, 80 MB of planes per worker, and took the step's peak RSS from 2.55 GiB
+# (conv2 by im2col) to 2.80 (PyTorch's: 2.8). Passes of 512 tiles: 2.67 GiB, as fast (38.5
+# against 38.7 img/s; per layer, 64 to 100,000 tiles a pass were within the machine's
+# noise from 256 up).
+WINOGRAD_PASS_TILES = 512
+
+
+def _passes(chunk: slice, tiles_per_image: int) -> list:
+    """A task's images in passes of at most WINOGRAD_PASS_TILES tiles (at least one image)."""
+    per_pass = max(1, WINOGRAD_PASS_TILES // tiles_per_image)
+    return [slice(start, min(chunk.stop, start + per_pass))
+            for start in range(chunk.start, chunk.stop, per_pass)]
+
+
 def _winograd_forward(x, W, b, groups):
     """Twin of winograd.conv_forward: x (N, C, H, W), W (F, C/G, r, r), b (F,) -> out
-    (N, F, H, W). Per task: V (K, C, T) and M (K, F, T) for its T tiles, K*G GEMMs."""
+    (N, F, H, W). Per pass of a task: V (K, C, T) and M (K, F, T) for its T tiles, K*G
+    GEMMs."""
     N, C, H, Wd = x.shape
     F = W.shape[0]
     Fg, Cg = F // groups, C // groups
@@ -298,26 +315,30 @@ def _winograd_forward(x, W, b, groups):
     tasks = _winograd_tasks(N, th * tw)
 
     def task(t):
-        chunk = tasks[t]
-        T = (chunk.stop - chunk.start) * th * tw
-        V, M = _planes(tf.K, C, T, x.dtype), _planes(tf.K, F, T, x.dtype)
-        with timed("transform"):
-            tf.input(x[chunk], V)
-        with timed("gemm"):
-            for k in range(tf.K):
-                for g in range(groups):
-                    np.matmul(U[k, g * Fg:(g + 1) * Fg], V[k, g * Cg:(g + 1) * Cg],
-                              out=M[k, g * Fg:(g + 1) * Fg])
-        with timed("transform"):
-            tf.output(M, out[chunk], b)
+        passes = _passes(tasks[t], th * tw)
+        most = (passes[0].stop - passes[0].start) * th * tw
+        V_all, M_all = _planes(tf.K, C, most, x.dtype), _planes(tf.K, F, most, x.dtype)
+        for images in passes:
+            T = (images.stop - images.start) * th * tw
+            V, M = V_all[:, :, :T], M_all[:, :, :T]
+            with timed("transform"):
+                tf.input(x[images], V)
+            with timed("gemm"):
+                for k in range(tf.K):
+                    for g in range(groups):
+                        np.matmul(U[k, g * Fg:(g + 1) * Fg], V[k, g * Cg:(g + 1) * Cg],
+                                  out=M[k, g * Fg:(g + 1) * Fg])
+            with timed("transform"):
+                tf.output(M, out[images], b)
 
     run_tasks(task, len(tasks))
     return out
 
 
 def _winograd_backward(x, W, dout, groups, need_input_grad):
-    """Twin of winograd.conv_backward: (dW (F, C/G, r, r), db (F,), dx or None). Per task:
-    V recomputed, Z (K, F, T) from dout, its partial dU (K, F, C/G) summed in task order."""
+    """Twin of winograd.conv_backward: (dW (F, C/G, r, r), db (F,), dx or None). Per pass of
+    a task: V recomputed, Z (K, F, T) from dout; a task's partial dU (K, F, C/G) adds its
+    passes' in order, and the tasks' are summed in task order."""
     N, C, H, Wd = x.shape
     F = W.shape[0]
     Fg, Cg = F // groups, C // groups
@@ -331,28 +352,39 @@ def _winograd_backward(x, W, dout, groups, need_input_grad):
 
     def task(t):
         chunk = tasks[t]
-        T = (chunk.stop - chunk.start) * th * tw
-        V, Z = _planes(tf.K, C, T, x.dtype), _planes(tf.K, F, T, x.dtype)
         with timed("elementwise"):
             _add_channel_sums(dout[chunk].reshape(chunk.stop - chunk.start, F, H * Wd),
                               db_parts[t])
-        with timed("transform"):
-            tf.input(x[chunk], V)
-            tf.output_grad(dout[chunk], Z)
+        passes = _passes(chunk, th * tw)
+        most = (passes[0].stop - passes[0].start) * th * tw
+        V_all, Z_all = _planes(tf.K, C, most, x.dtype), _planes(tf.K, F, most, x.dtype)
         dU = dU_parts[t]
-        with timed("gemm"):
-            for k in range(tf.K):
-                for g in range(groups):
-                    np.matmul(Z[k, g * Fg:(g + 1) * Fg], V[k, g * Cg:(g + 1) * Cg].T,
-                              out=dU[k, g * Fg:(g + 1) * Fg])
-        if dx is not None:  # V's memory takes its gradient
+        product = np.empty((Fg, Cg), dtype=x.dtype) if len(passes) > 1 else None
+        for p, images in enumerate(passes):
+            T = (images.stop - images.start) * th * tw
+            V, Z = V_all[:, :, :T], Z_all[:, :, :T]
+            with timed("transform"):
+                tf.input(x[images], V)
+                tf.output_grad(dout[images], Z)
             with timed("gemm"):
                 for k in range(tf.K):
                     for g in range(groups):
-                        np.matmul(U[k, g * Fg:(g + 1) * Fg].T, Z[k, g * Fg:(g + 1) * Fg],
-                                  out=V[k, g * Cg:(g + 1) * Cg])
-            with timed("transform"):
-                tf.input_grad(V, dx[chunk])
+                        block = dU[k, g * Fg:(g + 1) * Fg]
+                        if p == 0:  # the first pass writes the partial, the others add
+                            np.matmul(Z[k, g * Fg:(g + 1) * Fg], V[k, g * Cg:(g + 1) * Cg].T,
+                                      out=block)
+                        else:
+                            np.matmul(Z[k, g * Fg:(g + 1) * Fg], V[k, g * Cg:(g + 1) * Cg].T,
+                                      out=product)
+                            block += product
+            if dx is not None:  # V's memory takes its gradient
+                with timed("gemm"):
+                    for k in range(tf.K):
+                        for g in range(groups):
+                            np.matmul(U[k, g * Fg:(g + 1) * Fg].T, Z[k, g * Fg:(g + 1) * Fg],
+                                      out=V[k, g * Cg:(g + 1) * Cg])
+                with timed("transform"):
+                    tf.input_grad(V, dx[images])
 
     run_tasks(task, len(tasks))
     dU, db = dU_parts[0], db_parts[0]

@@ -74,6 +74,14 @@ def test_matrices_compute_a_correlation(alg):
     assert winograd.algorithm(alg.r) is alg and alg.pad == alg.r // 2
 
 
+def test_fewer_multiplications_count_whole_tiles():
+    """r^2 per output against a^2 per 2x2 tile, a tile over the edge costing a whole one."""
+    assert winograd.F2_3.fewer_multiplications(6, 6) == 2.25
+    assert winograd.F2_5.fewer_multiplications(28, 28) == pytest.approx(100 / 36)
+    assert winograd.F2_5.fewer_multiplications(13, 13) == pytest.approx(169 * 25 / (49 * 36))
+    assert winograd.F2_3.fewer_multiplications(1, 1) == pytest.approx(9 / 16)
+
+
 @pytest.mark.parametrize("r", SIZES)
 @pytest.mark.parametrize("name", list(SHAPES))
 def test_readable_winograd_equals_im2col(name, r, monkeypatch):

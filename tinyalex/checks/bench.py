@@ -217,7 +217,7 @@ def least_times(net, batch_size: int, sgemm_rate: float,
                 memory_rate: float) -> list[float | None]:
     """Per layer, the least time its forward + backward could take on this machine (its
     bound): for conv and FC, the products' FLOPs at the best sgemm rate (a Winograd layer
-    does fewer multiplications, F(2x2,3x3) 2.25x, F(2x2,5x5) 2.78x: kernels/winograd.py);
+    does fewer multiplications, at its size: winograd.Winograd.fewer_multiplications);
     for the others, MIN_PASSES' bytes at the best streaming rate, a bound for arrays past
     the caches (the training batch's are; a small batch's may beat it). None where there
     is no work (flatten)."""
@@ -230,7 +230,8 @@ def least_times(net, batch_size: int, sgemm_rate: float,
         if flops:
             if getattr(layer, "kernel_size", None) and registry.use_winograd(
                     layer.kernel_size, layer.kernel_size, layer.stride, layer.padding):
-                flops /= winograd.algorithm(layer.kernel_size).fewer_multiplications
+                H, W = out_shape[1:]
+                flops /= winograd.algorithm(layer.kernel_size).fewer_multiplications(H, W)
             least.append(flops / (sgemm_rate * 1e9))
         elif kind in MIN_PASSES:
             of_x, of_y = MIN_PASSES[kind]
@@ -689,8 +690,9 @@ def main(argv=None) -> int:
                   if len(small) < args.batch_size else "") if textbook else "") + ":")
         print(format_layers(ours, theirs, textbook, bounds, least))
         print(f"least: the least time the layer's work can take, its bound: conv and FC "
-              f"products at the best sgemm rate ({rate:.0f} GFLOP/s, measured now; 2.25x "
-              f"fewer for 3x3 Winograd layers, 2.78x for 5x5), the others' fewest bytes at the "
+              f"products at the best sgemm rate ({rate:.0f} GFLOP/s, measured now; a "
+              f"Winograd layer's fewer multiplications at its size: 3x3 2.25x on 6x6, 1.94x "
+              f"on 13x13; 5x5 2.40x on 13x13, 2.58x on 27x27), the others' fewest bytes at the "
               f"best streaming rate ({stream:.1f} GB/s); x least: tinyalex's fwd+bwd / it")
         if bounds:
             print("bound: the most any code could beat the textbook by here, its time / least")

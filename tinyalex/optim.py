@@ -128,8 +128,10 @@ class BudgetSchedule:
     reaches zero exactly at the end beats a constant rate cut on plateaus (Li, Yumer and
     Ramanan, "Budgeted Training: Rethinking Deep Neural Network Training Under Resource
     Constraints", ICLR 2020; Smith's one-cycle; Loshchilov and Hutter's cosine). Not in the
-    paper, which trained until the third plateau. A function of the step alone: its state
-    is its settings.
+    paper, which trained until the third plateau. Measured on Tiny-100 (alexnet-small, 10
+    epochs, docs/results.md): linear from 0.02 after a one-epoch warm-up 39.9% and 40.6%
+    top-1 (two runs), cosine 38.9%, the paper's rule 33.4% (in 10 epochs it never cut):
+    linear is the default. A function of the step alone: its state is its settings.
     """
 
     SHAPES = ("cosine", "linear")

@@ -193,13 +193,14 @@ def plot_curves(metrics_path, path, note: str | None = None) -> Path:
     ax_loss.set(xlabel="step", ylabel="cross-entropy", title="loss")
 
     e, _ = _series(rows, "epoch", "epoch", "step")
+    e += 1  # metrics.jsonl counts epochs from 0; the log and the docs count them from 1
     if len(e):
         for key, label, colour in (("train_top1_err", "train top-1", "tab:blue"),
                                    ("val_top1_err", "val top-1", "tab:orange"),
                                    ("val_top5_err", "val top-5", "tab:green")):
             ex, err = _series(rows, "epoch", "epoch", key)
             if len(ex):
-                ax_err.plot(ex, 100 * err, color=colour, label=label, **mark)
+                ax_err.plot(ex + 1, 100 * err, color=colour, label=label, **mark)
         ax_err.set(xlabel="epoch", title="error per epoch")
         ax_err.set_xlim(e.min() - 0.5, e.max() + 0.5)
         if len(np.unique(e)) <= 10:

@@ -8,7 +8,8 @@ readable im2col body.
   algebra, they differ only in rounding. Odd and even sizes (the last tile hangs over the
   edge), non-square maps, 1x1 maps, groups; 3x3 and 5x5.
 - Each Numba transform equals its readable twin: 1e-14 in float64; in float32 a few ulps
-  (1e-6), as the two round their sums in another order.
+  (1e-6), as the two round their sums in another order. The 5x5 ones work channels-last,
+  (K, G, tiles, C/G) arrays: they are compared through the transpose.
 - The fast Conv2D (Numba transforms + BLAS products) equals the readable im2col layer: for
   3x3 within the conv tolerance of tests/test_kernels_cpu.py (2e-6 float32, 1e-13 float64;
   measured: at most 6e-7 and 1.3e-15); for 5x5 in float32 within 2e-5 (measured at most
@@ -110,31 +111,51 @@ def test_readable_winograd_gradient_is_the_derivative(r):
     assert rel_error(dW, numerical_gradient(loss, W)) < 1e-6
 
 
+def _to_layout(tf, A, groups):
+    """A readable (K, rows, T) frequency array in the layout tf's transforms use:
+    channels-last (K, G, T, rows/G) for the 5x5 ones (kernels/winograd5_numba.py)."""
+    if not tf.channels_last:
+        return A
+    K, rows, T = A.shape
+    return np.ascontiguousarray(A.reshape(K, groups, rows // groups, T).transpose(0, 1, 3, 2))
+
+
+def _from_layout(tf, A):
+    """The inverse of _to_layout: (K, G, T, rows/G) -> (K, rows, T)."""
+    if not tf.channels_last:
+        return A
+    K, G, T, per_group = A.shape
+    return A.transpose(0, 1, 3, 2).reshape(K, G * per_group, T)
+
+
 @pytest.mark.parametrize("r", SIZES)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
 def test_numba_transforms_equal_the_readable_ones(dtype, r):
+    """Each transform, in its own layout (channels-last for 5x5), equals the readable one."""
     tol = 1e-6 if dtype == np.float32 else 1e-14
     tf, alg = kwino._TRANSFORMS[r], winograd.algorithm(r)
+    assert tf.channels_last == (r == 5)
     for name in SHAPES:
-        x, W, _, dout, _ = _case(name, dtype, seed=1, r=r)
+        x, W, _, dout, groups = _case(name, dtype, seed=1, r=r)
         N, C, H, Wd = x.shape
         F = W.shape[0]
         T = N * np.prod(winograd.tiles(H, Wd))
         assert tf.K == alg.a ** 2
         assert rel_error(tf.filter(W), winograd.filter_transform(W)) < tol, name
-        V = kwino._planes(tf.K, C, T, dtype)
+        V = kwino._Frequencies(tf, C, T, groups, dtype).of(T)
         tf.input(x, V)
-        assert rel_error(V, winograd.input_transform(x, alg)) < tol, name
-        Z = np.empty((tf.K, F, T), dtype=dtype)
+        assert rel_error(_from_layout(tf, V), winograd.input_transform(x, alg)) < tol, name
+        Z = kwino._Frequencies(tf, F, T, groups, dtype).of(T)
         tf.output_grad(dout, Z)
-        assert rel_error(Z, winograd.output_gradient_transform(dout, alg)) < tol, name
+        assert rel_error(_from_layout(tf, Z),
+                         winograd.output_gradient_transform(dout, alg)) < tol, name
         M = np.random.default_rng(2).standard_normal((tf.K, F, T)).astype(dtype)
         out = np.empty_like(dout)
-        tf.output(M, out, np.zeros(F, dtype))
+        tf.output(_to_layout(tf, M, groups), out, np.zeros(F, dtype))
         assert rel_error(out, winograd.output_transform(M, dout.shape, alg)) < tol, name
         dV = np.random.default_rng(3).standard_normal((tf.K, C, T)).astype(dtype)
         dx = np.empty_like(x)
-        tf.input_grad(dV, dx)
+        tf.input_grad(_to_layout(tf, dV, groups), dx)
         assert rel_error(dx, winograd.input_gradient_transform(dV, x.shape, alg)) < tol, name
         dU = np.random.default_rng(4).standard_normal((tf.K, F, W.shape[1])).astype(dtype)
         assert rel_error(tf.filter_grad(dU, dtype),

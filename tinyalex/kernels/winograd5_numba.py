@@ -1,12 +1,22 @@
 """Numba twins of kernels/winograd.py's transforms for F(2x2, 5x5) (the 5x5 stride-1 pad-2
 convolution, conv2): 6x6 patches and frequency arrays, 36 products per tile where im2col
 does 100 multiplications per 2x2 outputs' worth. kernels/winograd_numba.py runs them
-batch-parallel exactly as its own F(2x2, 3x3) transforms; tests/test_winograd.py proves
-each equal to its readable twin.
+batch-parallel as its own F(2x2, 3x3) transforms; tests/test_winograd.py proves each equal
+to its readable twin.
 
-Each transform is two passes of a 1-D one (``_bt6``, ``_b6``, ``_at6``, ``_a6``, ``_g5``,
-``_gt5``: winograd.F2_5's matrices written out, their zeros skipped), first down the
-columns of the tile into a small scratch array, then along its rows.
+They run channels-last. The image is turned to H x W x C, so that a tile's 6x6 patch of
+all C channels is six rows of 6C contiguous floats, and each 1-D pass of a transform
+(``_bt6_rows``, ``_b6_rows``, ``_at6_rows``, ``_a6_rows``: winograd.F2_5's matrices written
+out, their zeros skipped) is a few loops over channels, which LLVM vectorises. Their
+frequency arrays are (36, G, tiles, C/G or F/G), the transpose of winograd.py's (36, C or
+F, tiles) per group: the GEMMs take them as M^T = V^T U^T. Against the same transforms
+written per tile on scalars (36 values to a tile, more than the registers hold), measured
+(2-core EPYC, one pass of the paper net's conv2, 2 images of 27x27): input 1.79 -> 0.69 ms,
+output 7.6 -> 1.44, output gradient 2.09 -> 1.96, input gradient 1.89 -> 0.69; conv2
+forward + backward, batch 128: small net 246 -> 213 ms, paper net 935 -> 856. Two things
+keep the loops vectorised: every row is its own 1-D C-contiguous view (a slice of a
+strided array compiles to code LLVM does not vectorise), and the loop indices are unsigned
+(numba checks a signed index for wrap-around; kernels/conv.py's im2col says more).
 """
 
 from __future__ import annotations
@@ -24,35 +34,6 @@ def _x2(v):
 @numba.njit(inline="always")
 def _x4(v):
     return _x2(v + v)
-
-
-@numba.njit(inline="always")
-def _bt6(d):
-    """B^T d: the input transform, one direction (6 -> 6)."""
-    d0, d1, d2, d3, d4, d5 = d
-    return (_x4(d0 - d2) - d2 + d4, d3 + d4 - _x4(d1 + d2), _x4(d1 - d2) + d4 - d3,
-            _x2(d3 - d1) + d4 - d2, _x2(d1 - d3) + d4 - d2, _x4(d1 - d3) - d3 + d5)
-
-
-@numba.njit(inline="always")
-def _b6(v):
-    """B v: the input gradient's transform, one direction (6 -> 6)."""
-    v0, v1, v2, v3, v4, v5 = v
-    return (_x4(v0), _x4(v2 - v1 + v5) + _x2(v4 - v3), -(_x4(v0 + v1 + v2) + v0 + v3 + v4),
-            v1 - v2 + _x2(v3 - v4) - _x4(v5) - v5, v0 + v1 + v2 + v3 + v4, v5)
-
-
-@numba.njit(inline="always")
-def _at6(m):
-    """A^T m: the output transform, one direction (6 -> 2)."""
-    m0, m1, m2, m3, m4, m5 = m
-    return m0 + m1 + m2 + m3 + m4, m1 - m2 + _x2(m3 - m4) + m5
-
-
-@numba.njit(inline="always")
-def _a6(u0, u1):
-    """A u: the output gradient's transform, one direction (2 -> 6)."""
-    return u0, u0 + u1, u0 - u1, u0 + _x2(u1), u0 - _x2(u1), u1
 
 
 # The filter's transforms run once per step on the weights, not per tile: float64 constants.
@@ -124,157 +105,218 @@ def winograd_filter_grad(dU, dtype):
     return dW.astype(dtype, copy=False)
 
 
-# The per-tile transforms below keep a tile's 36 values in scalars (tuples of six), not in
-# a scratch array: an array's loads and stores kept them out of registers, and the output
-# transform ran at 58 ns per (tile, filter) against 20 written out (2-core EPYC).
-
-@numba.njit(inline="always")
-def _column(a0, a1, a2, a3, a4, a5, i):
-    """(a0[i], ..., a5[i]): the i-th entries of six tuples or arrays."""
-    return a0[i], a1[i], a2[i], a3[i], a4[i], a5[i]
+_U = np.uint64
 
 
 @numba.njit(inline="always")
-def _put_row(V, k, c, t, v):
-    """V[k + j, c, t] = v[j], j < 6: row k // 6 of a tile's 6x6."""
-    V[k, c, t], V[k + 1, c, t], V[k + 2, c, t], V[k + 3, c, t], V[k + 4, c, t], \
-        V[k + 5, c, t] = v
+def _bt6_rows(s0, s1, s2, s3, s4, s5, o0, o1, o2, o3, o4, o5, n):
+    """o = B^T s on rows: o_k[e] = sum_i B^T[k, i] s_i[e], e < n (the input transform)."""
+    for e in range(_U(n)):
+        o0[e] = _x4(s0[e] - s2[e]) - s2[e] + s4[e]
+    for e in range(_U(n)):
+        o1[e] = s3[e] + s4[e] - _x4(s1[e] + s2[e])
+    for e in range(_U(n)):
+        o2[e] = _x4(s1[e] - s2[e]) + s4[e] - s3[e]
+    for e in range(_U(n)):
+        o3[e] = _x2(s3[e] - s1[e]) + s4[e] - s2[e]
+    for e in range(_U(n)):
+        o4[e] = _x2(s1[e] - s3[e]) + s4[e] - s2[e]
+    for e in range(_U(n)):
+        o5[e] = _x4(s1[e] - s3[e]) - s3[e] + s5[e]
 
 
 @numba.njit(inline="always")
-def _put_column(V, j, c, t, v):
-    """V[6i + j, c, t] = v[i], i < 6: column j of a tile's 6x6."""
-    V[j, c, t], V[6 + j, c, t], V[12 + j, c, t], V[18 + j, c, t], V[24 + j, c, t], \
-        V[30 + j, c, t] = v
+def _b6_rows(v0, v1, v2, v3, v4, v5, o0, o1, o2, o3, o4, o5, n, add):
+    """o = B v on rows (the input gradient's transform), or o += B v when add."""
+    for e in range(_U(n)):
+        w = _x4(v0[e])
+        o0[e] = o0[e] + w if add else w
+    for e in range(_U(n)):
+        w = _x4(v2[e] - v1[e] + v5[e]) + _x2(v4[e] - v3[e])
+        o1[e] = o1[e] + w if add else w
+    for e in range(_U(n)):
+        w = -(_x4(v0[e] + v1[e] + v2[e]) + v0[e] + v3[e] + v4[e])
+        o2[e] = o2[e] + w if add else w
+    for e in range(_U(n)):
+        w = v1[e] - v2[e] + _x2(v3[e] - v4[e]) - _x4(v5[e]) - v5[e]
+        o3[e] = o3[e] + w if add else w
+    for e in range(_U(n)):
+        w = v0[e] + v1[e] + v2[e] + v3[e] + v4[e]
+        o4[e] = o4[e] + w if add else w
+    for e in range(_U(n)):
+        o5[e] = o5[e] + v5[e] if add else v5[e]
 
 
 @numba.njit(inline="always")
-def _get_column(V, j, c, t):
-    """(V[6i + j, c, t] for i < 6): column j of a tile's 6x6."""
-    return (V[j, c, t], V[6 + j, c, t], V[12 + j, c, t], V[18 + j, c, t], V[24 + j, c, t],
-            V[30 + j, c, t])
+def _at6_rows(m0, m1, m2, m3, m4, m5, y0, y1, n):
+    """y = A^T m on rows: 6 -> 2 (the output transform)."""
+    for e in range(_U(n)):
+        y0[e] = m0[e] + m1[e] + m2[e] + m3[e] + m4[e]
+    for e in range(_U(n)):
+        y1[e] = m1[e] - m2[e] + _x2(m3[e] - m4[e]) + m5[e]
+
+
+@numba.njit(inline="always")
+def _a6_rows(u0, u1, o0, o1, o2, o3, o4, o5, n):
+    """o = A u on rows: 2 -> 6 (the output gradient's transform)."""
+    for e in range(_U(n)):
+        o0[e] = u0[e]
+    for e in range(_U(n)):
+        o1[e] = u0[e] + u1[e]
+    for e in range(_U(n)):
+        o2[e] = u0[e] - u1[e]
+    for e in range(_U(n)):
+        o3[e] = u0[e] + _x2(u1[e])
+    for e in range(_U(n)):
+        o4[e] = u0[e] - _x2(u1[e])
+    for e in range(_U(n)):
+        o5[e] = u1[e]
 
 
 @numba.njit(nogil=True, cache=True)
-def _input(x, V):
-    """V[6i + j, c, t] = (B^T d_t B)[i, j]: x (n, C, H, W) -> V (36, C, n*th*tw)."""
+def _to_hwc(image, hwc, pad):
+    """hwc[r + pad, (q + pad) C + c] = image[c, r, q]: one (C, H, W) image channels-last
+    into the middle of a padded (rows, columns * C) plane."""
+    C, H, W = image.shape
+    for c in range(C):
+        for r in range(H):
+            row = hwc[r + pad]
+            for q in range(W):
+                row[_U((q + pad) * C + c)] = image[c, r, q]
+
+
+@numba.njit(nogil=True, cache=True)
+def _from_hwc(hwc, image, pad, b):
+    """image[c, r, q] = hwc[r + pad, (q + pad) C + c] + b[c]: the inverse of _to_hwc."""
+    C, H, W = image.shape
+    for c in range(C):
+        bias = b[c]
+        for r in range(H):
+            row = hwc[r + pad]
+            for q in range(W):
+                image[c, r, q] = row[_U((q + pad) * C + c)] + bias
+
+
+@numba.njit(nogil=True, cache=True)
+def _input(x, VT):
+    """VT[6i + j, g, t, c] = (B^T d_t B)[i, j] of channel g C/G + c: x (n, C, H, W) ->
+    VT (36, G, n*th*tw, C/G)."""
     N, C, H, W = x.shape
+    G, Cg = VT.shape[1], VT.shape[3]
     th, tw = (H + 1) // 2, (W + 1) // 2
-    plane = np.zeros((2 * th + 4, 2 * tw + 4), dtype=x.dtype)  # pad 2, zeros stay
+    hwc = np.zeros((2 * th + 4, (2 * tw + 4) * C), dtype=x.dtype)  # pad 2, zeros stay
+    half = np.empty((6, 6 * C), dtype=x.dtype)  # B^T d: (k, (j, c))
     for n in range(N):
-        for c in range(C):
-            for r in range(H):
-                for q in range(W):
-                    plane[r + 2, q + 2] = x[n, c, r, q]
-            t = n * th * tw
-            for ty in range(th):
-                p0, p1, p2 = plane[2 * ty], plane[2 * ty + 1], plane[2 * ty + 2]
-                p3, p4, p5 = plane[2 * ty + 3], plane[2 * ty + 4], plane[2 * ty + 5]
-                for tx in range(tw):
-                    q = 2 * tx
-                    # B^T down each column of the patch, then along each row of the result
-                    d0 = _bt6(_column(p0, p1, p2, p3, p4, p5, q))
-                    d1 = _bt6(_column(p0, p1, p2, p3, p4, p5, q + 1))
-                    d2 = _bt6(_column(p0, p1, p2, p3, p4, p5, q + 2))
-                    d3 = _bt6(_column(p0, p1, p2, p3, p4, p5, q + 3))
-                    d4 = _bt6(_column(p0, p1, p2, p3, p4, p5, q + 4))
-                    d5 = _bt6(_column(p0, p1, p2, p3, p4, p5, q + 5))
-                    for i in range(6):
-                        _put_row(V, 6 * i, c, t, _bt6(_column(d0, d1, d2, d3, d4, d5, i)))
-                    t += 1
+        _to_hwc(x[n], hwc, 2)
+        t = n * th * tw
+        for ty in range(th):
+            r = 2 * ty
+            for tx in range(tw):
+                a, z = 2 * tx * C, (2 * tx + 6) * C
+                # B^T down the patch's columns: its six rows of 6C at once
+                _bt6_rows(hwc[r, a:z], hwc[r + 1, a:z], hwc[r + 2, a:z], hwc[r + 3, a:z],
+                          hwc[r + 4, a:z], hwc[r + 5, a:z],
+                          half[0], half[1], half[2], half[3], half[4], half[5], 6 * C)
+                # then along each row of the result: its six pixels' channels, per group
+                for k in range(6):
+                    h = half[k]
+                    for g in range(G):
+                        o = g * Cg
+                        _bt6_rows(h[o:o + Cg], h[C + o:C + o + Cg], h[2 * C + o:2 * C + o + Cg],
+                                  h[3 * C + o:3 * C + o + Cg], h[4 * C + o:4 * C + o + Cg],
+                                  h[5 * C + o:5 * C + o + Cg],
+                                  VT[6 * k, g, t], VT[6 * k + 1, g, t], VT[6 * k + 2, g, t],
+                                  VT[6 * k + 3, g, t], VT[6 * k + 4, g, t], VT[6 * k + 5, g, t],
+                                  Cg)
+                t += 1
 
 
 @numba.njit(nogil=True, cache=True)
-def _output(M, out, b):
-    """out[n, f] = A^T m_t A per tile, cropped, plus b[f]: M (36, F, n*th*tw) -> out
+def _output(MT, out, b):
+    """out[n, f] = A^T m_t A per tile, cropped, plus b[f]: MT (36, G, n*th*tw, F/G) -> out
     (n, F, H, W)."""
     N, F, H, W = out.shape
+    G, Fg = MT.shape[1], MT.shape[3]
     th, tw = (H + 1) // 2, (W + 1) // 2
+    hwf = np.empty((2 * th, 2 * tw * F), dtype=out.dtype)
+    half = np.empty((2, 6, Fg), dtype=out.dtype)  # A^T m: (p, j, f)
     for n in range(N):
-        for f in range(F):
-            bias = b[f]
-            t = n * th * tw
-            for ty in range(th):
-                for tx in range(tw):
-                    # A^T down each column of m, then along each of the two rows
-                    a0, b0 = _at6(_get_column(M, 0, f, t))
-                    a1, b1 = _at6(_get_column(M, 1, f, t))
-                    a2, b2 = _at6(_get_column(M, 2, f, t))
-                    a3, b3 = _at6(_get_column(M, 3, f, t))
-                    a4, b4 = _at6(_get_column(M, 4, f, t))
-                    a5, b5 = _at6(_get_column(M, 5, f, t))
-                    y00, y01 = _at6((a0, a1, a2, a3, a4, a5))
-                    y10, y11 = _at6((b0, b1, b2, b3, b4, b5))
-                    r, q = 2 * ty, 2 * tx
-                    out[n, f, r, q] = y00 + bias
-                    if q + 1 < W:
-                        out[n, f, r, q + 1] = y01 + bias
-                    if r + 1 < H:
-                        out[n, f, r + 1, q] = y10 + bias
-                        if q + 1 < W:
-                            out[n, f, r + 1, q + 1] = y11 + bias
-                    t += 1
+        t = n * th * tw
+        for ty in range(th):
+            for tx in range(tw):
+                for g in range(G):
+                    for j in range(6):  # A^T down each column of m
+                        _at6_rows(MT[j, g, t], MT[6 + j, g, t], MT[12 + j, g, t],
+                                  MT[18 + j, g, t], MT[24 + j, g, t], MT[30 + j, g, t],
+                                  half[0, j], half[1, j], Fg)
+                    for p in range(2):  # then along each of the two rows
+                        row = hwf[2 * ty + p]
+                        a = 2 * tx * F + g * Fg
+                        h = half[p]
+                        _at6_rows(h[0], h[1], h[2], h[3], h[4], h[5],
+                                  row[a:a + Fg], row[a + F:a + F + Fg], Fg)
+                t += 1
+        _from_hwc(hwf, out[n], 0, b)
 
 
 @numba.njit(nogil=True, cache=True)
-def _output_grad(dout, Z):
-    """Z[6i + j, f, t] = (A dY_t A^T)[i, j], dY_t the 2x2 tile (zeros past the edge):
-    dout (n, F, H, W) -> Z (36, F, n*th*tw)."""
+def _output_grad(dout, ZT):
+    """ZT[6i + j, g, t, f] = (A dY_t A^T)[i, j] of filter g F/G + f, dY_t the 2x2 tile
+    (zeros past the edge): dout (n, F, H, W) -> ZT (36, G, n*th*tw, F/G)."""
     N, F, H, W = dout.shape
+    G, Fg = ZT.shape[1], ZT.shape[3]
     th, tw = (H + 1) // 2, (W + 1) // 2
-    zero = dout.dtype.type(0)
+    hwf = np.zeros((2 * th, 2 * tw * F), dtype=dout.dtype)  # zeros past the edge stay
+    rows = np.empty((2, 6, Fg), dtype=dout.dtype)  # A along each row of dY: (p, j, f)
     for n in range(N):
-        for f in range(F):
-            t = n * th * tw
-            for ty in range(th):
-                for tx in range(tw):
-                    r, q = 2 * ty, 2 * tx
-                    g00 = dout[n, f, r, q]
-                    g01 = dout[n, f, r, q + 1] if q + 1 < W else zero
-                    g10 = dout[n, f, r + 1, q] if r + 1 < H else zero
-                    g11 = dout[n, f, r + 1, q + 1] if r + 1 < H and q + 1 < W else zero
-                    top = _a6(g00, g01)  # A along each row of dY, then down each column
-                    bottom = _a6(g10, g11)
-                    _put_column(Z, 0, f, t, _a6(top[0], bottom[0]))
-                    _put_column(Z, 1, f, t, _a6(top[1], bottom[1]))
-                    _put_column(Z, 2, f, t, _a6(top[2], bottom[2]))
-                    _put_column(Z, 3, f, t, _a6(top[3], bottom[3]))
-                    _put_column(Z, 4, f, t, _a6(top[4], bottom[4]))
-                    _put_column(Z, 5, f, t, _a6(top[5], bottom[5]))
-                    t += 1
+        _to_hwc(dout[n], hwf, 0)
+        t = n * th * tw
+        for ty in range(th):
+            for tx in range(tw):
+                for g in range(G):
+                    a = 2 * tx * F + g * Fg
+                    for p in range(2):
+                        row = hwf[2 * ty + p]
+                        rp = rows[p]
+                        _a6_rows(row[a:a + Fg], row[a + F:a + F + Fg],
+                                 rp[0], rp[1], rp[2], rp[3], rp[4], rp[5], Fg)
+                    for j in range(6):  # then down each column
+                        _a6_rows(rows[0, j], rows[1, j],
+                                 ZT[j, g, t], ZT[6 + j, g, t], ZT[12 + j, g, t],
+                                 ZT[18 + j, g, t], ZT[24 + j, g, t], ZT[30 + j, g, t], Fg)
+                t += 1
 
 
 @numba.njit(nogil=True, cache=True)
-def _input_grad(dV, dx):
-    """dx[n, c] = the patches dd_t = B dV_t B^T added back where they were read:
-    dV (36, C, n*th*tw) -> dx (n, C, H, W) (overwritten)."""
+def _input_grad(dVT, dx):
+    """dx[n] = the patches dd_t = B dV_t B^T added back where they were read:
+    dVT (36, G, n*th*tw, C/G) -> dx (n, C, H, W) (overwritten)."""
     N, C, H, W = dx.shape
+    G, Cg = dVT.shape[1], dVT.shape[3]
     th, tw = (H + 1) // 2, (W + 1) // 2
-    plane = np.empty((2 * th + 4, 2 * tw + 4), dtype=dx.dtype)
+    hwc = np.empty((2 * th + 4, (2 * tw + 4) * C), dtype=dx.dtype)
+    cols = np.empty((6, 6, C), dtype=dx.dtype)  # B dV: (i, j, c)
+    zero = np.zeros(C, dtype=dx.dtype)
     for n in range(N):
-        for c in range(C):
-            plane[:] = 0
-            t = n * th * tw
-            for ty in range(th):
-                r = 2 * ty
-                for tx in range(tw):
-                    q = 2 * tx
-                    # B down each column of dV, then along each row of the result
-                    e0 = _b6(_get_column(dV, 0, c, t))
-                    e1 = _b6(_get_column(dV, 1, c, t))
-                    e2 = _b6(_get_column(dV, 2, c, t))
-                    e3 = _b6(_get_column(dV, 3, c, t))
-                    e4 = _b6(_get_column(dV, 4, c, t))
-                    e5 = _b6(_get_column(dV, 5, c, t))
-                    for i in range(6):
-                        row = _b6(_column(e0, e1, e2, e3, e4, e5, i))
-                        plane[r + i, q] += row[0]
-                        plane[r + i, q + 1] += row[1]
-                        plane[r + i, q + 2] += row[2]
-                        plane[r + i, q + 3] += row[3]
-                        plane[r + i, q + 4] += row[4]
-                        plane[r + i, q + 5] += row[5]
-                    t += 1
-            for r in range(H):
-                for q in range(W):
-                    dx[n, c, r, q] = plane[r + 2, q + 2]
+        hwc[:] = 0
+        t = n * th * tw
+        for ty in range(th):
+            r = 2 * ty
+            for tx in range(tw):
+                for g in range(G):
+                    o, z = g * Cg, (g + 1) * Cg
+                    for j in range(6):  # B down each column of dV
+                        _b6_rows(dVT[j, g, t], dVT[6 + j, g, t], dVT[12 + j, g, t],
+                                 dVT[18 + j, g, t], dVT[24 + j, g, t], dVT[30 + j, g, t],
+                                 cols[0, j, o:z], cols[1, j, o:z], cols[2, j, o:z],
+                                 cols[3, j, o:z], cols[4, j, o:z], cols[5, j, o:z], Cg, False)
+                a = 2 * tx * C
+                for i in range(6):  # then along each row, added onto the patch's pixels
+                    ci = cols[i]
+                    row = hwc[r + i]
+                    _b6_rows(ci[0], ci[1], ci[2], ci[3], ci[4], ci[5],
+                             row[a:a + C], row[a + C:a + 2 * C], row[a + 2 * C:a + 3 * C],
+                             row[a + 3 * C:a + 4 * C], row[a + 4 * C:a + 5 * C],
+                             row[a + 5 * C:a + 6 * C], C, True)
+                t += 1
+        _from_hwc(hwc, dx[n], 2, zero)

@@ -254,7 +254,9 @@ def _winograd_tasks(N: int, tiles_per_image: int) -> list:
 
 
 class _Transforms(NamedTuple):
-    """One F(2x2, r x r)'s Numba transforms; K = (r + 1)^2 products per tile."""
+    """One F(2x2, r x r)'s Numba transforms; K = (r + 1)^2 products per tile. The
+    frequency arrays are (K, C or F, tiles), or, when ``channels_last``, (K, G, tiles,
+    C/G or F/G) (kernels/winograd5_numba.py)."""
     K: int
     filter: Callable
     filter_grad: Callable
@@ -262,14 +264,42 @@ class _Transforms(NamedTuple):
     input_grad: Callable
     output: Callable
     output_grad: Callable
+    channels_last: bool = False
 
 
 _TRANSFORMS = {
     3: _Transforms(16, winograd_filter, winograd_filter_grad, _winograd_input,
                    _winograd_input_grad, _winograd_output, _winograd_output_grad),
     5: _Transforms(36, w5.winograd_filter, w5.winograd_filter_grad, w5._input, w5._input_grad,
-                   w5._output, w5._output_grad),
+                   w5._output, w5._output_grad, channels_last=True),
 }
+
+
+class _Frequencies:
+    """One task's frequency arrays of C or F rows (V, dV; M, Z), for passes of up to
+    ``most`` tiles, in its transforms' layout: (K, rows, T) planes off 4 KiB strides
+    (_planes), or, channels-last, a contiguous (K, G, T, rows/G) array per pass (its rows
+    must be C-contiguous for the transforms' loops to vectorise)."""
+
+    def __init__(self, tf: _Transforms, rows: int, most: int, groups: int, dtype):
+        self.tf, self.rows, self.groups = tf, rows, groups
+        self.memory = (np.empty(tf.K * rows * most, dtype=dtype) if tf.channels_last
+                       else _planes(tf.K, rows, most, dtype))
+
+    def of(self, T: int):
+        """The array for a pass of T tiles."""
+        if self.tf.channels_last:
+            size = self.tf.K * self.rows * T
+            return self.memory[:size].reshape(self.tf.K, self.groups, T,
+                                              self.rows // self.groups)
+        return self.memory[:, :, :T]
+
+
+def _block(tf: _Transforms, A, k: int, g: int, rows: int):
+    """Group g's (rows/G, T) block of frequency k: a view of A[k, g].T channels-last."""
+    if tf.channels_last:
+        return A[k, g].T
+    return A[k, g * rows:(g + 1) * rows]
 
 
 def _planes(K: int, rows: int, T: int, dtype):
@@ -317,17 +347,22 @@ def _winograd_forward(x, W, b, groups):
     def task(t):
         passes = _passes(tasks[t], th * tw)
         most = (passes[0].stop - passes[0].start) * th * tw
-        V_all, M_all = _planes(tf.K, C, most, x.dtype), _planes(tf.K, F, most, x.dtype)
+        V_all = _Frequencies(tf, C, most, groups, x.dtype)
+        M_all = _Frequencies(tf, F, most, groups, x.dtype)
         for images in passes:
             T = (images.stop - images.start) * th * tw
-            V, M = V_all[:, :, :T], M_all[:, :, :T]
+            V, M = V_all.of(T), M_all.of(T)
             with timed("transform"):
                 tf.input(x[images], V)
             with timed("gemm"):
                 for k in range(tf.K):
                     for g in range(groups):
-                        np.matmul(U[k, g * Fg:(g + 1) * Fg], V[k, g * Cg:(g + 1) * Cg],
-                                  out=M[k, g * Fg:(g + 1) * Fg])
+                        Ug = U[k, g * Fg:(g + 1) * Fg]
+                        if tf.channels_last:  # M^T = V^T U^T: no big operand transposed
+                            np.matmul(V[k, g], Ug.T, out=M[k, g])
+                        else:
+                            np.matmul(Ug, V[k, g * Cg:(g + 1) * Cg],
+                                      out=M[k, g * Fg:(g + 1) * Fg])
             with timed("transform"):
                 tf.output(M, out[images], b)
 
@@ -357,12 +392,13 @@ def _winograd_backward(x, W, dout, groups, need_input_grad):
                               db_parts[t])
         passes = _passes(chunk, th * tw)
         most = (passes[0].stop - passes[0].start) * th * tw
-        V_all, Z_all = _planes(tf.K, C, most, x.dtype), _planes(tf.K, F, most, x.dtype)
+        V_all = _Frequencies(tf, C, most, groups, x.dtype)
+        Z_all = _Frequencies(tf, F, most, groups, x.dtype)
         dU = dU_parts[t]
         product = np.empty((Fg, Cg), dtype=x.dtype) if len(passes) > 1 else None
         for p, images in enumerate(passes):
             T = (images.stop - images.start) * th * tw
-            V, Z = V_all[:, :, :T], Z_all[:, :, :T]
+            V, Z = V_all.of(T), Z_all.of(T)
             with timed("transform"):
                 tf.input(x[images], V)
                 tf.output_grad(dout[images], Z)
@@ -370,19 +406,23 @@ def _winograd_backward(x, W, dout, groups, need_input_grad):
                 for k in range(tf.K):
                     for g in range(groups):
                         block = dU[k, g * Fg:(g + 1) * Fg]
+                        # dU = Z V^T, (F/G, T) by (T, C/G)
+                        Zg, Vg = _block(tf, Z, k, g, Fg), _block(tf, V, k, g, Cg).T
                         if p == 0:  # the first pass writes the partial, the others add
-                            np.matmul(Z[k, g * Fg:(g + 1) * Fg], V[k, g * Cg:(g + 1) * Cg].T,
-                                      out=block)
+                            np.matmul(Zg, Vg, out=block)
                         else:
-                            np.matmul(Z[k, g * Fg:(g + 1) * Fg], V[k, g * Cg:(g + 1) * Cg].T,
-                                      out=product)
+                            np.matmul(Zg, Vg, out=product)
                             block += product
             if dx is not None:  # V's memory takes its gradient
                 with timed("gemm"):
                     for k in range(tf.K):
                         for g in range(groups):
-                            np.matmul(U[k, g * Fg:(g + 1) * Fg].T, Z[k, g * Fg:(g + 1) * Fg],
-                                      out=V[k, g * Cg:(g + 1) * Cg])
+                            Ug = U[k, g * Fg:(g + 1) * Fg]
+                            if tf.channels_last:  # dV^T = Z^T U
+                                np.matmul(Z[k, g], Ug, out=V[k, g])
+                            else:
+                                np.matmul(Ug.T, Z[k, g * Fg:(g + 1) * Fg],
+                                          out=V[k, g * Cg:(g + 1) * Cg])
                 with timed("transform"):
                     tf.input_grad(V, dx[images])
 

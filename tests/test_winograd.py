@@ -128,13 +128,15 @@ def _from_layout(tf, A):
     return A.transpose(0, 1, 3, 2).reshape(K, G * per_group, T)
 
 
-@pytest.mark.parametrize("r", SIZES)
+@pytest.mark.parametrize("key", list(kwino._TRANSFORMS))
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
-def test_numba_transforms_equal_the_readable_ones(dtype, r):
-    """Each transform, in its own layout (channels-last for 5x5), equals the readable one."""
+def test_numba_transforms_equal_the_readable_ones(dtype, key):
+    """Each set of transforms (3x3; 3x3 channels-last, for small maps; 5x5, channels-last),
+    in its own layout, equals the readable one on every shape."""
     tol = 1e-6 if dtype == np.float32 else 1e-14
-    tf, alg = kwino._TRANSFORMS[r], winograd.algorithm(r)
-    assert tf.channels_last == (r == 5)
+    r = 5 if key == 5 else 3
+    tf, alg = kwino._TRANSFORMS[key], winograd.algorithm(r)
+    assert tf.channels_last == (key != 3)
     for name in SHAPES:
         x, W, _, dout, groups = _case(name, dtype, seed=1, r=r)
         N, C, H, Wd = x.shape
@@ -160,6 +162,15 @@ def test_numba_transforms_equal_the_readable_ones(dtype, r):
         dU = np.random.default_rng(4).standard_normal((tf.K, F, W.shape[1])).astype(dtype)
         assert rel_error(tf.filter_grad(dU, dtype),
                          winograd.filter_gradient(dU, dtype, alg)) < tol, name
+
+
+def test_small_3x3_maps_take_the_channels_last_transforms():
+    """3x3 maps of at most ROWS_MAX_TILES tiles (the small net's 6x6: 9) go channels-last,
+    bigger ones (the paper net's 13x13: 49) keep the per-plane loops; 5x5 is channels-last."""
+    assert kwino._transforms(3, 9).channels_last
+    assert kwino._transforms(3, kwino.ROWS_MAX_TILES).channels_last
+    assert not kwino._transforms(3, 49).channels_last
+    assert kwino._transforms(5, 49).channels_last and kwino._transforms(5, 4).K == 36
 
 
 def test_planes_are_not_4k_apart():

@@ -19,6 +19,7 @@ import numpy as np
 from . import winograd5_numba as w5
 from .conv import CONV_MAX_TASKS, _add_channel_sums
 from .threads import run_tasks, timed
+from .winograd5_numba import _from_hwc, _to_hwc
 
 # The 3x3 stride-1 pad-1 convolutions (conv3-5) as 16 products of 2.25x fewer
 # multiplications in all. These four loops are the transforms of winograd.py, written out
@@ -235,6 +236,177 @@ def _winograd_input_grad(dV, dx):
                     dx[n, c, r, q] = plane[r + 1, q + 1]
 
 
+# The same transforms channels-last, as kernels/winograd5_numba.py's 5x5 ones (which says
+# how and why): faster on small maps, where the loops above spend their time per plane
+# rather than per tile. Measured (2-core EPYC, one pass of conv4's 384 channels, input /
+# output / output gradient / input gradient, ms): 6x6 maps (56 images) 3.41 / 2.72 / 2.69 /
+# 4.19 above against 1.42 / 0.74 / 1.03 / 1.38 here; 13x13 (10 images) 1.34 / 0.99 / 1.15 /
+# 1.73 against 1.77 / 0.78 / 1.56 / 1.27, no gain. So the 3x3 layers take them where a
+# map has at most ROWS_MAX_TILES tiles.
+ROWS_MAX_TILES = 16
+_U = np.uint64
+
+
+@numba.njit(inline="always")
+def _bt4_rows(s0, s1, s2, s3, o0, o1, o2, o3, n):
+    """o = B^T s on rows (_bt's formulas, n floats a row)."""
+    for e in range(_U(n)):
+        o0[e] = s0[e] - s2[e]
+    for e in range(_U(n)):
+        o1[e] = s1[e] + s2[e]
+    for e in range(_U(n)):
+        o2[e] = s2[e] - s1[e]
+    for e in range(_U(n)):
+        o3[e] = s1[e] - s3[e]
+
+
+@numba.njit(inline="always")
+def _b4_rows(v0, v1, v2, v3, o0, o1, o2, o3, n, add):
+    """o = B v on rows, or o += B v when add (_b's)."""
+    for e in range(_U(n)):
+        o0[e] = o0[e] + v0[e] if add else v0[e]
+    for e in range(_U(n)):
+        w = v1[e] - v2[e] + v3[e]
+        o1[e] = o1[e] + w if add else w
+    for e in range(_U(n)):
+        w = v1[e] + v2[e] - v0[e]
+        o2[e] = o2[e] + w if add else w
+    for e in range(_U(n)):
+        o3[e] = o3[e] - v3[e] if add else -v3[e]
+
+
+@numba.njit(inline="always")
+def _at4_rows(m0, m1, m2, m3, y0, y1, n):
+    """y = A^T m on rows: 4 -> 2 (_at's)."""
+    for e in range(_U(n)):
+        y0[e] = m0[e] + m1[e] + m2[e]
+    for e in range(_U(n)):
+        y1[e] = m1[e] - m2[e] - m3[e]
+
+
+@numba.njit(inline="always")
+def _a4_rows(u0, u1, o0, o1, o2, o3, n):
+    """o = A u on rows: 2 -> 4 (_a's)."""
+    for e in range(_U(n)):
+        o0[e] = u0[e]
+    for e in range(_U(n)):
+        o1[e] = u0[e] + u1[e]
+    for e in range(_U(n)):
+        o2[e] = u0[e] - u1[e]
+    for e in range(_U(n)):
+        o3[e] = -u1[e]
+
+
+@numba.njit(nogil=True, cache=True)
+def _rows_input(x, VT):
+    """Channels-last _winograd_input: x (n, C, H, W) -> VT (16, G, n*th*tw, C/G)."""
+    N, C, H, W = x.shape
+    G, Cg = VT.shape[1], VT.shape[3]
+    th, tw = (H + 1) // 2, (W + 1) // 2
+    hwc = np.zeros((2 * th + 2, (2 * tw + 2) * C), dtype=x.dtype)
+    half = np.empty((4, 4 * C), dtype=x.dtype)
+    for n in range(N):
+        _to_hwc(x[n], hwc, 1)
+        t = n * th * tw
+        for ty in range(th):
+            r = 2 * ty
+            for tx in range(tw):
+                a, z = 2 * tx * C, (2 * tx + 4) * C
+                _bt4_rows(hwc[r, a:z], hwc[r + 1, a:z], hwc[r + 2, a:z], hwc[r + 3, a:z],
+                          half[0], half[1], half[2], half[3], 4 * C)
+                for k in range(4):
+                    h = half[k]
+                    for g in range(G):
+                        o = g * Cg
+                        _bt4_rows(h[o:o + Cg], h[C + o:C + o + Cg], h[2 * C + o:2 * C + o + Cg],
+                                  h[3 * C + o:3 * C + o + Cg],
+                                  VT[4 * k, g, t], VT[4 * k + 1, g, t], VT[4 * k + 2, g, t],
+                                  VT[4 * k + 3, g, t], Cg)
+                t += 1
+
+
+@numba.njit(nogil=True, cache=True)
+def _rows_output(MT, out, b):
+    """Channels-last _winograd_output: MT (16, G, n*th*tw, F/G) -> out (n, F, H, W)."""
+    N, F, H, W = out.shape
+    G, Fg = MT.shape[1], MT.shape[3]
+    th, tw = (H + 1) // 2, (W + 1) // 2
+    hwf = np.empty((2 * th, 2 * tw * F), dtype=out.dtype)
+    half = np.empty((2, 4, Fg), dtype=out.dtype)
+    for n in range(N):
+        t = n * th * tw
+        for ty in range(th):
+            for tx in range(tw):
+                for g in range(G):
+                    for j in range(4):
+                        _at4_rows(MT[j, g, t], MT[4 + j, g, t], MT[8 + j, g, t], MT[12 + j, g, t],
+                                  half[0, j], half[1, j], Fg)
+                    for p in range(2):
+                        row = hwf[2 * ty + p]
+                        a = 2 * tx * F + g * Fg
+                        h = half[p]
+                        _at4_rows(h[0], h[1], h[2], h[3], row[a:a + Fg], row[a + F:a + F + Fg], Fg)
+                t += 1
+        _from_hwc(hwf, out[n], 0, b)
+
+
+@numba.njit(nogil=True, cache=True)
+def _rows_output_grad(dout, ZT):
+    """Channels-last _winograd_output_grad: dout (n, F, H, W) -> ZT (16, G, n*th*tw, F/G)."""
+    N, F, H, W = dout.shape
+    G, Fg = ZT.shape[1], ZT.shape[3]
+    th, tw = (H + 1) // 2, (W + 1) // 2
+    hwf = np.zeros((2 * th, 2 * tw * F), dtype=dout.dtype)
+    rows = np.empty((2, 4, Fg), dtype=dout.dtype)
+    for n in range(N):
+        _to_hwc(dout[n], hwf, 0)
+        t = n * th * tw
+        for ty in range(th):
+            for tx in range(tw):
+                for g in range(G):
+                    a = 2 * tx * F + g * Fg
+                    for p in range(2):
+                        row = hwf[2 * ty + p]
+                        rp = rows[p]
+                        _a4_rows(row[a:a + Fg], row[a + F:a + F + Fg], rp[0], rp[1], rp[2], rp[3], Fg)
+                    for j in range(4):
+                        _a4_rows(rows[0, j], rows[1, j],
+                                 ZT[j, g, t], ZT[4 + j, g, t], ZT[8 + j, g, t], ZT[12 + j, g, t], Fg)
+                t += 1
+
+
+@numba.njit(nogil=True, cache=True)
+def _rows_input_grad(dVT, dx):
+    """Channels-last _winograd_input_grad: dVT (16, G, n*th*tw, C/G) -> dx (n, C, H, W)."""
+    N, C, H, W = dx.shape
+    G, Cg = dVT.shape[1], dVT.shape[3]
+    th, tw = (H + 1) // 2, (W + 1) // 2
+    hwc = np.empty((2 * th + 2, (2 * tw + 2) * C), dtype=dx.dtype)
+    cols = np.empty((4, 4, C), dtype=dx.dtype)
+    zero = np.zeros(C, dtype=dx.dtype)
+    for n in range(N):
+        hwc[:] = 0
+        t = n * th * tw
+        for ty in range(th):
+            r = 2 * ty
+            for tx in range(tw):
+                for g in range(G):
+                    o, z = g * Cg, (g + 1) * Cg
+                    for j in range(4):
+                        _b4_rows(dVT[j, g, t], dVT[4 + j, g, t], dVT[8 + j, g, t], dVT[12 + j, g, t],
+                                 cols[0, j, o:z], cols[1, j, o:z], cols[2, j, o:z], cols[3, j, o:z],
+                                 Cg, False)
+                a = 2 * tx * C
+                for i in range(4):
+                    ci = cols[i]
+                    row = hwc[r + i]
+                    _b4_rows(ci[0], ci[1], ci[2], ci[3],
+                             row[a:a + C], row[a + C:a + 2 * C], row[a + 2 * C:a + 3 * C],
+                             row[a + 3 * C:a + 4 * C], C, True)
+                t += 1
+        _from_hwc(hwc, dx[n], 1, zero)
+
+
 # Tiles per product. Measured (2-core EPYC, batch 128, forward + backward ms) for 64 / 256 /
 # 512 / 1024: small net's conv3 (6x6) 205 / 179 / 177 / 336 (1024 leaves one task, one
 # core); paper net's conv5 (13x13) 684 / 688 / 513 / 569.
@@ -270,9 +442,19 @@ class _Transforms(NamedTuple):
 _TRANSFORMS = {
     3: _Transforms(16, winograd_filter, winograd_filter_grad, _winograd_input,
                    _winograd_input_grad, _winograd_output, _winograd_output_grad),
+    "3 channels-last": _Transforms(16, winograd_filter, winograd_filter_grad, _rows_input,
+                                   _rows_input_grad, _rows_output, _rows_output_grad,
+                                   channels_last=True),
     5: _Transforms(36, w5.winograd_filter, w5.winograd_filter_grad, w5._input, w5._input_grad,
                    w5._output, w5._output_grad, channels_last=True),
 }
+
+
+def _transforms(r: int, tiles_per_image: int) -> _Transforms:
+    """The transforms for r x r filters on maps of this many tiles (ROWS_MAX_TILES)."""
+    if r == 3 and tiles_per_image <= ROWS_MAX_TILES:
+        return _TRANSFORMS["3 channels-last"]
+    return _TRANSFORMS[r]
 
 
 class _Frequencies:
@@ -338,7 +520,7 @@ def _winograd_forward(x, W, b, groups):
     F = W.shape[0]
     Fg, Cg = F // groups, C // groups
     th, tw = (H + 1) // 2, (Wd + 1) // 2
-    tf = _TRANSFORMS[W.shape[2]]
+    tf = _transforms(W.shape[2], th * tw)
     U = tf.filter(W)
     b = np.ascontiguousarray(b)
     out = np.empty((N, F, H, Wd), dtype=x.dtype)
@@ -378,7 +560,7 @@ def _winograd_backward(x, W, dout, groups, need_input_grad):
     F = W.shape[0]
     Fg, Cg = F // groups, C // groups
     th, tw = (H + 1) // 2, (Wd + 1) // 2
-    tf = _TRANSFORMS[W.shape[2]]
+    tf = _transforms(W.shape[2], th * tw)
     U = tf.filter(W)
     tasks = _winograd_tasks(N, th * tw)
     dU_parts = np.zeros((len(tasks), tf.K, F, Cg), dtype=x.dtype)

@@ -24,6 +24,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from .conv import _U  # unsigned indices: kernels/conv.py says why
+
 
 # Integer multiples as sums: numba would turn 4 * (a float32) into a float64.
 @numba.njit(inline="always")
@@ -104,8 +106,6 @@ def winograd_filter_grad(dU, dtype):
     _filter_grad(dU, dW)
     return dW.astype(dtype, copy=False)
 
-
-_U = np.uint64
 
 
 @numba.njit(inline="always")

@@ -17,7 +17,7 @@ import numba
 import numpy as np
 
 from . import winograd5_numba as w5
-from .conv import CONV_MAX_TASKS, _add_channel_sums
+from .conv import _U, CONV_MAX_TASKS, _add_channel_sums
 from .threads import run_tasks, timed
 from .winograd5_numba import _from_hwc, _to_hwc
 
@@ -244,7 +244,6 @@ def _winograd_input_grad(dV, dx):
 # 1.73 against 1.77 / 0.78 / 1.56 / 1.27, no gain. So the 3x3 layers take them where a
 # map has at most ROWS_MAX_TILES tiles.
 ROWS_MAX_TILES = 16
-_U = np.uint64
 
 
 @numba.njit(inline="always")

@@ -296,12 +296,14 @@ def test_hours_plans_the_epochs_from_timed_steps(tiny_prepared, tmp_path):
     import re
 
     out = tmp_path / "planned"
-    # 7.2 s of budget: a step of alexnet-mini at batch 8 takes 0.02-0.05 s on 2 cores, an
+    # 3.6 s of budget: a step of alexnet-mini at batch 8 takes 0.02-0.05 s on 2 cores, an
     # epoch (8 steps and validation) well under a second, so the plan is several epochs
-    # (it was 1 epoch at --hours 0.0001 on one CI machine and 2 on a faster one)
-    r = run(train_cmd(tiny_prepared, out, "--hours", "0.002", "--schedule", "linear"))
+    # (it was 1 epoch at --hours 0.0001 on one CI machine and 2 on a faster one). A low lr:
+    # 0.02 at batch 8 diverged after some 80 steps.
+    r = run(train_cmd(tiny_prepared, out, "--hours", "0.001", "--schedule", "linear",
+                      "--lr", "0.002"))
     assert r.returncode == 0, r.stderr
-    said = re.search(r"--hours 0\.002: .* an epoch with validation -> (\d+) epochs? ", r.stdout)
+    said = re.search(r"--hours 0\.001: .* an epoch with validation -> (\d+) epochs? ", r.stdout)
     assert said, r.stdout
     planned = int(said.group(1))
     assert planned >= 2, r.stdout

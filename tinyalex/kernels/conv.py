@@ -153,15 +153,20 @@ def _columns_to_images(y, out, b):
                 out[n, f, p] = y[f, n * P + p] + b[f]
 
 
-@numba.njit(nogil=True, cache=True)
+# reassoc lets LLVM keep several float64 partial sums in vector lanes: one add chain of
+# 4-cycle latency per element made db 30-45% of the small net's conv1 backward (one task
+# of 8 images of 96 x 28 x 28: 465 -> 45 us). The order is fixed when the loop compiles,
+# so a result does not change from run to run or with the thread count.
+@numba.njit(nogil=True, cache=True, fastmath={"reassoc"})
 def _add_channel_sums(d, sums):
     """sums[f] += sum over n, p of d[n, f, p], each image's channel summed in float64."""
     N, F, P = d.shape
     for n in range(N):
         for f in range(F):
+            row = d[n, f]
             total = 0.0
-            for p in range(P):
-                total += d[n, f, p]
+            for p in range(_U(P)):
+                total += np.float64(row[p])
             sums[f] += total
 
 

@@ -262,11 +262,11 @@ def test_tasks_do_not_depend_on_the_machine():
 def test_passes_of_a_task_give_the_same_convolution(r, monkeypatch):
     """A task's images in several passes (WINOGRAD_PASS_TILES small): every image in one
     pass, and the result still equals the readable im2col (float64)."""
-    monkeypatch.setattr(kwino, "WINOGRAD_PASS_TILES", 20)
-    passes = kwino._passes(slice(3, 40), 9)
+    monkeypatch.setitem(kwino.WINOGRAD_PASS_TILES, r, 20)
+    passes = kwino._passes(slice(3, 40), 9, r)
     assert np.array_equal(np.concatenate([np.arange(50)[p] for p in passes]), np.arange(3, 40))
     assert all(p.stop - p.start <= 2 for p in passes)
-    assert kwino._passes(slice(0, 5), 100) == [slice(i, i + 1) for i in range(5)]
+    assert kwino._passes(slice(0, 5), 100, r) == [slice(i, i + 1) for i in range(5)]
     x, W, b, dout, groups = _case("many-images", np.float64, seed=5, r=r)
     y = kwino.conv_forward(x, W, b, 1, r // 2, groups)
     dW, db, dx = kwino.conv_backward(x, W, dout, 1, r // 2, groups)

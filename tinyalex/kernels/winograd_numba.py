@@ -495,18 +495,24 @@ def _planes(K: int, rows: int, T: int, dtype):
     return np.empty((K, size + gap), dtype=dtype)[:, :size].reshape(K, rows, T)
 
 
-# Tiles per pass: a task runs its images in passes of about this many tiles, so that its
-# V and M (or Z), (K, C or F, tiles), stay small: the paper net's conv2 (5x5, 27x27) had
-# 8 images a task, 80 MB of planes per worker, and took the step's peak RSS from 2.55 GiB
-# (conv2 by im2col) to 2.80 (PyTorch's: 2.8). Passes of 512 tiles: 2.67 GiB, as fast (38.5
-# against 38.7 img/s; per layer, 64 to 100,000 tiles a pass were within the machine's
-# noise from 256 up).
-WINOGRAD_PASS_TILES = 512
+# Tiles per pass, by filter size: a task runs its images in passes of about this many
+# tiles, so that its V and M (or Z), (K, C or F, tiles), stay small: the paper net's conv2
+# (5x5, 27x27) had 8 images a task, 80 MB of planes per worker, and took the step's peak
+# RSS from 2.55 GiB (conv2 by im2col) to 2.80 (PyTorch's: 2.8). Passes of 512 tiles: 2.67
+# GiB, as fast (38.5 against 38.7 img/s). The 5x5 frequency arrays are 9x the output's
+# size, and their transforms write them at the memory's speed once a pass outgrows the
+# caches: the small net's conv2 (13x13, 49 tiles an image, 50 KB of V and Z a tile),
+# forward + backward, interleaved, best of 9 (2-core AVX-512 EPYC): 49 / 98 / 147 / 196 /
+# 512 tiles a pass, 192 / 169 / 166 / 180 / 210 ms; of 15, backward alone 141 (median
+# 142) at 512 against 109 (131) at 147, forward the same. The paper net's conv2 (196
+# tiles an image) and the 3x3 layers were within the noise from 128 to 512.
+WINOGRAD_PASS_TILES = {3: 512, 5: 160}
 
 
-def _passes(chunk: slice, tiles_per_image: int) -> list:
-    """A task's images in passes of at most WINOGRAD_PASS_TILES tiles (at least one image)."""
-    per_pass = max(1, WINOGRAD_PASS_TILES // tiles_per_image)
+def _passes(chunk: slice, tiles_per_image: int, r: int) -> list:
+    """A task's images in passes of at most WINOGRAD_PASS_TILES[r] tiles (at least one
+    image)."""
+    per_pass = max(1, WINOGRAD_PASS_TILES[r] // tiles_per_image)
     return [slice(start, min(chunk.stop, start + per_pass))
             for start in range(chunk.start, chunk.stop, per_pass)]
 
@@ -526,7 +532,7 @@ def _winograd_forward(x, W, b, groups):
     tasks = _winograd_tasks(N, th * tw)
 
     def task(t):
-        passes = _passes(tasks[t], th * tw)
+        passes = _passes(tasks[t], th * tw, W.shape[2])
         most = (passes[0].stop - passes[0].start) * th * tw
         V_all = _Frequencies(tf, C, most, groups, x.dtype)
         M_all = _Frequencies(tf, F, most, groups, x.dtype)
@@ -571,7 +577,7 @@ def _winograd_backward(x, W, dout, groups, need_input_grad):
         with timed("elementwise"):
             _add_channel_sums(dout[chunk].reshape(chunk.stop - chunk.start, F, H * Wd),
                               db_parts[t])
-        passes = _passes(chunk, th * tw)
+        passes = _passes(chunk, th * tw, W.shape[2])
         most = (passes[0].stop - passes[0].start) * th * tw
         V_all = _Frequencies(tf, C, most, groups, x.dtype)
         Z_all = _Frequencies(tf, F, most, groups, x.dtype)

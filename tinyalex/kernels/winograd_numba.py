@@ -498,11 +498,18 @@ class _Frequencies:
         return self.memory[:, :, :T]
 
 
-def _block(tf: _Transforms, A, k: int, g: int, rows: int):
-    """Group g's (rows/G, T) block of frequency k: a view of A[k, g].T channels-last."""
+def _by_group(tf: _Transforms, A, groups: int):
+    """A frequency array as its groups' GEMM operands, a view: (K, G, rows/G, T), or
+    channels-last (K, G, T, rows/G) as it is."""
     if tf.channels_last:
-        return A[k, g].T
-    return A[k, g * rows:(g + 1) * rows]
+        return A
+    K, rows, T = A.shape
+    return A.reshape(K, groups, rows // groups, T)
+
+
+def _transposed(A):
+    """The (K, G) stack of A's blocks, each transposed (a view; BLAS reads it as is)."""
+    return A.transpose(0, 1, 3, 2)
 
 
 def _planes(K: int, rows: int, T: int, dtype):
@@ -548,7 +555,7 @@ def _winograd_forward(x, W, b, groups):
     Fg, Cg = F // groups, C // groups
     th, tw = (H + 1) // 2, (Wd + 1) // 2
     tf = _transforms(W.shape[2], th * tw)
-    U = tf.filter(W)
+    Ub = tf.filter(W).reshape(tf.K, groups, Fg, Cg)
     b = np.ascontiguousarray(b)
     out = np.empty((N, F, H, Wd), dtype=x.dtype)
     tasks = _winograd_tasks(N, th * tw)
@@ -563,15 +570,12 @@ def _winograd_forward(x, W, b, groups):
             V, M = V_all.of(T), M_all.of(T)
             with timed("transform"):
                 tf.input(x[images], V)
-            with timed("gemm"):
-                for k in range(tf.K):
-                    for g in range(groups):
-                        Ug = U[k, g * Fg:(g + 1) * Fg]
-                        if tf.channels_last:  # M^T = V^T U^T: no big operand transposed
-                            np.matmul(V[k, g], Ug.T, out=M[k, g])
-                        else:
-                            np.matmul(Ug, V[k, g * Cg:(g + 1) * Cg],
-                                      out=M[k, g * Fg:(g + 1) * Fg])
+            with timed("gemm"):  # the K*G products in one call
+                Vb, Mb = _by_group(tf, V, groups), _by_group(tf, M, groups)
+                if tf.channels_last:  # M^T = V^T U^T: no big operand transposed
+                    np.matmul(Vb, _transposed(Ub), out=Mb)
+                else:
+                    np.matmul(Ub, Vb, out=Mb)
             with timed("transform"):
                 tf.output(M, out[images], b)
 
@@ -588,7 +592,7 @@ def _winograd_backward(x, W, dout, groups, need_input_grad):
     Fg, Cg = F // groups, C // groups
     th, tw = (H + 1) // 2, (Wd + 1) // 2
     tf = _transforms(W.shape[2], th * tw)
-    U = tf.filter(W)
+    Ub = tf.filter(W).reshape(tf.K, groups, Fg, Cg)
     tasks = _winograd_tasks(N, th * tw)
     dU_parts = np.zeros((len(tasks), tf.K, F, Cg), dtype=x.dtype)
     db_parts = np.zeros((len(tasks), F), dtype=np.float64)
@@ -603,35 +607,30 @@ def _winograd_backward(x, W, dout, groups, need_input_grad):
         most = (passes[0].stop - passes[0].start) * th * tw
         V_all = _Frequencies(tf, C, most, groups, x.dtype)
         Z_all = _Frequencies(tf, F, most, groups, x.dtype)
-        dU = dU_parts[t]
-        product = np.empty((Fg, Cg), dtype=x.dtype) if len(passes) > 1 else None
+        dU = dU_parts[t].reshape(tf.K, groups, Fg, Cg)
+        product = np.empty_like(dU) if len(passes) > 1 else None
         for p, images in enumerate(passes):
             T = (images.stop - images.start) * th * tw
             V, Z = V_all.of(T), Z_all.of(T)
             with timed("transform"):
                 tf.input(x[images], V)
                 tf.output_grad(dout[images], Z)
+            Vb, Zb = _by_group(tf, V, groups), _by_group(tf, Z, groups)
             with timed("gemm"):
-                for k in range(tf.K):
-                    for g in range(groups):
-                        block = dU[k, g * Fg:(g + 1) * Fg]
-                        # dU = Z V^T, (F/G, T) by (T, C/G)
-                        Zg, Vg = _block(tf, Z, k, g, Fg), _block(tf, V, k, g, Cg).T
-                        if p == 0:  # the first pass writes the partial, the others add
-                            np.matmul(Zg, Vg, out=block)
-                        else:
-                            np.matmul(Zg, Vg, out=product)
-                            block += product
+                # dU = Z V^T, (F/G, T) by (T, C/G); the first pass writes the partial,
+                # the others add
+                if tf.channels_last:
+                    np.matmul(_transposed(Zb), Vb, out=dU if p == 0 else product)
+                else:
+                    np.matmul(Zb, _transposed(Vb), out=dU if p == 0 else product)
+                if p > 0:
+                    dU += product
             if dx is not None:  # V's memory takes its gradient
                 with timed("gemm"):
-                    for k in range(tf.K):
-                        for g in range(groups):
-                            Ug = U[k, g * Fg:(g + 1) * Fg]
-                            if tf.channels_last:  # dV^T = Z^T U
-                                np.matmul(Z[k, g], Ug, out=V[k, g])
-                            else:
-                                np.matmul(Ug.T, Z[k, g * Fg:(g + 1) * Fg],
-                                          out=V[k, g * Cg:(g + 1) * Cg])
+                    if tf.channels_last:  # dV^T = Z^T U
+                        np.matmul(Zb, Ub, out=Vb)
+                    else:
+                        np.matmul(_transposed(Ub), Zb, out=Vb)
                 with timed("transform"):
                     tf.input_grad(V, dx[images])
 

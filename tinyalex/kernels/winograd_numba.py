@@ -532,10 +532,12 @@ def _planes(K: int, rows: int, T: int, dtype):
 # size, and their transforms write them at the memory's speed once a pass outgrows the
 # caches: the small net's conv2 (13x13, 49 tiles an image, 50 KB of V and Z a tile),
 # forward + backward, interleaved, best of 9 (2-core AVX-512 EPYC): 49 / 98 / 147 / 196 /
-# 512 tiles a pass, 192 / 169 / 166 / 180 / 210 ms; of 15, backward alone 141 (median
-# 142) at 512 against 109 (131) at 147, forward the same. The paper net's conv2 (196
-# tiles an image) and the 3x3 layers were within the noise from 128 to 512.
-WINOGRAD_PASS_TILES = {3: 512, 5: 160}
+# 512 tiles a pass, 192 / 169 / 166 / 180 / 210 ms; with each pass's products in one call,
+# forward and backward, best (median) of 11: 49 tiles 62 (66) and 83 (86) ms, 98 tiles 54
+# (58) and 84 (90), 160 tiles 58 (59) and 88 (98), 250 tiles 64 (70) and 133 (137). The
+# paper net's conv2 (196 tiles an image) and the 3x3 layers were within the noise from
+# 128 to 512.
+WINOGRAD_PASS_TILES = {3: 512, 5: 100}
 
 
 def _passes(chunk: slice, tiles_per_image: int, r: int) -> list:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from .conv import _U  # unsigned indices: kernels/conv.py says why
 from .shapes import pool_output_size
 from .threads import JIT
 
@@ -31,13 +32,52 @@ def _maxpool_forward(x, y, argmax, window, stride):
                 argmax[n, c, oh, ow] = best_k
 
 
+# The paper's 3x3 windows (§3.4), written out: the loop above compares each value with the
+# best so far, a chain of 9 dependent compare-and-branch steps whose branch the CPU cannot
+# predict on real data. Here the maximum is a tree of independent max()es, and the argmax
+# the first of the nine equal to it, a chain of selects without branches. Measured (2-core
+# EPYC, batch 128, stride 2): 96 x 28 x 28 8.1 -> 5.6 ms, 96 x 55 x 55 34 -> 23 ms, 256 x
+# 27 x 27 22 -> 15 ms. Indices unsigned, as in kernels/conv.py.
+@numba.njit(**JIT)
+def _maxpool3_forward(x, y, argmax, stride):
+    N, C, H, W = x.shape
+    OH, OW = y.shape[2], y.shape[3]
+    xf, yf, af = x.reshape(-1), y.reshape(-1), argmax.reshape(-1)
+    for plane in numba.prange(N * C):
+        src, dst = _U(plane * H * W), _U(plane * OH * OW)
+        for oh in range(_U(OH)):
+            for ow in range(_U(OW)):
+                r0 = src + _U(oh * stride * W + ow * stride)
+                r1 = r0 + _U(W)
+                r2 = r1 + _U(W)
+                v0, v1, v2 = xf[r0], xf[r0 + 1], xf[r0 + 2]
+                v3, v4, v5 = xf[r1], xf[r1 + 1], xf[r1 + 2]
+                v6, v7, v8 = xf[r2], xf[r2 + 1], xf[r2 + 2]
+                best = max(max(max(v0, v1), max(v2, v3)),
+                           max(max(v4, v5), max(max(v6, v7), v8)))
+                k = 8
+                k = 7 if v7 == best else k
+                k = 6 if v6 == best else k
+                k = 5 if v5 == best else k
+                k = 4 if v4 == best else k
+                k = 3 if v3 == best else k
+                k = 2 if v2 == best else k
+                k = 1 if v1 == best else k
+                k = 0 if v0 == best else k
+                yf[dst + _U(oh * OW + ow)] = best
+                af[dst + _U(oh * OW + ow)] = k
+
+
 def maxpool_forward(x, window, stride):
     """Twin of tinyalex.layers.pool.maxpool_forward."""
     N, C, H, W = x.shape
     OH, OW = pool_output_size(H, window, stride), pool_output_size(W, window, stride)
     y = np.empty((N, C, OH, OW), dtype=x.dtype)
     argmax = np.empty((N, C, OH, OW), dtype=np.int32)
-    _maxpool_forward(np.ascontiguousarray(x), y, argmax, window, stride)
+    if window == 3:
+        _maxpool3_forward(np.ascontiguousarray(x), y, argmax, stride)
+    else:
+        _maxpool_forward(np.ascontiguousarray(x), y, argmax, window, stride)
     return y, argmax
 
 

@@ -425,6 +425,29 @@ def test_conv_batch_parallel_does_not_depend_on_threads(fast_on):
     assert_identical(contiguous[0], y2, "forward, contiguous input")
 
 
+def test_partial_sums_in_task_order_on_any_thread_count():
+    """The tasks' partial weight gradients, added on the workers in pieces, give bitwise
+    parts[0] + parts[1] + ... in that order, with 1 worker as with 2."""
+    import numba
+
+    rng = np.random.default_rng(3)
+    parts = rng.standard_normal((5, 3, 70001), dtype=np.float32) * 10 ** rng.integers(
+        -3, 4, (5, 1, 1)).astype(np.float32)
+    expected = parts[0].copy()
+    for t in range(1, len(parts)):
+        expected += parts[t]
+    for threads in (1, 2):
+        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+        try:
+            copy = parts.copy()
+            total = kthreads.sum_in_task_order(copy)
+        finally:
+            numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+        assert np.shares_memory(total, copy)  # parts[0], overwritten
+        assert_identical(total, expected, f"sum on {threads} thread(s)")
+    assert not np.array_equal(kthreads.sum_in_task_order(parts[::-1].copy()), expected)
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
 def test_lrn_and_maxpool_layers(dtype, monkeypatch, fast_on):
     """LRN (both conventions) and MaxPool2D layers: fast vs readable, forward+backward."""

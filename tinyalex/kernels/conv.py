@@ -12,7 +12,7 @@ import numba
 import numpy as np
 
 from .shapes import conv_output_size
-from .threads import JIT, run_tasks, serial_twin, timed
+from .threads import JIT, run_tasks, serial_twin, sum_in_task_order, timed
 
 
 @numba.njit(inline="always")
@@ -278,9 +278,6 @@ def conv_backward(x, W, dout, stride, pad, groups, need_input_grad=True):
                     _col2im_serial(c, dx[start:start + n], kh, kw, stride, pad, OH, OW)
 
     run_tasks(task, len(tasks))
-    dW, db = dW_parts[0], db_parts[0]
-    for t in range(1, len(tasks)):  # in task order: the same sums whatever ran where
-        dW += dW_parts[t]
-        db += db_parts[t]
+    dW, db = sum_in_task_order(dW_parts), sum_in_task_order(db_parts)
     return dW.reshape(W.shape), db.astype(x.dtype), dx
 

@@ -21,6 +21,7 @@ from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 
 import numba
+import numpy as np
 
 JIT = dict(parallel=True, cache=True)
 
@@ -128,3 +129,25 @@ def run_tasks(task, count: int) -> None:
                     future.result()
         finally:
             set_threads(before)
+
+
+def sum_in_task_order(parts):
+    """parts[0] + parts[1] + ... added in that order, elementwise: each task's partial sum
+    (a weight gradient) into the layer's, the same bits whatever ran where. The elements
+    are split among the workers (numpy's adds release the GIL): the paper net's conv3
+    adds 12 partials of 1.6 M floats, 2.9 ms on one thread. parts (tasks, ...) -> parts[0],
+    overwritten."""
+    total = parts[0]
+    if len(parts) == 1:
+        return total
+    flat = parts.reshape(len(parts), -1)
+    pieces = max(1, min(numba.get_num_threads(), flat.shape[1] // 65536))
+    bounds = np.linspace(0, flat.shape[1], pieces + 1).astype(int)
+
+    def add(i):
+        piece = flat[0, bounds[i]:bounds[i + 1]]
+        for t in range(1, len(flat)):
+            piece += flat[t, bounds[i]:bounds[i + 1]]
+
+    run_tasks(add, pieces)
+    return total

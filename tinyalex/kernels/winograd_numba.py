@@ -18,7 +18,7 @@ import numpy as np
 
 from . import winograd5_numba as w5
 from .conv import _U, CONV_MAX_TASKS, _add_channel_sums
-from .threads import run_tasks, timed
+from .threads import run_tasks, sum_in_task_order, timed
 from .winograd5_numba import _from_hwc, _to_hwc
 
 # The 3x3 stride-1 pad-1 convolutions (conv3-5) as 16 products of 2.25x fewer
@@ -637,10 +637,7 @@ def _winograd_backward(x, W, dout, groups, need_input_grad):
                     tf.input_grad(V, dx[images])
 
     run_tasks(task, len(tasks))
-    dU, db = dU_parts[0], db_parts[0]
-    for t in range(1, len(tasks)):  # in task order: the same sums whatever ran where
-        dU += dU_parts[t]
-        db += db_parts[t]
+    dU, db = sum_in_task_order(dU_parts), sum_in_task_order(db_parts)
     return tf.filter_grad(dU, x.dtype), db.astype(x.dtype), dx
 
 

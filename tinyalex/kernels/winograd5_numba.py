@@ -38,7 +38,8 @@ def _x4(v):
     return _x2(v + v)
 
 
-# The filter's transforms run once a pass on the weights, not per tile: float64 constants.
+# The filter's transforms run once a call (forward, and again in backward) on the weights,
+# not per tile: float64 constants.
 # As the 3x3 ones (kernels/winograd_numba.py), a filter's 25 taps are first laid out as
 # rows of C channels, and each 1-D pass is a loop over channels that LLVM vectorises
 # (written per (f, c) on scalars, 256 x 48 filters took 1.2 ms each way; now 0.7).
@@ -77,10 +78,7 @@ def _filter(W, U):
     taps = np.empty((25, C), dtype=U.dtype)    # g[a, b] of every channel: row 5a + b
     half = np.empty((30, C), dtype=U.dtype)    # G g: row 5i + b
     for f in range(F):
-        Wf = W[f].reshape(C, 25)
-        for c in range(C):
-            for k in range(25):
-                taps[k, c] = Wf[c, k]
+        taps[:] = W[f].reshape(C, 25).T
         for b in range(5):  # G down each column of g
             _g5_rows(taps[b], taps[5 + b], taps[10 + b], taps[15 + b], taps[20 + b],
                      half[b], half[5 + b], half[10 + b], half[15 + b], half[20 + b],
@@ -108,10 +106,7 @@ def _filter_grad(dU, dW):
             _gt5_rows(half[h], half[h + 1], half[h + 2], half[h + 3], half[h + 4],
                       half[h + 5], taps[5 * a], taps[5 * a + 1], taps[5 * a + 2],
                       taps[5 * a + 3], taps[5 * a + 4], C)
-        dWf = dW[f].reshape(C, 25)
-        for c in range(C):
-            for k in range(25):
-                dWf[c, k] = taps[k, c]
+        dW[f].reshape(C, 25)[:] = taps.T
 
 
 def winograd_filter(W):

@@ -83,14 +83,21 @@ def maxpool_forward(x, window, stride):
 
 @numba.njit(**JIT)
 def _maxpool_backward(dout, argmax, dx, window, stride):
+    # flat planes and unsigned indices (kernels/conv.py says why): 96 x 55 x 55 at batch
+    # 128 15.6 -> 12.4 ms
     N, C, OH, OW = dout.shape
+    H, W = dx.shape[2], dx.shape[3]
+    df, af, xf = dout.reshape(-1), argmax.reshape(-1), dx.reshape(-1)
     for plane in numba.prange(N * C):
-        n, c = plane // C, plane % C
-        dx[n, c] = 0
-        for oh in range(OH):
-            for ow in range(OW):
-                k = argmax[n, c, oh, ow]
-                dx[n, c, oh * stride + k // window, ow * stride + k % window] += dout[n, c, oh, ow]
+        dst, src = _U(plane * H * W), _U(plane * OH * OW)
+        for p in range(_U(H * W)):
+            xf[dst + p] = 0
+        for oh in range(_U(OH)):
+            for ow in range(_U(OW)):
+                o = src + _U(oh * OW + ow)
+                k = af[o]
+                i, j = k // window, k % window
+                xf[dst + _U((oh * stride + i) * W + ow * stride + j)] += df[o]
 
 
 def maxpool_backward(dout, argmax, x_shape, window, stride):

@@ -128,14 +128,14 @@ def _from_layout(tf, A):
     return A.transpose(0, 1, 3, 2).reshape(K, G * per_group, T)
 
 
-@pytest.mark.parametrize("key", list(kwino._TRANSFORMS))
+@pytest.mark.parametrize("key", list(kwino.TRANSFORMS))
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
 def test_numba_transforms_equal_the_readable_ones(dtype, key):
     """Each set of transforms (3x3; 3x3 channels-last, for small maps; 5x5, channels-last),
     in its own layout, equals the readable one on every shape."""
     tol = 1e-6 if dtype == np.float32 else 1e-14
     r = 5 if key == 5 else 3
-    tf, alg = kwino._TRANSFORMS[key], winograd.algorithm(r)
+    tf, alg = kwino.TRANSFORMS[key], winograd.algorithm(r)
     assert tf.channels_last == (key != 3)
     for name in SHAPES:
         x, W, _, dout, groups = _case(name, dtype, seed=1, r=r)

@@ -11,6 +11,9 @@ twins, and one of them says which runs:
 - ``winograd.py``: the readable Winograd F(2x2, 3x3) and F(2x2, 5x5) for the 3x3 and 5x5
   stride-1 convolutions; ``winograd_numba.py``: its Numba twin, batch-parallel as
   conv.py's, with the 5x5 transforms in ``winograd5_numba.py``.
+- ``space_to_depth.py``: a strided convolution (the paper's conv1, 11x11 stride 4) as a
+  stride-1 3x3 one on s*s times the channels, readable; ``space_to_depth_numba.py``: it by
+  winograd_numba.py's F(2x2, 3x3), whose input transforms read x through space-to-depth.
 - ``pool.py``, ``relu.py``, ``lrn.py``, ``sgd.py``: the Numba twins of layers/pool.py,
   layers/activations.py, layers/lrn.py and optim.py.
 - ``threads.py``: the compile options, serial twins, and the worker threads of the

@@ -13,8 +13,9 @@ twin it gets, or its own body on None. ``pick`` decides, in this order:
 2. The kind of the op's deciding array (``array_kind``: the first argument, dout for the
    conv backward): a float32/float64 NumPy array -> the Numba twins, a CuPy array -> the
    CuPy twin, anything else -> the readable body.
-3. The first of those twins whose condition holds: Winograd or im2col for a convolution
-   (``use_winograd``), and neither without OpenBLAS (``batch_parallel_conv``); parallel
+3. The first of those twins whose condition holds: Winograd, Winograd on a strided one's
+   space-to-depth maps, or im2col for a convolution (``use_winograd``,
+   ``use_space_to_depth``), and none without OpenBLAS (``batch_parallel_conv``); parallel
    or serial for the elementwise loops (``ELEMENTWISE_MIN_PARALLEL``); contiguous
    parameters for SGD; matching dtypes for the ReLU backward. None holds: the readable
    body.
@@ -37,7 +38,7 @@ import numpy as np
 
 from .. import flags
 from ..backend import is_gpu_array
-from . import winograd
+from . import space_to_depth, winograd
 
 
 class RegistryError(Exception):
@@ -92,6 +93,22 @@ def use_winograd(kh: int, kw: int, stride: int, pad: int) -> bool:
     return not flags.boolean("TINYALEX_NO_WINOGRAD") and winograd.applies(kh, kw, stride, pad)
 
 
+def use_space_to_depth(C: int, kh: int, kw: int, stride: int, groups: int) -> bool:
+    """Winograd F(2x2, 3x3) on the space-to-depth maps of a strided convolution (the
+    paper's conv1: ``space_to_depth.applies``) unless TINYALEX_NO_WINOGRAD is set."""
+    return (not flags.boolean("TINYALEX_NO_WINOGRAD")
+            and space_to_depth.applies(C, kh, kw, stride, groups))
+
+
+def conv_method(C: int, k: int, stride: int, pad: int, groups: int) -> str:
+    """"winograd", "space-to-depth" or "im2col": what computes a k x k convolution of C
+    channels on the CPU's fast path (the benchmark names it; the twins' conditions above
+    decide it)."""
+    if use_winograd(k, k, stride, pad):
+        return "winograd"
+    return "space-to-depth" if use_space_to_depth(C, k, k, stride, groups) else "im2col"
+
+
 # Below this many elements a parallel pass costs more than it saves: fc6/fc7's ReLUs
 # (0.5 M elements) took 8 ms each way in parallel on the shared machine, 0.3 ms serially.
 ELEMENTWISE_MIN_PARALLEL = 2**20
@@ -103,6 +120,11 @@ def _large(x, *_) -> bool:
 
 def _conv_by_winograd(x, W, b_or_dout, stride, pad, *_) -> bool:
     return batch_parallel_conv() and use_winograd(W.shape[2], W.shape[3], stride, pad)
+
+
+def _conv_by_space_to_depth(x, W, b_or_dout, stride, pad, groups, *_) -> bool:
+    return batch_parallel_conv() and use_space_to_depth(x.shape[1], W.shape[2], W.shape[3],
+                                                        stride, groups)
 
 
 def _conv_by_im2col(*_) -> bool:
@@ -240,10 +262,13 @@ _NO_CUPY_RELU = "the readable body is one CuPy elementwise expression already"
 IM2COL = Op("im2col", [Twin("conv", "im2col")], Twin("gpu", "im2col"))
 COL2IM = Op("col2im", [Twin("conv", "col2im")], Twin("gpu", "col2im"))
 CONV_FORWARD = Op("conv_forward", [Twin("winograd_numba", "conv_forward", _conv_by_winograd),
+                                   Twin("space_to_depth_numba", "conv_forward",
+                                        _conv_by_space_to_depth),
                                    Twin("conv", "conv_forward", _conv_by_im2col)],
                   _NO_CUPY_CONV)
 CONV_BACKWARD = Op("conv_backward",
                    [Twin("winograd_numba", "conv_backward", _conv_by_winograd),
+                    Twin("space_to_depth_numba", "conv_backward", _conv_by_space_to_depth),
                     Twin("conv", "conv_backward", _conv_by_im2col)],
                    _NO_CUPY_CONV, key=2)  # dout decides, as the layer's backward sees it
 # layers/pool.py

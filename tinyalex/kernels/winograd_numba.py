@@ -128,6 +128,29 @@ def winograd_filter_grad(dU, dtype):
     return dW.astype(dtype, copy=False)
 
 
+@numba.njit(inline="always")
+def _plane_to_tiles(plane, V, c, t, th, tw):
+    """V[:, c, t...] for the th x tw tiles of one padded plane, from tile number t on."""
+    for ty in range(th):
+        r = 2 * ty
+        for tx in range(tw):
+            q = 2 * tx
+            # rows of B^T d, then B^T applied to each of their columns
+            a0, a1, a2, a3 = _bt(plane[r, q], plane[r + 1, q], plane[r + 2, q],
+                                 plane[r + 3, q])
+            b0, b1, b2, b3 = _bt(plane[r, q + 1], plane[r + 1, q + 1],
+                                 plane[r + 2, q + 1], plane[r + 3, q + 1])
+            c0, c1, c2, c3 = _bt(plane[r, q + 2], plane[r + 1, q + 2],
+                                 plane[r + 2, q + 2], plane[r + 3, q + 2])
+            e0, e1, e2, e3 = _bt(plane[r, q + 3], plane[r + 1, q + 3],
+                                 plane[r + 2, q + 3], plane[r + 3, q + 3])
+            V[0, c, t], V[1, c, t], V[2, c, t], V[3, c, t] = _bt(a0, b0, c0, e0)
+            V[4, c, t], V[5, c, t], V[6, c, t], V[7, c, t] = _bt(a1, b1, c1, e1)
+            V[8, c, t], V[9, c, t], V[10, c, t], V[11, c, t] = _bt(a2, b2, c2, e2)
+            V[12, c, t], V[13, c, t], V[14, c, t], V[15, c, t] = _bt(a3, b3, c3, e3)
+            t += 1
+
+
 @numba.njit(nogil=True, cache=True)
 def _winograd_input(x, V):
     """V[4i + j, c, t] = (B^T d_t B)[i, j]: x (n, C, H, W) -> V (16, C, n*th*tw)."""
@@ -139,25 +162,7 @@ def _winograd_input(x, V):
             for r in range(H):
                 for q in range(W):
                     plane[r + 1, q + 1] = x[n, c, r, q]
-            t = n * th * tw
-            for ty in range(th):
-                r = 2 * ty
-                for tx in range(tw):
-                    q = 2 * tx
-                    # rows of B^T d, then B^T applied to each of their columns
-                    a0, a1, a2, a3 = _bt(plane[r, q], plane[r + 1, q], plane[r + 2, q],
-                                         plane[r + 3, q])
-                    b0, b1, b2, b3 = _bt(plane[r, q + 1], plane[r + 1, q + 1],
-                                         plane[r + 2, q + 1], plane[r + 3, q + 1])
-                    c0, c1, c2, c3 = _bt(plane[r, q + 2], plane[r + 1, q + 2],
-                                         plane[r + 2, q + 2], plane[r + 3, q + 2])
-                    e0, e1, e2, e3 = _bt(plane[r, q + 3], plane[r + 1, q + 3],
-                                         plane[r + 2, q + 3], plane[r + 3, q + 3])
-                    V[0, c, t], V[1, c, t], V[2, c, t], V[3, c, t] = _bt(a0, b0, c0, e0)
-                    V[4, c, t], V[5, c, t], V[6, c, t], V[7, c, t] = _bt(a1, b1, c1, e1)
-                    V[8, c, t], V[9, c, t], V[10, c, t], V[11, c, t] = _bt(a2, b2, c2, e2)
-                    V[12, c, t], V[13, c, t], V[14, c, t], V[15, c, t] = _bt(a3, b3, c3, e3)
-                    t += 1
+            _plane_to_tiles(plane, V, c, n * th * tw, th, tw)
 
 
 @numba.njit(nogil=True, cache=True)
@@ -223,6 +228,25 @@ def _add_row(plane, r, q, w):
     plane[r, q + 3] += w[3]
 
 
+@numba.njit(inline="always")
+def _tiles_to_plane(dV, c, t, th, tw, plane):
+    """The adjoint of _plane_to_tiles: dd_t = B dV_t B^T of the th x tw tiles from tile
+    number t on, added into the (zeroed) padded plane where they were read."""
+    for ty in range(th):
+        r = 2 * ty
+        for tx in range(tw):
+            q = 2 * tx
+            a0, a1, a2, a3 = _b(dV[0, c, t], dV[4, c, t], dV[8, c, t], dV[12, c, t])
+            b0, b1, b2, b3 = _b(dV[1, c, t], dV[5, c, t], dV[9, c, t], dV[13, c, t])
+            c0, c1, c2, c3 = _b(dV[2, c, t], dV[6, c, t], dV[10, c, t], dV[14, c, t])
+            e0, e1, e2, e3 = _b(dV[3, c, t], dV[7, c, t], dV[11, c, t], dV[15, c, t])
+            _add_row(plane, r, q, _b(a0, b0, c0, e0))
+            _add_row(plane, r + 1, q, _b(a1, b1, c1, e1))
+            _add_row(plane, r + 2, q, _b(a2, b2, c2, e2))
+            _add_row(plane, r + 3, q, _b(a3, b3, c3, e3))
+            t += 1
+
+
 @numba.njit(nogil=True, cache=True)
 def _winograd_input_grad(dV, dx):
     """dx[n, c] = the patches dd_t = B dV_t B^T added back where they were read:
@@ -233,20 +257,7 @@ def _winograd_input_grad(dV, dx):
     for n in range(N):
         for c in range(C):
             plane[:] = 0
-            t = n * th * tw
-            for ty in range(th):
-                r = 2 * ty
-                for tx in range(tw):
-                    q = 2 * tx
-                    a0, a1, a2, a3 = _b(dV[0, c, t], dV[4, c, t], dV[8, c, t], dV[12, c, t])
-                    b0, b1, b2, b3 = _b(dV[1, c, t], dV[5, c, t], dV[9, c, t], dV[13, c, t])
-                    c0, c1, c2, c3 = _b(dV[2, c, t], dV[6, c, t], dV[10, c, t], dV[14, c, t])
-                    e0, e1, e2, e3 = _b(dV[3, c, t], dV[7, c, t], dV[11, c, t], dV[15, c, t])
-                    _add_row(plane, r, q, _b(a0, b0, c0, e0))
-                    _add_row(plane, r + 1, q, _b(a1, b1, c1, e1))
-                    _add_row(plane, r + 2, q, _b(a2, b2, c2, e2))
-                    _add_row(plane, r + 3, q, _b(a3, b3, c3, e3))
-                    t += 1
+            _tiles_to_plane(dV, c, n * th * tw, th, tw, plane)
             for r in range(H):
                 for q in range(W):
                     dx[n, c, r, q] = plane[r + 1, q + 1]
@@ -454,7 +465,7 @@ class _Transforms(NamedTuple):
     channels_last: bool = False
 
 
-_TRANSFORMS = {
+TRANSFORMS = {
     3: _Transforms(16, winograd_filter, winograd_filter_grad, _winograd_input,
                    _winograd_input_grad, _winograd_output, _winograd_output_grad),
     "3 channels-last": _Transforms(16, winograd_filter, winograd_filter_grad, _rows_input,
@@ -468,8 +479,8 @@ _TRANSFORMS = {
 def _transforms(r: int, tiles_per_image: int) -> _Transforms:
     """The transforms for r x r filters on maps of this many tiles (ROWS_MAX_TILES)."""
     if r == 3 and tiles_per_image <= ROWS_MAX_TILES:
-        return _TRANSFORMS["3 channels-last"]
-    return _TRANSFORMS[r]
+        return TRANSFORMS["3 channels-last"]
+    return TRANSFORMS[r]
 
 
 class _Frequencies:
@@ -542,15 +553,31 @@ def _passes(chunk: slice, tiles_per_image: int, r: int) -> list:
             for start in range(chunk.start, chunk.stop, per_pass)]
 
 
-def _winograd_forward(x, W, b, groups):
+class Plan(NamedTuple):
+    """A convolution's transforms, the channels of V (C) and the output's size (H, W):
+    the same-size ones' from x (``same_size``), a strided one's from
+    kernels/space_to_depth_numba.py, whose input transforms read x through space-to-depth."""
+    tf: _Transforms
+    C: int
+    H: int
+    W: int
+
+
+def same_size(x, W) -> Plan:
+    """The plan of a same-size convolution (pad r//2) of x by r x r filters W."""
+    C, H, Wd = x.shape[1:]
+    return Plan(_transforms(W.shape[2], ((H + 1) // 2) * ((Wd + 1) // 2)), C, H, Wd)
+
+
+def winograd_forward(x, W, b, groups, plan: Plan):
     """Twin of winograd.conv_forward: x (N, C, H, W), W (F, C/G, r, r), b (F,) -> out
     (N, F, H, W). Per pass of a task: V (K, C, T) and M (K, F, T) for its T tiles, K*G
     GEMMs."""
-    N, C, H, Wd = x.shape
+    N = x.shape[0]
+    tf, C, H, Wd = plan
     F = W.shape[0]
     Fg, Cg = F // groups, C // groups
     th, tw = (H + 1) // 2, (Wd + 1) // 2
-    tf = _transforms(W.shape[2], th * tw)
     Ub = tf.filter(W).reshape(tf.K, groups, Fg, Cg)
     b = np.ascontiguousarray(b)
     out = np.empty((N, F, H, Wd), dtype=x.dtype)
@@ -579,15 +606,15 @@ def _winograd_forward(x, W, b, groups):
     return out
 
 
-def _winograd_backward(x, W, dout, groups, need_input_grad):
+def winograd_backward(x, W, dout, groups, need_input_grad, plan: Plan):
     """Twin of winograd.conv_backward: (dW (F, C/G, r, r), db (F,), dx or None). Per pass of
     a task: V recomputed, Z (K, F, T) from dout; a task's partial dU (K, F, C/G) adds its
     passes' in order, and the tasks' are summed in task order."""
-    N, C, H, Wd = x.shape
+    N = x.shape[0]
+    tf, C, H, Wd = plan
     F = W.shape[0]
     Fg, Cg = F // groups, C // groups
     th, tw = (H + 1) // 2, (Wd + 1) // 2
-    tf = _transforms(W.shape[2], th * tw)
     Ub = tf.filter(W).reshape(tf.K, groups, Fg, Cg)
     tasks = _winograd_tasks(N, th * tw)
     dU_parts = np.zeros((len(tasks), tf.K, F, Cg), dtype=x.dtype)
@@ -637,10 +664,12 @@ def _winograd_backward(x, W, dout, groups, need_input_grad):
 
 def conv_forward(x, W, b, stride, pad, groups):
     """Twin of layers.conv.conv_forward for a 3x3 pad-1 or 5x5 pad-2, stride-1 convolution."""
-    return _winograd_forward(np.ascontiguousarray(x), W, b, groups)
+    x = np.ascontiguousarray(x)
+    return winograd_forward(x, W, b, groups, same_size(x, W))
 
 
 def conv_backward(x, W, dout, stride, pad, groups, need_input_grad=True):
     """Twin of layers.conv.conv_backward for a 3x3 pad-1 or 5x5 pad-2, stride-1 convolution."""
-    return _winograd_backward(np.ascontiguousarray(x), W, np.ascontiguousarray(dout), groups,
-                              need_input_grad)
+    x = np.ascontiguousarray(x)
+    return winograd_backward(x, W, np.ascontiguousarray(dout), groups, need_input_grad,
+                              same_size(x, W))

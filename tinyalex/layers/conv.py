@@ -20,7 +20,8 @@ Memory stays bounded as in Caffe: the columns are built for a chunk of the batch
 (``COLUMN_BUDGET_BYTES``), and rebuilt in backward instead of cached.
 
 The fast path (kernels/conv.py, kernels/winograd_numba.py: Winograd for the 3x3 and 5x5
-stride-1 ones; kernels/registry.py picks it)
+stride-1 ones, and kernels/space_to_depth_numba.py for the paper's 11x11 stride-4 conv1;
+kernels/registry.py picks it)
 computes the same products image by image on each core in parallel, with no transposes;
 the bodies below are the reference it is tested against.
 """

@@ -77,6 +77,32 @@ def test_least_times_and_textbook_bounds(monkeypatch):
     assert least[by_name["flatten"][1]] is None and bounds[by_name["flatten"][1]] is None
 
 
+def test_least_time_of_a_conv_by_space_to_depth(monkeypatch):
+    """The paper's conv1 (11x11 stride 4 on 227 px) goes to Winograd on its 48 phase maps:
+    its least time counts 16 * 4^2 multiplications per 2x2 tile of 55x55 outputs (28x28
+    tiles) against 11^2 per output, 1.82x fewer; its reason names the method."""
+    monkeypatch.delenv("TINYALEX_NO_WINOGRAD", raising=False)
+    from tinyalex.checks.bench import (
+        FAR_FROM_BOUND,
+        far_from_bound_reason,
+        layer_gemm_flops,
+        least_times,
+    )
+    from tinyalex.layers import Conv2D
+    from tinyalex.net import Sequential
+
+    net = Sequential([("conv1", Conv2D(3, 8, 11, stride=4))], (3, 227, 227))
+    flops = layer_gemm_flops(net, 4)[0]
+    fewer = 55 * 55 * 121 / (28 * 28 * 16 * 16)
+    assert least_times(net, 4, sgemm_rate=10.0, memory_rate=2.0)[0] == pytest.approx(
+        flops / fewer / 10e9)
+    assert far_from_bound_reason(net.layers[0][1]) == FAR_FROM_BOUND["space-to-depth"]
+    monkeypatch.setenv("TINYALEX_NO_WINOGRAD", "1")
+    assert least_times(net, 4, sgemm_rate=10.0, memory_rate=2.0)[0] == pytest.approx(
+        flops / 10e9)
+    assert far_from_bound_reason(net.layers[0][1]) == FAR_FROM_BOUND["im2col"]
+
+
 def test_layers_far_from_their_bound_get_a_reason():
     from tinyalex.checks.bench import (
         FAR_FROM_BOUND,

@@ -217,21 +217,25 @@ def least_times(net, batch_size: int, sgemm_rate: float,
                 memory_rate: float) -> list[float | None]:
     """Per layer, the least time its forward + backward could take on this machine (its
     bound): for conv and FC, the products' FLOPs at the best sgemm rate (a Winograd layer
-    does fewer multiplications, at its size: winograd.Winograd.fewer_multiplications);
+    does fewer multiplications, at its size: winograd.Winograd.fewer_multiplications,
+    space_to_depth.fewer_multiplications);
     for the others, MIN_PASSES' bytes at the best streaming rate, a bound for arrays past
     the caches (the training batch's are; a small batch's may beat it). None where there
     is no work (flatten)."""
-    from ..kernels import registry, winograd
+    from ..kernels import space_to_depth, winograd
 
     least = []
     for (_, layer, in_shape, out_shape), flops in zip(net.shapes(),
                                                       layer_gemm_flops(net, batch_size)):
         kind = type(layer).__name__
         if flops:
-            if getattr(layer, "kernel_size", None) and registry.use_winograd(
-                    layer.kernel_size, layer.kernel_size, layer.stride, layer.padding):
-                H, W = out_shape[1:]
-                flops /= winograd.algorithm(layer.kernel_size).fewer_multiplications(H, W)
+            method = conv_method(layer) if kind == "Conv2D" else None
+            if method == "winograd":
+                flops /= winograd.algorithm(layer.kernel_size).fewer_multiplications(
+                    *out_shape[1:])
+            elif method == "space-to-depth":
+                flops /= space_to_depth.fewer_multiplications(layer.kernel_size,
+                                                              layer.stride, *out_shape[1:])
             least.append(flops / (sgemm_rate * 1e9))
         elif kind in MIN_PASSES:
             of_x, of_y = MIN_PASSES[kind]
@@ -260,6 +264,10 @@ FAR_FROM_BOUND = {
                 "the layer's output, and its K GEMMs per pass are small (inner dimension "
                 "C/groups: 48 for conv2, 192 for conv4-5, 256 for conv3) and run below the "
                 "2048^3 rate",
+    "space-to-depth": "Winograd's transforms read and write (16, C*s*s, tiles) planes, 4x "
+                      "the layer's output, and its 16 GEMMs per pass have a short inner "
+                      "dimension (C*s*s = 48 for the paper's conv1) and run below the 2048^3 "
+                      "rate",
     "MaxPool2D": "each output compares its whole window (9 values, the windows overlap) and "
                  "forward writes the argmax that backward reads; the bound counts one pass "
                  "over x and y each way",
@@ -275,15 +283,18 @@ SHORT_REASON = ("a pass this short (its least < 0.5 ms) is mostly the call's fix
                 "(Python, numba's dispatch, a thread start)")
 
 
-def far_from_bound_reason(layer) -> str:
-    """The FAR_FROM_BOUND sentence for this layer ('' if none is written)."""
+def conv_method(layer) -> str:
+    """"winograd", "space-to-depth" or "im2col": what computes this Conv2D here."""
     from ..kernels import registry
 
+    return registry.conv_method(layer.in_channels, layer.kernel_size, layer.stride,
+                                layer.padding, layer.groups)
+
+
+def far_from_bound_reason(layer) -> str:
+    """The FAR_FROM_BOUND sentence for this layer ('' if none is written)."""
     kind = type(layer).__name__
-    if kind == "Conv2D":
-        kind = "winograd" if registry.use_winograd(layer.kernel_size, layer.kernel_size,
-                                                   layer.stride, layer.padding) else "im2col"
-    return FAR_FROM_BOUND.get(kind, "")
+    return FAR_FROM_BOUND.get(conv_method(layer) if kind == "Conv2D" else kind, "")
 
 
 def step_gflop_per_image(net) -> float:
@@ -666,8 +677,9 @@ def main(argv=None) -> int:
         print("convolutions: the readable im2col body (no batch-parallel conv on this BLAS, "
               "or TINYALEX_NO_NUMBA is set)")
     elif registry.use_winograd(3, 3, 1, 1):
-        print("convolutions: 3x3 and 5x5 stride-1 by Winograd F(2x2,3x3) and F(2x2,5x5), the "
-              "others by im2col")
+        print("convolutions: 3x3 and 5x5 stride-1 by Winograd F(2x2,3x3) and F(2x2,5x5), "
+              "strided ones of 3 phases and 48+ channels (the paper's conv1) by F(2x2,3x3) on "
+              "their space-to-depth maps, the others by im2col")
     else:
         print("convolutions: all by im2col (TINYALEX_NO_WINOGRAD is set)")
     print(f"net: {args.arch}, {args.num_classes} classes, batch {args.batch_size}, float32")
@@ -692,7 +704,8 @@ def main(argv=None) -> int:
         print(f"least: the least time the layer's work can take, its bound: conv and FC "
               f"products at the best sgemm rate ({rate:.0f} GFLOP/s, measured now; a "
               f"Winograd layer's fewer multiplications at its size: 3x3 2.25x on 6x6, 1.94x "
-              f"on 13x13; 5x5 2.40x on 13x13, 2.58x on 27x27), the others' fewest bytes at the "
+              f"on 13x13; 5x5 2.40x on 13x13, 2.58x on 27x27; the paper's conv1 by "
+              f"space-to-depth 1.82x), the others' fewest bytes at the "
               f"best streaming rate ({stream:.1f} GB/s); x least: tinyalex's fwd+bwd / it")
         if bounds:
             print("bound: the most any code could beat the textbook by here, its time / least")

@@ -274,3 +274,23 @@ def test_passes_of_a_task_give_the_same_convolution(r, monkeypatch):
     assert rel_error(y, layer.forward(x)) < 1e-13
     assert rel_error(dx, layer.backward(dout)) < 1e-13
     assert rel_error(dW, layer.grads["W"]) < 1e-13 and rel_error(db, layer.grads["b"]) < 1e-13
+
+
+@pytest.mark.parametrize("r", SIZES)
+def test_backward_products_in_spans_of_tiles_give_the_same_gradients(r, monkeypatch):
+    """A pass's backward products in spans of its tiles (BACKWARD_GEMM_TILES small): the
+    spans cover the pass once, each within the limit, and the gradients still equal the
+    readable im2col's (float64)."""
+    monkeypatch.setitem(kwino.BACKWARD_GEMM_TILES, r, 7)
+    spans = kwino._tile_spans(30, r)
+    assert [a for a, _ in spans[1:]] == [b for _, b in spans[:-1]]
+    assert spans[0][0] == 0 and spans[-1][1] == 30 and all(b - a <= 7 for a, b in spans)
+    monkeypatch.setitem(kwino.BACKWARD_GEMM_TILES, r, None)
+    assert kwino._tile_spans(30, r) == [(0, 30)]
+    monkeypatch.setitem(kwino.BACKWARD_GEMM_TILES, r, 7)
+    x, W, b, dout, groups = _case("13x13-g2", np.float64, seed=6, r=r)
+    dW, db, dx = kwino.conv_backward(x, W, dout, 1, r // 2, groups)
+    layer = _im2col_layer(x, W, b, groups, monkeypatch)
+    layer.forward(x)
+    assert rel_error(dx, layer.backward(dout)) < 1e-13
+    assert rel_error(dW, layer.grads["W"]) < 1e-13 and rel_error(db, layer.grads["b"]) < 1e-13

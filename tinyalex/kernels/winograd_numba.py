@@ -569,6 +569,29 @@ def same_size(x, W) -> Plan:
     return Plan(_transforms(W.shape[2], ((H + 1) // 2) * ((Wd + 1) // 2)), C, H, Wd)
 
 
+# Tiles per backward product, by filter size (None: a whole pass): a pass's dU = Z V^T and
+# dV = U^T Z run in equal spans of at most this many tiles. The paper net's 5x5 conv2 has
+# passes of one 27x27 image, 196 tiles, and OpenBLAS (SkylakeX kernel) blocks a product's
+# tile dimension by 192: the 4 left over made a second, nearly empty block. Alone, one
+# thread, the 72 products of a pass: 196 tiles 56-59 GFLOP/s, two spans of 98 80; in the
+# layer (2-core AVX-512 EPYC, batch 128, best/median of 7, interleaved): backward 504/545
+# -> 428/478 ms (spans of 100 the same). The 3x3 layers' passes of 490-504 tiles lost
+# 8-25% in spans of 170-250, so they keep theirs whole.
+BACKWARD_GEMM_TILES = {3: None, 5: 160}
+
+
+def _tile_spans(T: int, r: int) -> list:
+    """(start, stop) of the equal spans of a pass's T tiles (BACKWARD_GEMM_TILES[r])."""
+    most = BACKWARD_GEMM_TILES[r]
+    n = 1 if most is None else -(-T // most)
+    return [(T * i // n, T * (i + 1) // n) for i in range(n)]
+
+
+def _tiles(tf: _Transforms, A, a: int, b: int):
+    """Tiles a:b of a frequency array's group blocks (_by_group's view), a view."""
+    return A[:, :, a:b] if tf.channels_last else A[..., a:b]
+
+
 def winograd_forward(x, W, b, groups, plan: Plan):
     """Twin of winograd.conv_forward: x (N, C, H, W), W (F, C/G, r, r), b (F,) -> out
     (N, F, H, W). Per pass of a task: V (K, C, T) and M (K, F, T) for its T tiles, K*G
@@ -608,8 +631,9 @@ def winograd_forward(x, W, b, groups, plan: Plan):
 
 def winograd_backward(x, W, dout, groups, need_input_grad, plan: Plan):
     """Twin of winograd.conv_backward: (dW (F, C/G, r, r), db (F,), dx or None). Per pass of
-    a task: V recomputed, Z (K, F, T) from dout; a task's partial dU (K, F, C/G) adds its
-    passes' in order, and the tasks' are summed in task order."""
+    a task: V recomputed, Z (K, F, T) from dout, the products in spans of its tiles
+    (_tile_spans); a task's partial dU (K, F, C/G) adds its passes' and spans' in order,
+    and the tasks' are summed in task order."""
     N = x.shape[0]
     tf, C, H, Wd = plan
     F = W.shape[0]
@@ -631,29 +655,34 @@ def winograd_backward(x, W, dout, groups, need_input_grad, plan: Plan):
         V_all = _Frequencies(tf, C, most, groups, x.dtype)
         Z_all = _Frequencies(tf, F, most, groups, x.dtype)
         dU = dU_parts[t].reshape(tf.K, groups, Fg, Cg)
-        product = np.empty_like(dU) if len(passes) > 1 else None
+        product = np.empty_like(dU)
         for p, images in enumerate(passes):
             T = (images.stop - images.start) * th * tw
             V, Z = V_all.of(T), Z_all.of(T)
             with timed("transform"):
                 tf.input(x[images], V)
                 tf.output_grad(dout[images], Z)
-            Vb, Zb = _by_group(tf, V, groups), _by_group(tf, Z, groups)
-            with timed("gemm"):
-                # dU = Z V^T, (F/G, T) by (T, C/G); the first pass writes the partial,
-                # the others add
-                if tf.channels_last:
-                    np.matmul(_transposed(Zb), Vb, out=dU if p == 0 else product)
-                else:
-                    np.matmul(Zb, _transposed(Vb), out=dU if p == 0 else product)
-                if p > 0:
-                    dU += product
-            if dx is not None:  # V's memory takes its gradient
+            spans = _tile_spans(T, W.shape[2])
+            for i, (a, b) in enumerate(spans):
+                Vb = _tiles(tf, _by_group(tf, V, groups), a, b)
+                Zb = _tiles(tf, _by_group(tf, Z, groups), a, b)
                 with timed("gemm"):
-                    if tf.channels_last:  # dV^T = Z^T U
-                        np.matmul(Zb, Ub, out=Vb)
+                    # dU = Z V^T, (F/G, T) by (T, C/G); the first span of the first pass
+                    # writes the partial, the others add
+                    first = p == 0 and i == 0
+                    if tf.channels_last:
+                        np.matmul(_transposed(Zb), Vb, out=dU if first else product)
                     else:
-                        np.matmul(_transposed(Ub), Zb, out=Vb)
+                        np.matmul(Zb, _transposed(Vb), out=dU if first else product)
+                    if not first:
+                        dU += product
+                if dx is not None:  # V's memory takes its gradient
+                    with timed("gemm"):
+                        if tf.channels_last:  # dV^T = Z^T U
+                            np.matmul(Zb, Ub, out=Vb)
+                        else:
+                            np.matmul(_transposed(Ub), Zb, out=Vb)
+            if dx is not None:
                 with timed("transform"):
                     tf.input_grad(V, dx[images])
 

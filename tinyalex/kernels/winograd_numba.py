@@ -602,6 +602,12 @@ def winograd_forward(x, W, b, groups, plan: Plan):
     Fg, Cg = F // groups, C // groups
     th, tw = (H + 1) // 2, (Wd + 1) // 2
     Ub = tf.filter(W).reshape(tf.K, groups, Fg, Cg)
+    if tf.channels_last:
+        # U^T laid out, not a transposed view: OpenBLAS packs a transposed operand slower,
+        # and at the 5x5 layers' inner dimension of 48 that showed (one thread, a pass's 72
+        # products of 98 tiles: 76 -> 111 GFLOP/s; the small net's conv2 forward, best /
+        # median of 11: 61 / 74 -> 45 / 52 ms; the paper net's 286 / 329 -> 277 / 303)
+        Ub = np.ascontiguousarray(_transposed(Ub))  # (K, G, C/G, F/G)
     b = np.ascontiguousarray(b)
     out = np.empty((N, F, H, Wd), dtype=x.dtype)
     tasks = _winograd_tasks(N, th * tw)
@@ -619,7 +625,7 @@ def winograd_forward(x, W, b, groups, plan: Plan):
             with timed("gemm"):  # the K*G products in one call
                 Vb, Mb = _by_group(tf, V, groups), _by_group(tf, M, groups)
                 if tf.channels_last:  # M^T = V^T U^T: no big operand transposed
-                    np.matmul(Vb, _transposed(Ub), out=Mb)
+                    np.matmul(Vb, Ub, out=Mb)
                 else:
                     np.matmul(Ub, Vb, out=Mb)
             with timed("transform"):

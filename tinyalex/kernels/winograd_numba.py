@@ -661,7 +661,7 @@ def winograd_backward(x, W, dout, groups, need_input_grad, plan: Plan):
         V_all = _Frequencies(tf, C, most, groups, x.dtype)
         Z_all = _Frequencies(tf, F, most, groups, x.dtype)
         dU = dU_parts[t].reshape(tf.K, groups, Fg, Cg)
-        product = np.empty_like(dU)
+        product = None  # the later spans' and passes' dU, before it is added
         for p, images in enumerate(passes):
             T = (images.stop - images.start) * th * tw
             V, Z = V_all.of(T), Z_all.of(T)
@@ -676,6 +676,8 @@ def winograd_backward(x, W, dout, groups, need_input_grad, plan: Plan):
                     # dU = Z V^T, (F/G, T) by (T, C/G); the first span of the first pass
                     # writes the partial, the others add
                     first = p == 0 and i == 0
+                    if not first and product is None:
+                        product = np.empty_like(dU)
                     if tf.channels_last:
                         np.matmul(_transposed(Zb), Vb, out=dU if first else product)
                     else:

@@ -66,8 +66,8 @@ def test_least_times_and_textbook_bounds(monkeypatch):
     assert bounds[i] == pytest.approx(2.0 / (flops[i] / 10e9))
     layer, i = by_name["conv2"]  # 5x5 stride 1 pad 2, 13x13: F(2x2, 5x5)
     assert least[i] == pytest.approx(flops[i] / (169 * 25 / (49 * 36)) / 10e9)
-    layer, i = by_name["conv3"]  # 3x3 stride 1 pad 1: F(2x2, 3x3)
-    assert bounds[i] == pytest.approx(2.0 / (flops[i] / 2.25 / 10e9))
+    layer, i = by_name["conv3"]  # 3x3 stride 1 pad 1, 6x6: F(3x3, 3x3)
+    assert bounds[i] == pytest.approx(2.0 / (flops[i] / 3.24 / 10e9))
     _, i = by_name["relu1"]
     size = 4 * 4 * int(np.prod(shapes[i][2]))
     assert least[i] == pytest.approx(5 * size / 2e9)

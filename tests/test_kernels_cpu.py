@@ -25,8 +25,8 @@ Tolerances, measured as the largest error relative to the largest entry (gradche
   and dx came out identical); dW adds per-task partial sums: 2e-6 (float32), 1e-14
   (float64). db is a float64 sum either way, in another order: 1e-7 (float32, nearly
   always identical after the cast), 1e-14 (float64). The 3x3 and 5x5 same-size ones run by
-  Winograd (tests/test_winograd.py): 5x5's F(2x2, 5x5) rounds more, 2e-5 in float32 and
-  1e-13 in float64 (its tolerances there).
+  Winograd (tests/test_winograd.py): F(3x3, 3x3) and F(2x2, 5x5) round more, 2e-5 in
+  float32 and 1e-13 in float64 (measured at most 4e-6 and 1e-15).
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ KERNELS = ["im2col", "col2im", "maxpool_forward", "maxpool_backward", "lrn_forwa
            "sgd_update"]
 LRN_TOL = {np.float32: 2e-6, np.float64: 1e-14}
 CONV_TOL = {np.float32: 2e-6, np.float64: 1e-14}
-WINOGRAD_5x5_TOL = {np.float32: 2e-5, np.float64: 1e-13}
+WINOGRAD_TOL = {np.float32: 2e-5, np.float64: 1e-13}
 DB_TOL = {np.float32: 1e-7, np.float64: 1e-14}
 
 
@@ -361,8 +361,9 @@ def test_conv2d_layer(case, dtype, monkeypatch, fast_on):
     layer.need_input_grad = True
     monkeypatch.setenv("TINYALEX_NO_NUMBA", "1")
     slow_result = run_layer(layer, x, dout)
-    tol = (WINOGRAD_5x5_TOL if registry.use_winograd(5, 5, 1, 2) and layer.kernel_size == 5
-           and layer.padding == 2 and layer.stride == 1 else CONV_TOL)[dtype]
+    tol = (WINOGRAD_TOL if registry.use_winograd(layer.kernel_size, layer.kernel_size,
+                                                 layer.stride, layer.padding)
+           else CONV_TOL)[dtype]
     for a, b, what in zip(fast_result[:2], slow_result[:2], ["forward", "dx"], strict=True):
         assert a.shape == b.shape and a.dtype == b.dtype == dtype, what
         assert rel_error(a, b) < tol, what

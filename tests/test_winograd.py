@@ -1,6 +1,6 @@
-"""Winograd F(2x2, 3x3) and F(2x2, 5x5) (tinyalex/kernels/winograd.py and its Numba twins
-in kernels/winograd_numba.py, winograd5_numba.py) compute the same convolution as Conv2D's
-readable im2col body.
+"""Winograd F(2x2, 3x3), F(3x3, 3x3) and F(2x2, 5x5) (tinyalex/kernels/winograd.py and its
+Numba twins in kernels/winograd_numba.py, winograd33_numba.py, winograd5_numba.py) compute
+the same convolution as Conv2D's readable im2col body.
 
 - The matrices are Winograd's: in one dimension A^T [(G g) * (B^T d)] is the correlation
   of g and d, to 1e-14 in float64 (rounding only).
@@ -8,15 +8,16 @@ readable im2col body.
   algebra, they differ only in rounding. Odd and even sizes (the last tile hangs over the
   edge), non-square maps, 1x1 maps, groups; 3x3 and 5x5.
 - Each Numba transform equals its readable twin: 1e-14 in float64; in float32 a few ulps
-  (1e-6), as the two round their sums in another order. The 5x5 ones work channels-last,
-  (K, G, tiles, C/G) arrays: they are compared through the transpose.
+  (1e-6), as the two round their sums in another order. The F(3x3, 3x3) and 5x5 ones work
+  channels-last, (K, G, tiles, C/G) arrays: they are compared through the transpose.
 - The fast Conv2D (Numba transforms + BLAS products) equals the readable im2col layer: for
-  3x3 within the conv tolerance of tests/test_kernels_cpu.py (2e-6 float32, 1e-13 float64;
-  measured: at most 6e-7 and 1.3e-15); for 5x5 in float32 within 2e-5 (measured at most
-  6e-6), since F(2x2, 5x5)'s entries (up to 5 in B^T, 1/24 in G) round more.
-- F(2x2, 5x5)'s float32 error at conv2's size (48 channels a group), against float64
-  im2col: forward and dx within 1e-5, dW within 4e-5 (measured 3.5e-6, 3.9e-6, 1.3e-5;
-  float32 im2col's: 4e-7).
+  3x3 (F(3x3, 3x3)) within 1e-5 in float32 (its entries, up to 4 in A^T and 1/6 in G,
+  round more than im2col) and 1e-13 in float64; for 5x5 in float32 within 2e-5 (measured
+  at most 6e-6), since F(2x2, 5x5)'s entries (up to 5 in B^T, 1/24 in G) round more.
+- The float32 error against float64 im2col at the nets' sizes: F(2x2, 5x5) at conv2's (48
+  channels a group): forward and dx within 1e-5, dW within 4e-5 (measured 3.5e-6, 3.9e-6,
+  1.3e-5; float32 im2col's: 4e-7); F(3x3, 3x3) at conv4's (192 channels a group, 13x13):
+  forward and dx within 3e-6, dW within 1e-5 (measured below, in its test).
 - The backward is a true gradient: central differences in float64, tolerance 1e-6.
 - TINYALEX_NO_WINOGRAD=1 takes the im2col fast path instead.
 """
@@ -40,7 +41,7 @@ SHAPES = {
     "1x1":        ((2, 3, 1, 1), 2, 1),
     "many-images": ((37, 4, 6, 5), 4, 2),
 }
-TOL = {3: {np.float32: 2e-6, np.float64: 1e-13}, 5: {np.float32: 2e-5, np.float64: 1e-13}}
+TOL = {3: {np.float32: 1e-5, np.float64: 1e-13}, 5: {np.float32: 2e-5, np.float64: 1e-13}}
 SIZES = [3, 5]
 
 
@@ -64,48 +65,59 @@ def _im2col_layer(x, W, b, groups, monkeypatch):
     return layer
 
 
-@pytest.mark.parametrize("alg", [winograd.F2_3, winograd.F2_5], ids=["3x3", "5x5"])
+@pytest.mark.parametrize("alg", [winograd.F2_3, winograd.F3_3, winograd.F2_5],
+                         ids=["2x2,3x3", "3x3,3x3", "2x2,5x5"])
 def test_matrices_compute_a_correlation(alg):
-    """y_i = sum_k g_k d_(i+k), i < 2, from one a-long d and one r-long g."""
+    """y_i = sum_k g_k d_(i+k), i < m, from one a-long d and one r-long g."""
     rng = np.random.default_rng(0)
+    assert alg.a == alg.m + alg.r - 1 and alg.B_T.shape == (alg.a, alg.a)
     for _ in range(20):
         d, g = rng.standard_normal(alg.a), rng.standard_normal(alg.r)
         y = alg.A_T @ ((alg.G @ g) * (alg.B_T @ d))
-        assert rel_error(y, [g @ d[i:i + alg.r] for i in range(2)]) < 1e-14
-    assert winograd.algorithm(alg.r) is alg and alg.pad == alg.r // 2
+        assert rel_error(y, [g @ d[i:i + alg.r] for i in range(alg.m)]) < 1e-14
+    assert alg.pad == alg.r // 2
+    assert winograd.algorithm(3) is winograd.F2_3 and winograd.algorithm(5) is winograd.F2_5
 
 
 def test_fewer_multiplications_count_whole_tiles():
-    """r^2 per output against a^2 per 2x2 tile, a tile over the edge costing a whole one."""
+    """r^2 per output against a^2 per m x m tile, a tile over the edge costing a whole one."""
     assert winograd.F2_3.fewer_multiplications(6, 6) == 2.25
+    assert winograd.F3_3.fewer_multiplications(6, 6) == pytest.approx(81 / 25)
+    assert winograd.F3_3.fewer_multiplications(13, 13) == pytest.approx(169 * 9 / (25 * 25))
     assert winograd.F2_5.fewer_multiplications(28, 28) == pytest.approx(100 / 36)
     assert winograd.F2_5.fewer_multiplications(13, 13) == pytest.approx(169 * 25 / (49 * 36))
     assert winograd.F2_3.fewer_multiplications(1, 1) == pytest.approx(9 / 16)
 
 
-@pytest.mark.parametrize("r", SIZES)
+ALGORITHMS = {"2x2,3x3": winograd.F2_3, "3x3,3x3": winograd.F3_3, "2x2,5x5": winograd.F2_5}
+
+
+@pytest.mark.parametrize("alg", list(ALGORITHMS))
 @pytest.mark.parametrize("name", list(SHAPES))
-def test_readable_winograd_equals_im2col(name, r, monkeypatch):
-    x, W, b, dout, groups = _case(name, np.float64, r=r)
+def test_readable_winograd_equals_im2col(name, alg, monkeypatch):
+    alg = ALGORITHMS[alg]
+    x, W, b, dout, groups = _case(name, np.float64, r=alg.r)
     layer = _im2col_layer(x, W, b, groups, monkeypatch)
     y = layer.forward(x)
     dx = layer.backward(dout)
-    assert rel_error(winograd.conv_forward(x, W, b, groups), y) < 1e-13
-    dW, db, dx_w = winograd.conv_backward(x, W, dout, groups)
+    assert rel_error(winograd.conv_forward(x, W, b, groups, alg=alg), y) < 1e-13
+    dW, db, dx_w = winograd.conv_backward(x, W, dout, groups, alg=alg)
     assert rel_error(dx_w, dx) < 1e-13
     assert rel_error(dW, layer.grads["W"]) < 1e-13
     assert rel_error(db, layer.grads["b"]) < 1e-13
-    assert winograd.conv_backward(x, W, dout, groups, need_input_grad=False)[2] is None
+    assert winograd.conv_backward(x, W, dout, groups, need_input_grad=False,
+                                  alg=alg)[2] is None
 
 
-@pytest.mark.parametrize("r", SIZES)
-def test_readable_winograd_gradient_is_the_derivative(r):
+@pytest.mark.parametrize("alg", list(ALGORITHMS))
+def test_readable_winograd_gradient_is_the_derivative(alg):
     """Central differences of L = sum(out * dout), float64: dW and dx within 1e-6."""
-    x, W, b, dout, groups = _case("5x7", np.float64, seed=3, r=r)
-    dW, _, dx = winograd.conv_backward(x, W, dout, groups)
+    alg = ALGORITHMS[alg]
+    x, W, b, dout, groups = _case("5x7", np.float64, seed=3, r=alg.r)
+    dW, _, dx = winograd.conv_backward(x, W, dout, groups, alg=alg)
 
     def loss():  # numerical_gradient perturbs x and W in place
-        return float((winograd.conv_forward(x, W, b, groups) * dout).sum())
+        return float((winograd.conv_forward(x, W, b, groups, alg=alg) * dout).sum())
 
     assert rel_error(dx, numerical_gradient(loss, x)) < 1e-6
     assert rel_error(dW, numerical_gradient(loss, W)) < 1e-6
@@ -131,19 +143,19 @@ def _from_layout(tf, A):
 @pytest.mark.parametrize("key", list(kwino.TRANSFORMS))
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
 def test_numba_transforms_equal_the_readable_ones(dtype, key):
-    """Each set of transforms (3x3; 3x3 channels-last, for small maps; 5x5, channels-last),
-    in its own layout, equals the readable one on every shape."""
+    """Each set of transforms (F(2x2, 3x3), per plane; F(3x3, 3x3) and F(2x2, 5x5),
+    channels-last), in its own layout, equals the readable one on every shape."""
     tol = 1e-6 if dtype == np.float32 else 1e-14
-    r = 5 if key == 5 else 3
-    tf, alg = kwino.TRANSFORMS[key], winograd.algorithm(r)
+    tf = kwino.TRANSFORMS[key]
+    alg = tf.alg
     assert tf.channels_last == (key != 3)
     for name in SHAPES:
-        x, W, _, dout, groups = _case(name, dtype, seed=1, r=r)
+        x, W, _, dout, groups = _case(name, dtype, seed=1, r=alg.r)
         N, C, H, Wd = x.shape
         F = W.shape[0]
-        T = N * np.prod(winograd.tiles(H, Wd))
+        T = N * np.prod(winograd.tiles(H, Wd, alg.m))
         assert tf.K == alg.a ** 2
-        assert rel_error(tf.filter(W), winograd.filter_transform(W)) < tol, name
+        assert rel_error(tf.filter(W), winograd.filter_transform(W, alg)) < tol, name
         V = kwino._Frequencies(tf, C, T, groups, dtype).of(T)
         tf.input(x, V)
         assert rel_error(_from_layout(tf, V), winograd.input_transform(x, alg)) < tol, name
@@ -164,13 +176,17 @@ def test_numba_transforms_equal_the_readable_ones(dtype, key):
                          winograd.filter_gradient(dU, dtype, alg)) < tol, name
 
 
-def test_small_3x3_maps_take_the_channels_last_transforms():
-    """3x3 maps of at most ROWS_MAX_TILES tiles (the small net's 6x6: 9) go channels-last,
-    bigger ones (the paper net's 13x13: 49) keep the per-plane loops; 5x5 is channels-last."""
-    assert kwino._transforms(3, 9).channels_last
-    assert kwino._transforms(3, kwino.ROWS_MAX_TILES).channels_last
-    assert not kwino._transforms(3, 49).channels_last
-    assert kwino._transforms(5, 49).channels_last and kwino._transforms(5, 4).K == 36
+def test_same_size_convolutions_take_f3x3_or_f2x2_5x5():
+    """The same-size 3x3 layers run F(3x3, 3x3) on any map, the 5x5 one F(2x2, 5x5); the
+    paper net's conv1 (space-to-depth) keeps F(2x2, 3x3)'s per-plane transforms."""
+    from tinyalex.kernels import space_to_depth_numba
+    for H in (1, 6, 13, 27):
+        x = np.zeros((2, 4, H, H), np.float32)
+        assert kwino.same_size(x, np.zeros((4, 4, 3, 3), np.float32)).tf.alg is winograd.F3_3
+        assert kwino.same_size(x, np.zeros((4, 4, 5, 5), np.float32)).tf.alg is winograd.F2_5
+    plan = space_to_depth_numba.plan(np.zeros((2, 3, 227, 227), np.float32),
+                                     np.zeros((96, 3, 11, 11), np.float32), 4, 0)
+    assert plan.tf.alg is winograd.F2_3 and not plan.tf.channels_last
 
 
 def test_planes_are_not_4k_apart():
@@ -228,6 +244,53 @@ def test_float32_error_of_5x5_is_bounded(monkeypatch):
     assert rel_error(im2col.backward(f32[3]), dx_ref) < 1e-6
 
 
+def test_float32_error_of_3x3_tiles_is_bounded(monkeypatch):
+    """conv4's shape (384 channels in two groups of 192, 13x13), float32 through F(3x3,
+    3x3) against float64 im2col: forward, dx and dW within 1e-5 (measured 3.4e-6, 4.0e-6,
+    2.2e-6; F(2x2, 3x3)'s 4.3e-7, 5.7e-7, 7.2e-7; float32 im2col's within 1e-6: the price
+    of 1.25x fewer multiplications on 13x13 than F(2x2, 3x3), 1.44x on 6x6)."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((4, 384, 13, 13))
+    W = rng.standard_normal((384, 192, 3, 3)) / np.sqrt(192 * 9)
+    b, dout = rng.standard_normal(384), rng.standard_normal((4, 384, 13, 13))
+    layer = _im2col_layer(x, W, b, 2, monkeypatch)
+    y_ref, dx_ref = layer.forward(x), layer.backward(dout)
+    dW_ref = layer.grads["W"]
+    f32 = [a.astype(np.float32) for a in (x, W, b, dout)]
+    assert kwino.same_size(f32[0], f32[1]).tf.alg is winograd.F3_3
+    y = kwino.conv_forward(*f32[:3], 1, 1, 2)
+    dW, _, dx = kwino.conv_backward(f32[0], f32[1], f32[3], 1, 1, 2)
+    assert rel_error(y, y_ref) < 1e-5 and rel_error(dx, dx_ref) < 1e-5
+    assert rel_error(dW, dW_ref) < 1e-5
+    assert rel_error(y, y_ref) > 1e-6  # it does round more than im2col: not im2col's code
+    im2col = _im2col_layer(f32[0], f32[1], f32[2], 2, monkeypatch)
+    assert rel_error(im2col.forward(f32[0]), y_ref) < 1e-6
+    assert rel_error(im2col.backward(f32[3]), dx_ref) < 1e-6
+
+
+@pytest.mark.parametrize("r", SIZES)
+def test_a_batch_in_halves_gives_each_image_the_same_bits(r):
+    """What data parallelism (tinyalex/distributed.py) needs of the fast path: two ranks'
+    halves of a batch give each image's output and dx bit for bit as the whole batch does
+    (a task's products are per image rows, whatever the task count), and dW to rounding
+    (the halves' partial sums add in another order: measured 1.1-1.4e-6 for F(3x3, 3x3),
+    2.4e-6 for F(2x2, 5x5), float32)."""
+    rng = np.random.default_rng(8)
+    C, F, groups = 96, 64, 2
+    x = rng.standard_normal((8, C, 6, 6), dtype=np.float32)
+    W = (rng.standard_normal((F, C // groups, r, r)) / np.sqrt(C * r * r / 2)).astype(np.float32)
+    b = rng.standard_normal(F).astype(np.float32)
+    dout = rng.standard_normal((8, F, 6, 6), dtype=np.float32)
+    whole = kwino.conv_forward(x, W, b, 1, r // 2, groups), kwino.conv_backward(
+        x, W, dout, 1, r // 2, groups)
+    halves = [(kwino.conv_forward(x[h], W, b, 1, r // 2, groups),
+               kwino.conv_backward(x[h], W, dout[h], 1, r // 2, groups))
+              for h in (slice(0, 4), slice(4, 8))]
+    assert np.array_equal(whole[0], np.concatenate([y for y, _ in halves]))
+    assert np.array_equal(whole[1][2], np.concatenate([g[2] for _, g in halves]))
+    assert rel_error(whole[1][0], halves[0][1][0] + halves[1][1][0]) < 1e-5
+
+
 def test_no_winograd_switch(monkeypatch):
     """TINYALEX_NO_WINOGRAD=1: the 3x3 and 5x5 convolutions take im2col again (other
     rounding)."""
@@ -250,23 +313,25 @@ def test_no_winograd_switch(monkeypatch):
 def test_tasks_do_not_depend_on_the_machine():
     """The task slices are a function of the batch and the map size only (so are the dW
     partial sums): every image in exactly one task, an even count where several."""
-    for N, tiles in [(128, 9), (128, 49), (1, 9), (37, 9), (5, 1000)]:
+    for N, tiles in [(128, 9), (128, 49), (1, 9), (37, 9), (5, 1000), (128, 4), (3, 1)]:
         tasks = kwino._winograd_tasks(N, tiles)
         covered = np.concatenate([np.arange(N)[t] for t in tasks])
         assert np.array_equal(covered, np.arange(N))
         assert len(tasks) <= kconv.CONV_MAX_TASKS
         assert len(tasks) <= 2 or len(tasks) % 2 == 0
+        assert len(tasks) >= min(N, 2)  # two cores have work even on the 6x6 maps
 
 
 @pytest.mark.parametrize("r", SIZES)
 def test_passes_of_a_task_give_the_same_convolution(r, monkeypatch):
     """A task's images in several passes (WINOGRAD_PASS_TILES small): every image in one
     pass, and the result still equals the readable im2col (float64)."""
-    monkeypatch.setitem(kwino.WINOGRAD_PASS_TILES, r, 20)
-    passes = kwino._passes(slice(3, 40), 9, r)
+    tf = kwino._transforms(r)
+    monkeypatch.setitem(kwino.WINOGRAD_PASS_TILES, tf.name, 20)
+    passes = kwino._passes(slice(3, 40), 9, tf)
     assert np.array_equal(np.concatenate([np.arange(50)[p] for p in passes]), np.arange(3, 40))
     assert all(p.stop - p.start <= 2 for p in passes)
-    assert kwino._passes(slice(0, 5), 100, r) == [slice(i, i + 1) for i in range(5)]
+    assert kwino._passes(slice(0, 5), 100, tf) == [slice(i, i + 1) for i in range(5)]
     x, W, b, dout, groups = _case("many-images", np.float64, seed=5, r=r)
     y = kwino.conv_forward(x, W, b, 1, r // 2, groups)
     dW, db, dx = kwino.conv_backward(x, W, dout, 1, r // 2, groups)
@@ -281,13 +346,14 @@ def test_backward_products_in_spans_of_tiles_give_the_same_gradients(r, monkeypa
     """A pass's backward products in spans of its tiles (BACKWARD_GEMM_TILES small): the
     spans cover the pass once, each within the limit, and the gradients still equal the
     readable im2col's (float64)."""
-    monkeypatch.setitem(kwino.BACKWARD_GEMM_TILES, r, 7)
-    spans = kwino._tile_spans(30, r)
+    tf = kwino._transforms(r)
+    monkeypatch.setitem(kwino.BACKWARD_GEMM_TILES, tf.name, 7)
+    spans = kwino._tile_spans(30, tf)
     assert [a for a, _ in spans[1:]] == [b for _, b in spans[:-1]]
     assert spans[0][0] == 0 and spans[-1][1] == 30 and all(b - a <= 7 for a, b in spans)
-    monkeypatch.setitem(kwino.BACKWARD_GEMM_TILES, r, None)
-    assert kwino._tile_spans(30, r) == [(0, 30)]
-    monkeypatch.setitem(kwino.BACKWARD_GEMM_TILES, r, 7)
+    monkeypatch.setitem(kwino.BACKWARD_GEMM_TILES, tf.name, None)
+    assert kwino._tile_spans(30, tf) == [(0, 30)]
+    monkeypatch.setitem(kwino.BACKWARD_GEMM_TILES, tf.name, 7)
     x, W, b, dout, groups = _case("13x13-g2", np.float64, seed=6, r=r)
     dW, db, dx = kwino.conv_backward(x, W, dout, 1, r // 2, groups)
     layer = _im2col_layer(x, W, b, groups, monkeypatch)

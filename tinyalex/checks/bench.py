@@ -217,12 +217,13 @@ def least_times(net, batch_size: int, sgemm_rate: float,
                 memory_rate: float) -> list[float | None]:
     """Per layer, the least time its forward + backward could take on this machine (its
     bound): for conv and FC, the products' FLOPs at the best sgemm rate (a Winograd layer
-    does fewer multiplications, at its size: winograd.Winograd.fewer_multiplications,
+    does fewer multiplications, at its size: the fast path's algorithm's
+    (winograd_numba.algorithm) Winograd.fewer_multiplications,
     space_to_depth.fewer_multiplications);
     for the others, MIN_PASSES' bytes at the best streaming rate, a bound for arrays past
     the caches (the training batch's are; a small batch's may beat it). None where there
     is no work (flatten)."""
-    from ..kernels import space_to_depth, winograd
+    from ..kernels import space_to_depth, winograd_numba
 
     least = []
     for (_, layer, in_shape, out_shape), flops in zip(net.shapes(),
@@ -231,7 +232,7 @@ def least_times(net, batch_size: int, sgemm_rate: float,
         if flops:
             method = conv_method(layer) if kind == "Conv2D" else None
             if method == "winograd":
-                flops /= winograd.algorithm(layer.kernel_size).fewer_multiplications(
+                flops /= winograd_numba.algorithm(layer.kernel_size).fewer_multiplications(
                     *out_shape[1:])
             elif method == "space-to-depth":
                 flops /= space_to_depth.fewer_multiplications(layer.kernel_size,
@@ -260,8 +261,8 @@ FAR_FROM_BOUND = {
     "im2col": "im2col copies each input pixel about (kernel/stride)^2 times and col2im adds "
               "them back, and the GEMM's inner dimension (C*k*k: 75 for the small net's "
               "conv1, 363 for the paper's) is short for BLAS",
-    "winograd": "the transforms read and write (K, C, tiles) planes, 4x (3x3) or 9x (5x5) "
-                "the layer's output, and its K GEMMs per pass are small (inner dimension "
+    "winograd": "the transforms read and write (K, C, tiles) planes, 2.8x (3x3: F(3x3,3x3)) "
+                "or 9x (5x5) the layer's output, and its K GEMMs per pass are small (inner dimension "
                 "C/groups: 48 for conv2, 192 for conv4-5, 256 for conv3) and run below the "
                 "2048^3 rate",
     "space-to-depth": "Winograd's transforms read and write (16, C*s*s, tiles) planes, 4x "
@@ -686,7 +687,7 @@ def main(argv=None) -> int:
         print("convolutions: the readable im2col body (no batch-parallel conv on this BLAS, "
               "or TINYALEX_NO_NUMBA is set)")
     elif registry.use_winograd(3, 3, 1, 1):
-        print("convolutions: 3x3 and 5x5 stride-1 by Winograd F(2x2,3x3) and F(2x2,5x5), "
+        print("convolutions: 3x3 and 5x5 stride-1 by Winograd F(3x3,3x3) and F(2x2,5x5), "
               "strided ones of 3 phases and 48+ channels (the paper's conv1) by F(2x2,3x3) on "
               "their space-to-depth maps, the others by im2col")
     else:
@@ -712,7 +713,7 @@ def main(argv=None) -> int:
         print(format_layers(ours, theirs, textbook, bounds, least))
         print(f"least: the least time the layer's work can take, its bound: conv and FC "
               f"products at the best sgemm rate ({rate:.0f} GFLOP/s, measured now; a "
-              f"Winograd layer's fewer multiplications at its size: 3x3 2.25x on 6x6, 1.94x "
+              f"Winograd layer's fewer multiplications at its size: 3x3 3.24x on 6x6, 2.43x "
               f"on 13x13; 5x5 2.40x on 13x13, 2.58x on 27x27; the paper's conv1 by "
               f"space-to-depth 1.82x), the others' fewest bytes at the "
               f"best streaming rate ({stream:.1f} GB/s); x least: tinyalex's fwd+bwd / it")

@@ -1,39 +1,48 @@
-"""Winograd's minimal filtering F(2x2, r x r): an r x r, stride-1, same-size convolution in
-fewer multiplications (Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks",
-2015). Two of them run here: F(2x2, 3x3) for the paper net's conv3-5 (§3.5) and F(2x2,
-5x5) for conv2, whose 5x5 filters make it the net's costliest layer. This file is the
-readable body; kernels/winograd_numba.py (3x3) and kernels/winograd5_numba.py (5x5) are
-its Numba twins. Conv2D's readable body (im2col, layers/conv.py) stays the reference, and
+"""Winograd's minimal filtering F(m x m, r x r): an r x r, stride-1, same-size convolution
+in fewer multiplications (Lavin & Gray, "Fast Algorithms for Convolutional Neural
+Networks", 2015). Three of them run here: F(2x2, 3x3) and F(3x3, 3x3) for the paper net's
+conv3-5 (§3.5) and F(2x2, 5x5) for conv2, whose 5x5 filters make it the net's costliest
+layer. This file is the readable body; kernels/winograd_numba.py (F(2x2, 3x3)),
+winograd33_numba.py (F(3x3, 3x3)) and winograd5_numba.py (F(2x2, 5x5)) are its Numba
+twins. Conv2D's readable body (im2col, layers/conv.py) stays the reference, and
 tests/test_winograd.py proves this file equal to it in float64.
 
-The output is cut into 2x2 tiles; tile t reads the a x a patch d_t (a = r + 1) of the
-padded input under it (neighbouring patches overlap by r - 1). Each filter g (r x r) and
-patch d become a x a "frequency" arrays U = G g G^T and V = B^T d B, and the 2x2 output
-tile is
+The output is cut into m x m tiles; tile t reads the a x a patch d_t (a = m + r - 1) of
+the padded input under it (neighbouring patches overlap by r - 1). Each filter g (r x r)
+and patch d become a x a "frequency" arrays U = G g G^T and V = B^T d B, and the m x m
+output tile is
 
     y_t = A^T [ sum_c U[f, c] * V[c, t] ] A          (* elementwise over the a x a)
 
 so per (i, j) of the a x a the channel sum is one matrix product, M_ij = U_ij @ V_ij
-((F, C) @ (C, tiles)): a^2 multiplications per 4 outputs where im2col needs r^2 per
-output, 2.25x fewer for 3x3 (16 against 36), 2.78x for 5x5 (36 against 100). Groups (§3.2)
-split U_ij and V_ij into blocks as in im2col.
+((F, C) @ (C, tiles)): a^2 multiplications per m^2 outputs where im2col needs r^2 per
+output: 2.25x fewer for F(2x2, 3x3) (16 against 4 x 9), 3.24x for F(3x3, 3x3) (25 against
+9 x 9), 2.78x for F(2x2, 5x5) (36 against 4 x 25). Groups (§3.2) split U_ij and V_ij into
+blocks as in im2col.
 
 Where B, G and A come from (Cook-Toom): a product of polynomials is known from its values
-at a points. Pick a - 1 of them (0, +-1, +-2) and "infinity" (the leading coefficient); G
-evaluates the filter's polynomial there, B^T the input's interpolation, A^T the output's
-evaluation, with G's rows scaled so that B^T's entries are integers. For 3x3 the points 0
-and +-1 give entries 0, +-1 and +-1/2, which round little (a few ulps of im2col's float32
-result); for 5x5 the points +-2 bring entries up to 5 in B^T and 1/24 in G, and the float32
-result is ~10x further from im2col's (tests/test_winograd.py measures and bounds it).
+at a points. Pick a - 1 of them (0, +-1, 2, -2) and "infinity" (the leading coefficient);
+G evaluates the filter's polynomial there, B^T the input's interpolation, A^T the output's
+evaluation, with G's rows scaled so that B^T's entries are integers. For F(2x2, 3x3) the
+points 0 and +-1 give entries 0, +-1 and +-1/2, which round little (a few ulps of im2col's
+float32 result); F(3x3, 3x3) adds the point 2 (entries up to 3 in B^T and 4 in A^T, 1/6 in
+G: ~2-3x the rounding of F(2x2, 3x3)); for 5x5 the points +-2 bring entries up to 5 in
+B^T and 1/24 in G, and the float32 result is ~10x further from im2col's
+(tests/test_winograd.py measures and bounds each).
+
+Bigger tiles cost fewer multiplications but fit a map less well: a tile that hangs over
+the edge costs a whole one. On a 6x6 map (the small net's conv3-5) 3x3 tiles fit exactly,
+1.44x fewer multiplications than 2x2 tiles; on 13x13 (the paper net's) 1.25x fewer.
 
 Backward is the adjoint of each step, in reverse (every step is linear):
 
-    Z_ij  = (A dY_t A^T)_ij                            the 2x2 output gradient, a x a
+    Z_ij  = (A dY_t A^T)_ij                            the m x m output gradient, a x a
     dU_ij = Z_ij @ V_ij^T        dW = G^T dU G          (F, tiles) @ (tiles, C)
     dV_ij = U_ij^T @ Z_ij        dd_t = B dV_t B^T      then overlapping patches ADD into dx
 
-Shapes (one group; T = N * ceil(H/2) * ceil(W/2) tiles; K = a^2, 16 or 36): x (N, C, H, W);
-U (K, F, C); V (K, C, T); M, Z (K, F, T); out, dout (N, F, H, W). K is (i, j) of the a x a.
+Shapes (one group; T = N * ceil(H/m) * ceil(W/m) tiles; K = a^2, 16, 25 or 36):
+x (N, C, H, W); U (K, F, C); V (K, C, T); M, Z (K, F, T); out, dout (N, F, H, W). K is
+(i, j) of the a x a.
 """
 
 from __future__ import annotations
@@ -44,17 +53,22 @@ import numpy as np
 
 
 class Winograd(NamedTuple):
-    """F(2x2, r x r): the filter size and its three matrices (A^T (2, a), G (a, r),
-    B^T (a, a), a = r + 1)."""
+    """F(m x m, r x r): the filter size and its three matrices (A^T (m, a), G (a, r),
+    B^T (a, a), a = m + r - 1)."""
     r: int
     A_T: np.ndarray
     G: np.ndarray
     B_T: np.ndarray
 
     @property
+    def m(self) -> int:
+        """The side of an output tile."""
+        return self.A_T.shape[0]
+
+    @property
     def a(self) -> int:
         """The side of a tile's input patch and of its frequency arrays."""
-        return self.r + 1
+        return self.m + self.r - 1
 
     @property
     def pad(self) -> int:
@@ -63,10 +77,10 @@ class Winograd(NamedTuple):
 
     def fewer_multiplications(self, H: int, W: int) -> float:
         """im2col's multiplications / Winograd's over an H x W output: r^2 per output
-        against a^2 per 2x2 tile, a tile that hangs over the edge costing a whole one
-        ((2 r)^2 / a^2 = 2.25 for 3x3 and 2.78 for 5x5 when 2 divides H and W; 2.40 for
-        5x5 on 13x13, 49 tiles for 169 outputs)."""
-        th, tw = tiles(H, W)
+        against a^2 per m x m tile, a tile that hangs over the edge costing a whole one
+        ((m r)^2 / a^2 = 2.25 for F(2x2, 3x3), 3.24 for F(3x3, 3x3) and 2.78 for F(2x2,
+        5x5) when m divides H and W; 2.40 for 5x5 on 13x13, 49 tiles for 169 outputs)."""
+        th, tw = tiles(H, W, self.m)
         return H * W * self.r ** 2 / (th * tw * self.a ** 2)
 
 
@@ -96,7 +110,23 @@ F2_5 = Winograd(
                   [0, 2, -1, -2, 1, 0],
                   [0, 4, 0, -5, 0, 1]], dtype=np.float64))
 
-ALGORITHMS = {3: F2_3, 5: F2_5}
+# F(3x3, 3x3): points 0, +-1, 2 and infinity (Cook-Toom, G's rows scaled so that B^T is
+# integer; tests/test_winograd.py checks the correlation)
+F3_3 = Winograd(
+    r=3,
+    A_T=np.array([[1, 1, 1, 1, 0], [0, 1, -1, 2, 0], [0, 1, 1, 4, 1]], dtype=np.float64),
+    G=np.array([[1 / 2, 0, 0],
+                [1 / 2, 1 / 2, 1 / 2],
+                [1 / 6, -1 / 6, 1 / 6],
+                [1 / 6, 1 / 3, 2 / 3],
+                [0, 0, 1]], dtype=np.float64),
+    B_T=np.array([[2, -1, -2, 1, 0],
+                  [0, 2, 1, -1, 0],
+                  [0, -2, 3, -1, 0],
+                  [0, -1, 0, 1, 0],
+                  [0, 2, -1, -2, 1]], dtype=np.float64))
+
+ALGORITHMS = {3: F2_3, 5: F2_5}  # the readable body's, by filter size
 
 
 def applies(kh: int, kw: int, stride: int, pad: int) -> bool:
@@ -106,19 +136,19 @@ def applies(kh: int, kw: int, stride: int, pad: int) -> bool:
 
 
 def algorithm(kernel_size: int) -> Winograd:
-    """F(2x2, 3x3) or F(2x2, 5x5), by the filters' size."""
+    """F(2x2, 3x3) or F(2x2, 5x5), by the filters' size: the readable body's default."""
     return ALGORITHMS[kernel_size]
 
 
-def tiles(H: int, W: int) -> tuple[int, int]:
-    """Tile rows and columns covering an H x W output with 2x2 tiles."""
-    return -(-H // 2), -(-W // 2)
+def tiles(H: int, W: int, m: int = 2) -> tuple[int, int]:
+    """Tile rows and columns covering an H x W output with m x m tiles."""
+    return -(-H // m), -(-W // m)
 
 
-def filter_transform(W):
+def filter_transform(W, alg: Winograd | None = None):
     """U = G g G^T for every filter: W (F, C, r, r) -> U (a^2, F, C)."""
     F, C, r = W.shape[:3]
-    G = algorithm(r).G
+    G = (alg or algorithm(r)).G
     # G g G^T for all filters at once: vec(G g G^T) = (G kron G) vec(g), one product
     U = W.reshape(F * C, r * r) @ np.kron(G, G).T.astype(W.dtype)  # (F*C, a^2)
     return np.ascontiguousarray(U.T).reshape(-1, F, C)
@@ -132,16 +162,17 @@ def filter_gradient(dU, dtype, alg: Winograd = F2_3):
 
 
 def patches(x, alg: Winograd = F2_3):
-    """d[n, c, ty, tx, i, j] = x_pad[n, c, 2ty + i, 2tx + j]: the a x a patch under each
-    tile of the (padded, and zeros past the last tile) input. x (N, C, H, W)."""
+    """d[n, c, ty, tx, i, j] = x_pad[n, c, m ty + i, m tx + j]: the a x a patch under
+    each tile of the (padded, and zeros past the last tile) input. x (N, C, H, W)."""
     N, C, H, W = x.shape
-    th, tw, a, p = *tiles(H, W), alg.a, alg.pad
-    x_pad = np.zeros((N, C, 2 * th + a - 2, 2 * tw + a - 2), dtype=x.dtype)
+    m, a, p = alg.m, alg.a, alg.pad
+    th, tw = tiles(H, W, m)
+    x_pad = np.zeros((N, C, m * th + a - m, m * tw + a - m), dtype=x.dtype)
     x_pad[:, :, p:H + p, p:W + p] = x
     d = np.empty((N, C, th, tw, a, a), dtype=x.dtype)
     for i in range(a):
         for j in range(a):
-            d[..., i, j] = x_pad[:, :, i:i + 2 * th:2, j:j + 2 * tw:2]
+            d[..., i, j] = x_pad[:, :, i:i + m * th:m, j:j + m * tw:m]
     return d
 
 
@@ -155,21 +186,23 @@ def input_transform(x, alg: Winograd = F2_3):
 def output_transform(M, out_shape, alg: Winograd = F2_3):
     """y = A^T m A per tile, cropped to out_shape (N, F, H, W): M (a^2, F, T) -> y."""
     N, F, H, W = out_shape
-    th, tw, a = *tiles(H, W), alg.a
+    m, a = alg.m, alg.a
+    th, tw = tiles(H, W, m)
     at = alg.A_T.astype(M.dtype)
     y = np.einsum("pi,ijfnyx,qj->nfypxq", at, M.reshape(a, a, F, N, th, tw), at)
-    return y.reshape(N, F, 2 * th, 2 * tw)[:, :, :H, :W]
+    return y.reshape(N, F, m * th, m * tw)[:, :, :H, :W]
 
 
 def output_gradient_transform(dout, alg: Winograd = F2_3):
     """Z = A dY A^T per tile, the adjoint of output_transform: dout (N, F, H, W) -> Z
-    (a^2, F, T) (the 2x2 tiles zero-padded past the output's edge)."""
+    (a^2, F, T) (the m x m tiles zero-padded past the output's edge)."""
     N, F, H, W = dout.shape
-    th, tw = tiles(H, W)
-    d = np.zeros((N, F, 2 * th, 2 * tw), dtype=dout.dtype)
+    m = alg.m
+    th, tw = tiles(H, W, m)
+    d = np.zeros((N, F, m * th, m * tw), dtype=dout.dtype)
     d[:, :, :H, :W] = dout
     at = alg.A_T.astype(dout.dtype)
-    Z = np.einsum("pi,nfypxq,qj->ijfnyx", at, d.reshape(N, F, th, 2, tw, 2), at)
+    Z = np.einsum("pi,nfypxq,qj->ijfnyx", at, d.reshape(N, F, th, m, tw, m), at)
     return Z.reshape(alg.a ** 2, F, -1)
 
 
@@ -177,13 +210,14 @@ def input_gradient_transform(dV, x_shape, alg: Winograd = F2_3):
     """dx from dV (a^2, C, T): dd = B dV B^T per tile, the overlapping a x a patches added
     back onto the pixels they were read from (the adjoint of input_transform)."""
     N, C, H, W = x_shape
-    th, tw, a, p = *tiles(H, W), alg.a, alg.pad
+    m, a, p = alg.m, alg.a, alg.pad
+    th, tw = tiles(H, W, m)
     bt = alg.B_T.astype(dV.dtype)
     dd = np.einsum("ia,ijcnyx,jb->ncyxab", bt, dV.reshape(a, a, C, N, th, tw), bt)
-    dx_pad = np.zeros((N, C, 2 * th + a - 2, 2 * tw + a - 2), dtype=dV.dtype)
+    dx_pad = np.zeros((N, C, m * th + a - m, m * tw + a - m), dtype=dV.dtype)
     for i in range(a):
         for j in range(a):
-            dx_pad[:, :, i:i + 2 * th:2, j:j + 2 * tw:2] += dd[..., i, j]
+            dx_pad[:, :, i:i + m * th:m, j:j + m * tw:m] += dd[..., i, j]
     return dx_pad[:, :, p:H + p, p:W + p]
 
 
@@ -192,22 +226,24 @@ def _blocks(groups: int, F: int, C: int):
     return [(slice(g * Fg, (g + 1) * Fg), slice(g * Cg, (g + 1) * Cg)) for g in range(groups)]
 
 
-def conv_forward(x, W, b, groups: int = 1):
+def conv_forward(x, W, b, groups: int = 1, alg: Winograd | None = None):
     """out = conv(x, W) + b for a 3x3 pad-1 or 5x5 pad-2, stride-1 convolution:
-    x (N, C, H, W), W (F, C/groups, r, r), b (F,) -> out (N, F, H, W)."""
-    F, C, alg = W.shape[0], x.shape[1], algorithm(W.shape[2])
-    U, V = filter_transform(W), input_transform(x, alg)
+    x (N, C, H, W), W (F, C/groups, r, r), b (F,) -> out (N, F, H, W). alg: which
+    F(m x m, r x r) (default: algorithm(r))."""
+    F, C, alg = W.shape[0], x.shape[1], alg or algorithm(W.shape[2])
+    U, V = filter_transform(W, alg), input_transform(x, alg)
     M = np.empty((alg.a ** 2, F, V.shape[2]), dtype=x.dtype)
     for fs, cs in _blocks(groups, F, C):
         M[:, fs] = U[:, fs] @ V[:, cs]
     return output_transform(M, (x.shape[0], F) + x.shape[2:], alg) + b.reshape(1, F, 1, 1)
 
 
-def conv_backward(x, W, dout, groups: int = 1, need_input_grad: bool = True):
+def conv_backward(x, W, dout, groups: int = 1, need_input_grad: bool = True,
+                  alg: Winograd | None = None):
     """(dW, db, dx) of conv_forward: dW (F, C/groups, r, r), db (F,), dx (N, C, H, W)
     or None."""
-    F, C, alg = W.shape[0], x.shape[1], algorithm(W.shape[2])
-    U, V = filter_transform(W), input_transform(x, alg)
+    F, C, alg = W.shape[0], x.shape[1], alg or algorithm(W.shape[2])
+    U, V = filter_transform(W, alg), input_transform(x, alg)
     Z = output_gradient_transform(dout, alg)
     dU = np.empty_like(U)
     dV = np.empty_like(V) if need_input_grad else None

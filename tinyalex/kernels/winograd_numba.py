@@ -1,7 +1,10 @@
-"""Numba twins of kernels/winograd.py: Winograd F(2x2, 3x3) for the 3x3 stride-1 pad-1
-convolutions (conv3-5) and, with kernels/winograd5_numba.py's transforms, F(2x2, 5x5) for
-the 5x5 pad-2 one (conv2), batch-parallel as in kernels/conv.py; kernels/registry.py
-decides where it applies (winograd.applies, TINYALEX_NO_WINOGRAD).
+"""Numba twins of kernels/winograd.py, batch-parallel as in kernels/conv.py: the drivers
+that run any F(m x m, r x r)'s transforms and products (``winograd_forward``,
+``winograd_backward``), with kernels/winograd33_numba.py's F(3x3, 3x3) for the 3x3 stride-1
+pad-1 convolutions (conv3-5) and kernels/winograd5_numba.py's F(2x2, 5x5) for the 5x5 pad-2
+one (conv2); and F(2x2, 3x3)'s transforms, which the paper net's conv1 runs on its
+space-to-depth maps (kernels/space_to_depth_numba.py). kernels/registry.py decides where
+each applies (winograd.applies, TINYALEX_NO_WINOGRAD).
 
 ``conv_forward`` and ``conv_backward`` have the signature and result of the readable
 Conv2D bodies (layers/conv.py, tested in tests/test_winograd.py); each transform below
@@ -16,15 +19,15 @@ from typing import NamedTuple
 import numba
 import numpy as np
 
+from . import winograd
 from . import winograd5_numba as w5
+from . import winograd33_numba as w33
 from .conv import _U, CONV_MAX_TASKS, _add_channel_sums
 from .threads import run_tasks, sum_in_task_order, timed
-from .winograd5_numba import _from_hwc, _to_hwc
 
-# The 3x3 stride-1 pad-1 convolutions (conv3-5) as 16 products of 2.25x fewer
-# multiplications in all. These four loops are the transforms of winograd.py, written out
-# for one 4x4 tile at a time on scalars; the products are BLAS, per task as in
-# kernels/conv.py.
+# F(2x2, 3x3): 16 products of 2.25x fewer multiplications in all. These four loops are
+# the transforms of winograd.py, written out for one 4x4 tile at a time on scalars; the
+# products are BLAS, per task as in kernels/conv.py.
 
 @numba.njit(inline="always")
 def _bt(d0, d1, d2, d3):
@@ -263,188 +266,21 @@ def _winograd_input_grad(dV, dx):
                     dx[n, c, r, q] = plane[r + 1, q + 1]
 
 
-# The same transforms channels-last, as kernels/winograd5_numba.py's 5x5 ones (which says
-# how and why): faster on small maps, where the loops above spend their time per plane
-# rather than per tile. Measured (2-core EPYC, one pass of conv4's 384 channels, input /
-# output / output gradient / input gradient, ms): 6x6 maps (56 images) 3.41 / 2.72 / 2.69 /
-# 4.19 above against 1.42 / 0.74 / 1.03 / 1.38 here; 13x13 (10 images) 1.34 / 0.99 / 1.15 /
-# 1.73 against 1.77 / 0.78 / 1.56 / 1.27, no gain. So the 3x3 layers take them where a
-# map has at most ROWS_MAX_TILES tiles.
-ROWS_MAX_TILES = 16
-
-
-@numba.njit(inline="always")
-def _bt4_rows(s0, s1, s2, s3, o0, o1, o2, o3, n):
-    """o = B^T s on rows (_bt's formulas, n floats a row)."""
-    for e in range(_U(n)):
-        o0[e] = s0[e] - s2[e]
-    for e in range(_U(n)):
-        o1[e] = s1[e] + s2[e]
-    for e in range(_U(n)):
-        o2[e] = s2[e] - s1[e]
-    for e in range(_U(n)):
-        o3[e] = s1[e] - s3[e]
-
-
-@numba.njit(inline="always")
-def _b4_rows(v0, v1, v2, v3, o0, o1, o2, o3, n, add):
-    """o = B v on rows, or o += B v when add (_b's)."""
-    for e in range(_U(n)):
-        o0[e] = o0[e] + v0[e] if add else v0[e]
-    for e in range(_U(n)):
-        w = v1[e] - v2[e] + v3[e]
-        o1[e] = o1[e] + w if add else w
-    for e in range(_U(n)):
-        w = v1[e] + v2[e] - v0[e]
-        o2[e] = o2[e] + w if add else w
-    for e in range(_U(n)):
-        o3[e] = o3[e] - v3[e] if add else -v3[e]
-
-
-@numba.njit(inline="always")
-def _at4_rows(m0, m1, m2, m3, y0, y1, n):
-    """y = A^T m on rows: 4 -> 2 (_at's)."""
-    for e in range(_U(n)):
-        y0[e] = m0[e] + m1[e] + m2[e]
-    for e in range(_U(n)):
-        y1[e] = m1[e] - m2[e] - m3[e]
-
-
-@numba.njit(inline="always")
-def _a4_rows(u0, u1, o0, o1, o2, o3, n):
-    """o = A u on rows: 2 -> 4 (_a's)."""
-    for e in range(_U(n)):
-        o0[e] = u0[e]
-    for e in range(_U(n)):
-        o1[e] = u0[e] + u1[e]
-    for e in range(_U(n)):
-        o2[e] = u0[e] - u1[e]
-    for e in range(_U(n)):
-        o3[e] = -u1[e]
-
-
-@numba.njit(nogil=True, cache=True)
-def _rows_input(x, VT):
-    """Channels-last _winograd_input: x (n, C, H, W) -> VT (16, G, n*th*tw, C/G)."""
-    N, C, H, W = x.shape
-    G, Cg = VT.shape[1], VT.shape[3]
-    th, tw = (H + 1) // 2, (W + 1) // 2
-    hwc = np.zeros((2 * th + 2, (2 * tw + 2) * C), dtype=x.dtype)
-    half = np.empty((4, 4 * C), dtype=x.dtype)
-    for n in range(N):
-        _to_hwc(x[n], hwc, 1)
-        t = n * th * tw
-        for ty in range(th):
-            r = 2 * ty
-            for tx in range(tw):
-                a, z = 2 * tx * C, (2 * tx + 4) * C
-                _bt4_rows(hwc[r, a:z], hwc[r + 1, a:z], hwc[r + 2, a:z], hwc[r + 3, a:z],
-                          half[0], half[1], half[2], half[3], 4 * C)
-                for k in range(4):
-                    h = half[k]
-                    for g in range(G):
-                        o = g * Cg
-                        _bt4_rows(h[o:o + Cg], h[C + o:C + o + Cg], h[2 * C + o:2 * C + o + Cg],
-                                  h[3 * C + o:3 * C + o + Cg],
-                                  VT[4 * k, g, t], VT[4 * k + 1, g, t], VT[4 * k + 2, g, t],
-                                  VT[4 * k + 3, g, t], Cg)
-                t += 1
-
-
-@numba.njit(nogil=True, cache=True)
-def _rows_output(MT, out, b):
-    """Channels-last _winograd_output: MT (16, G, n*th*tw, F/G) -> out (n, F, H, W)."""
-    N, F, H, W = out.shape
-    G, Fg = MT.shape[1], MT.shape[3]
-    th, tw = (H + 1) // 2, (W + 1) // 2
-    hwf = np.empty((2 * th, 2 * tw * F), dtype=out.dtype)
-    half = np.empty((2, 4, Fg), dtype=out.dtype)
-    for n in range(N):
-        t = n * th * tw
-        for ty in range(th):
-            for tx in range(tw):
-                for g in range(G):
-                    for j in range(4):
-                        _at4_rows(MT[j, g, t], MT[4 + j, g, t], MT[8 + j, g, t], MT[12 + j, g, t],
-                                  half[0, j], half[1, j], Fg)
-                    for p in range(2):
-                        row = hwf[2 * ty + p]
-                        a = 2 * tx * F + g * Fg
-                        h = half[p]
-                        _at4_rows(h[0], h[1], h[2], h[3], row[a:a + Fg], row[a + F:a + F + Fg], Fg)
-                t += 1
-        _from_hwc(hwf, out[n], 0, b)
-
-
-@numba.njit(nogil=True, cache=True)
-def _rows_output_grad(dout, ZT):
-    """Channels-last _winograd_output_grad: dout (n, F, H, W) -> ZT (16, G, n*th*tw, F/G)."""
-    N, F, H, W = dout.shape
-    G, Fg = ZT.shape[1], ZT.shape[3]
-    th, tw = (H + 1) // 2, (W + 1) // 2
-    hwf = np.zeros((2 * th, 2 * tw * F), dtype=dout.dtype)
-    rows = np.empty((2, 4, Fg), dtype=dout.dtype)
-    for n in range(N):
-        _to_hwc(dout[n], hwf, 0)
-        t = n * th * tw
-        for ty in range(th):
-            for tx in range(tw):
-                for g in range(G):
-                    a = 2 * tx * F + g * Fg
-                    for p in range(2):
-                        row = hwf[2 * ty + p]
-                        rp = rows[p]
-                        _a4_rows(row[a:a + Fg], row[a + F:a + F + Fg], rp[0], rp[1], rp[2], rp[3], Fg)
-                    for j in range(4):
-                        _a4_rows(rows[0, j], rows[1, j],
-                                 ZT[j, g, t], ZT[4 + j, g, t], ZT[8 + j, g, t], ZT[12 + j, g, t], Fg)
-                t += 1
-
-
-@numba.njit(nogil=True, cache=True)
-def _rows_input_grad(dVT, dx):
-    """Channels-last _winograd_input_grad: dVT (16, G, n*th*tw, C/G) -> dx (n, C, H, W)."""
-    N, C, H, W = dx.shape
-    G, Cg = dVT.shape[1], dVT.shape[3]
-    th, tw = (H + 1) // 2, (W + 1) // 2
-    hwc = np.empty((2 * th + 2, (2 * tw + 2) * C), dtype=dx.dtype)
-    cols = np.empty((4, 4, C), dtype=dx.dtype)
-    zero = np.zeros(C, dtype=dx.dtype)
-    for n in range(N):
-        hwc[:] = 0
-        t = n * th * tw
-        for ty in range(th):
-            r = 2 * ty
-            for tx in range(tw):
-                for g in range(G):
-                    o, z = g * Cg, (g + 1) * Cg
-                    for j in range(4):
-                        _b4_rows(dVT[j, g, t], dVT[4 + j, g, t], dVT[8 + j, g, t], dVT[12 + j, g, t],
-                                 cols[0, j, o:z], cols[1, j, o:z], cols[2, j, o:z], cols[3, j, o:z],
-                                 Cg, False)
-                a = 2 * tx * C
-                for i in range(4):
-                    ci = cols[i]
-                    row = hwc[r + i]
-                    _b4_rows(ci[0], ci[1], ci[2], ci[3],
-                             row[a:a + C], row[a + C:a + 2 * C], row[a + 2 * C:a + 3 * C],
-                             row[a + 3 * C:a + 4 * C], C, True)
-                t += 1
-        _from_hwc(hwc, dx[n], 1, zero)
-
-
 # Tiles per product. Measured (2-core EPYC, batch 128, forward + backward ms) for 64 / 256 /
 # 512 / 1024: small net's conv3 (6x6) 205 / 179 / 177 / 336 (1024 leaves one task, one
-# core); paper net's conv5 (13x13) 684 / 688 / 513 / 569.
+# core); paper net's conv5 (13x13) 684 / 688 / 513 / 569. With F(3x3, 3x3)'s 4 tiles an
+# image the small net's 6x6 layers have 512 tiles in all: at least two tasks, or one core
+# does the layer (conv3 forward 26 -> 37 ms).
 WINOGRAD_MIN_COLUMNS = 512
 
 
 def _winograd_tasks(N: int, tiles_per_image: int) -> list:
     """Fixed slices of range(N), as many as keep each product at WINOGRAD_MIN_COLUMNS
-    tiles (at most CONV_MAX_TASKS), an even number where there are several so that two
-    workers finish together. Not a function of the thread count: the dW partial sums, and
-    so the results, are the same on any machine."""
-    count = max(1, min(N, CONV_MAX_TASKS, N * tiles_per_image // WINOGRAD_MIN_COLUMNS))
+    tiles (at most CONV_MAX_TASKS) but at least two, an even number where there are
+    several so that two workers finish together. Not a function of the thread count: the
+    dW partial sums, and so the results, are the same on any machine."""
+    count = max(min(N, 2),
+                min(N, CONV_MAX_TASKS, N * tiles_per_image // WINOGRAD_MIN_COLUMNS))
     if count > 2:
         count -= count % 2
     bounds = [N * t // count for t in range(count + 1)]
@@ -452,10 +288,10 @@ def _winograd_tasks(N: int, tiles_per_image: int) -> list:
 
 
 class _Transforms(NamedTuple):
-    """One F(2x2, r x r)'s Numba transforms; K = (r + 1)^2 products per tile. The
-    frequency arrays are (K, C or F, tiles), or, when ``channels_last``, (K, G, tiles,
-    C/G or F/G) (kernels/winograd5_numba.py)."""
-    K: int
+    """One F(m x m, r x r)'s Numba transforms (``alg``); K = (m + r - 1)^2 products per
+    tile. The frequency arrays are (K, C or F, tiles), or, when ``channels_last``, (K, G,
+    tiles, C/G or F/G) (kernels/winograd5_numba.py)."""
+    alg: winograd.Winograd
     filter: Callable
     filter_grad: Callable
     input: Callable
@@ -464,23 +300,46 @@ class _Transforms(NamedTuple):
     output_grad: Callable
     channels_last: bool = False
 
+    @property
+    def K(self) -> int:
+        return self.alg.a ** 2
+
+    @property
+    def name(self) -> tuple:
+        """(m, r): the key of WINOGRAD_PASS_TILES and BACKWARD_GEMM_TILES."""
+        return self.alg.m, self.alg.r
+
 
 TRANSFORMS = {
-    3: _Transforms(16, winograd_filter, winograd_filter_grad, _winograd_input,
+    3: _Transforms(winograd.F2_3, winograd_filter, winograd_filter_grad, _winograd_input,
                    _winograd_input_grad, _winograd_output, _winograd_output_grad),
-    "3 channels-last": _Transforms(16, winograd_filter, winograd_filter_grad, _rows_input,
-                                   _rows_input_grad, _rows_output, _rows_output_grad,
-                                   channels_last=True),
-    5: _Transforms(36, w5.winograd_filter, w5.winograd_filter_grad, w5._input, w5._input_grad,
-                   w5._output, w5._output_grad, channels_last=True),
+    "3 by 3x3 tiles": _Transforms(winograd.F3_3, w33.winograd_filter,
+                                  w33.winograd_filter_grad, w33._input, w33._input_grad,
+                                  w33._output, w33._output_grad, channels_last=True),
+    5: _Transforms(winograd.F2_5, w5.winograd_filter, w5.winograd_filter_grad, w5._input,
+                   w5._input_grad, w5._output, w5._output_grad, channels_last=True),
 }
 
 
-def _transforms(r: int, tiles_per_image: int) -> _Transforms:
-    """The transforms for r x r filters on maps of this many tiles (ROWS_MAX_TILES)."""
-    if r == 3 and tiles_per_image <= ROWS_MAX_TILES:
-        return TRANSFORMS["3 channels-last"]
-    return TRANSFORMS[r]
+# The 3x3 layers run F(3x3, 3x3) (kernels/winograd33_numba.py), on every map size: 1.44x
+# fewer multiplications than F(2x2, 3x3) on the small net's 6x6 maps and 1.25x on the paper
+# net's 13x13, and its channels-last transforms move 25 floats per 9 outputs where F(2x2,
+# 3x3)'s move 16 per 4. Measured (2-core AVX-512 EPYC, batch 128, fwd / bwd ms, best of 5,
+# fresh processes alternating), F(2x2, 3x3) -> F(3x3, 3x3): small net's conv3 26.5 / 51 ->
+# 22.2 / 40, conv4 22.8 / 44 -> 19.0 / 35, conv5 16 / 31 -> 14 / 27; the paper net's conv3
+# 139-152 / 278-309 -> 115-119 / 229-238, conv4 122-135 / 278-284 -> 101-103 / 198, conv5
+# 110-142 / 200-284 -> 84 / 156-161. F(2x2, 3x3)'s per-plane transforms stay for the
+# paper net's conv1 (kernels/space_to_depth_numba.py reads x into them).
+
+
+def _transforms(r: int) -> _Transforms:
+    """The transforms of a same-size r x r convolution: F(3x3, 3x3) or F(2x2, 5x5)."""
+    return TRANSFORMS["3 by 3x3 tiles" if r == 3 else 5]
+
+
+def algorithm(r: int) -> winograd.Winograd:
+    """The F(m x m, r x r) this file runs for a same-size r x r convolution."""
+    return _transforms(r).alg
 
 
 class _Frequencies:
@@ -542,13 +401,13 @@ def _planes(K: int, rows: int, T: int, dtype):
 # (58) and 84 (90), 160 tiles 58 (59) and 88 (98), 250 tiles 64 (70) and 133 (137). The
 # paper net's conv2 (196 tiles an image) and the 3x3 layers were within the noise from
 # 128 to 512.
-WINOGRAD_PASS_TILES = {3: 512, 5: 100}
+WINOGRAD_PASS_TILES = {(2, 3): 512, (3, 3): 512, (2, 5): 100}
 
 
-def _passes(chunk: slice, tiles_per_image: int, r: int) -> list:
-    """A task's images in passes of at most WINOGRAD_PASS_TILES[r] tiles (at least one
-    image)."""
-    per_pass = max(1, WINOGRAD_PASS_TILES[r] // tiles_per_image)
+def _passes(chunk: slice, tiles_per_image: int, tf: _Transforms) -> list:
+    """A task's images in passes of at most WINOGRAD_PASS_TILES[tf.name] tiles (at least
+    one image)."""
+    per_pass = max(1, WINOGRAD_PASS_TILES[tf.name] // tiles_per_image)
     return [slice(start, min(chunk.stop, start + per_pass))
             for start in range(chunk.start, chunk.stop, per_pass)]
 
@@ -566,7 +425,7 @@ class Plan(NamedTuple):
 def same_size(x, W) -> Plan:
     """The plan of a same-size convolution (pad r//2) of x by r x r filters W."""
     C, H, Wd = x.shape[1:]
-    return Plan(_transforms(W.shape[2], ((H + 1) // 2) * ((Wd + 1) // 2)), C, H, Wd)
+    return Plan(_transforms(W.shape[2]), C, H, Wd)
 
 
 # Tiles per backward product, by filter size (None: a whole pass): a pass's dU = Z V^T and
@@ -577,12 +436,12 @@ def same_size(x, W) -> Plan:
 # layer (2-core AVX-512 EPYC, batch 128, best/median of 7, interleaved): backward 504/545
 # -> 428/478 ms (spans of 100 the same). The 3x3 layers' passes of 490-504 tiles lost
 # 8-25% in spans of 170-250, so they keep theirs whole.
-BACKWARD_GEMM_TILES = {3: None, 5: 160}
+BACKWARD_GEMM_TILES = {(2, 3): None, (3, 3): None, (2, 5): 160}
 
 
-def _tile_spans(T: int, r: int) -> list:
-    """(start, stop) of the equal spans of a pass's T tiles (BACKWARD_GEMM_TILES[r])."""
-    most = BACKWARD_GEMM_TILES[r]
+def _tile_spans(T: int, tf: _Transforms) -> list:
+    """(start, stop) of the equal spans of a pass's T tiles (BACKWARD_GEMM_TILES[tf.name])."""
+    most = BACKWARD_GEMM_TILES[tf.name]
     n = 1 if most is None else -(-T // most)
     return [(T * i // n, T * (i + 1) // n) for i in range(n)]
 
@@ -600,7 +459,7 @@ def winograd_forward(x, W, b, groups, plan: Plan):
     tf, C, H, Wd = plan
     F = W.shape[0]
     Fg, Cg = F // groups, C // groups
-    th, tw = (H + 1) // 2, (Wd + 1) // 2
+    th, tw = winograd.tiles(H, Wd, tf.alg.m)
     Ub = tf.filter(W).reshape(tf.K, groups, Fg, Cg)
     if tf.channels_last:
         # U^T laid out, not a transposed view: OpenBLAS packs a transposed operand slower,
@@ -613,7 +472,7 @@ def winograd_forward(x, W, b, groups, plan: Plan):
     tasks = _winograd_tasks(N, th * tw)
 
     def task(t):
-        passes = _passes(tasks[t], th * tw, W.shape[2])
+        passes = _passes(tasks[t], th * tw, tf)
         most = (passes[0].stop - passes[0].start) * th * tw
         V_all = _Frequencies(tf, C, most, groups, x.dtype)
         M_all = _Frequencies(tf, F, most, groups, x.dtype)
@@ -644,7 +503,7 @@ def winograd_backward(x, W, dout, groups, need_input_grad, plan: Plan):
     tf, C, H, Wd = plan
     F = W.shape[0]
     Fg, Cg = F // groups, C // groups
-    th, tw = (H + 1) // 2, (Wd + 1) // 2
+    th, tw = winograd.tiles(H, Wd, tf.alg.m)
     Ub = tf.filter(W).reshape(tf.K, groups, Fg, Cg)
     tasks = _winograd_tasks(N, th * tw)
     dU_parts = np.zeros((len(tasks), tf.K, F, Cg), dtype=x.dtype)
@@ -656,7 +515,7 @@ def winograd_backward(x, W, dout, groups, need_input_grad, plan: Plan):
         with timed("elementwise"):
             _add_channel_sums(dout[chunk].reshape(chunk.stop - chunk.start, F, H * Wd),
                               db_parts[t])
-        passes = _passes(chunk, th * tw, W.shape[2])
+        passes = _passes(chunk, th * tw, tf)
         most = (passes[0].stop - passes[0].start) * th * tw
         V_all = _Frequencies(tf, C, most, groups, x.dtype)
         Z_all = _Frequencies(tf, F, most, groups, x.dtype)
@@ -668,7 +527,7 @@ def winograd_backward(x, W, dout, groups, need_input_grad, plan: Plan):
             with timed("transform"):
                 tf.input(x[images], V)
                 tf.output_grad(dout[images], Z)
-            spans = _tile_spans(T, W.shape[2])
+            spans = _tile_spans(T, tf)
             for i, (a, b) in enumerate(spans):
                 Vb = _tiles(tf, _by_group(tf, V, groups), a, b)
                 Zb = _tiles(tf, _by_group(tf, Z, groups), a, b)

@@ -449,6 +449,39 @@ def test_partial_sums_in_task_order_on_any_thread_count():
     assert not np.array_equal(kthreads.sum_in_task_order(parts[::-1].copy()), expected)
 
 
+def test_work_in_pieces_covers_the_range_once_on_any_thread_count():
+    """threads.in_pieces: consecutive pieces of range(size), one per worker, each at least
+    ``least`` long unless there is one; and the Winograd filter transforms split so (with
+    the transposed copy of U for the forward products) give the same bits on 1 worker as
+    on 2."""
+    import numba
+
+    from tinyalex.kernels import winograd_numba as kwino
+
+    W = np.random.default_rng(4).standard_normal((37, 5, 3, 3)).astype(np.float32)
+    results = []
+    for threads in (1, 2):
+        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+        try:
+            for size, least in [(10, 1), (1, 1), (0, 1), (100, 60), (7, 3)]:
+                seen = []
+                kthreads.in_pieces(lambda a, b, seen=seen: seen.append((a, b)), size, least)
+                seen.sort()
+                assert seen[0][0] == 0 and seen[-1][1] == size
+                assert all(b == c for (_, b), (c, _) in zip(seen, seen[1:]))
+                assert len(seen) <= threads and (len(seen) == 1 or
+                                                 all(b - a >= least for a, b in seen))
+            tf = kwino._transforms(3)
+            U = tf.filter(W)
+            results.append((U, kwino._laid_out_transposed(U.reshape(25, 1, 37, 5)),
+                            tf.filter_grad(U, np.float32)))
+        finally:
+            numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+    for one, two in zip(*results):
+        assert_identical(one, two, "a filter transform on 1 worker and on 2")
+    assert np.array_equal(results[0][1], results[0][0].reshape(25, 1, 37, 5).transpose(0, 1, 3, 2))
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
 def test_lrn_and_maxpool_layers(dtype, monkeypatch, fast_on):
     """LRN (both conventions) and MaxPool2D layers: fast vs readable, forward+backward."""

@@ -131,6 +131,17 @@ def run_tasks(task, count: int) -> None:
             set_threads(before)
 
 
+def in_pieces(work, size: int, least: int = 1) -> None:
+    """work(start, stop) for consecutive pieces of range(size), one per worker (at least
+    ``least`` items a piece), on the workers: for kernels whose pieces write disjoint
+    memory, so that the result does not depend on the split. The convolution's filter
+    transforms run so, where they had kept the calling thread busy while the workers waited
+    (kernels/winograd_numba.py)."""
+    pieces = max(1, min(numba.get_num_threads(), size // max(1, least)))
+    bounds = np.linspace(0, size, pieces + 1).astype(int)
+    run_tasks(lambda i: work(bounds[i], bounds[i + 1]), pieces)
+
+
 def sum_in_task_order(parts):
     """parts[0] + parts[1] + ... added in that order, elementwise: each task's partial sum
     (a weight gradient) into the layer's, the same bits whatever ran where. The elements
@@ -141,13 +152,11 @@ def sum_in_task_order(parts):
     if len(parts) == 1:
         return total
     flat = parts.reshape(len(parts), -1)
-    pieces = max(1, min(numba.get_num_threads(), flat.shape[1] // 65536))
-    bounds = np.linspace(0, flat.shape[1], pieces + 1).astype(int)
 
-    def add(i):
-        piece = flat[0, bounds[i]:bounds[i + 1]]
+    def add(start, stop):
+        piece = flat[0, start:stop]
         for t in range(1, len(flat)):
-            piece += flat[t, bounds[i]:bounds[i + 1]]
+            piece += flat[t, start:stop]
 
-    run_tasks(add, pieces)
+    in_pieces(add, flat.shape[1], least=65536)
     return total

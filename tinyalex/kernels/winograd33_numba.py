@@ -17,6 +17,7 @@ import numba
 import numpy as np
 
 from .conv import _U  # unsigned indices: kernels/conv.py says why
+from .threads import in_pieces
 from .winograd5_numba import _from_hwc, _to_hwc, _x2, _x4
 
 # The filter's transforms run once a call on the weights: float64 constants.
@@ -43,12 +44,12 @@ def _gt_rows(u0, u1, u2, u3, u4, o0, o1, o2, n):
 
 
 @numba.njit(nogil=True, cache=True)
-def _filter(W, U):
-    """U[5i + j, f, c] = (G g G^T)[i, j]: W (F, C, 3, 3) -> U (25, F, C)."""
-    F, C = W.shape[0], W.shape[1]
+def _filter(W, U, f0, f1):
+    """U[5i + j, f, c] = (G g G^T)[i, j]: W (F, C, 3, 3) -> U (25, F, C), filters f0..f1."""
+    C = W.shape[1]
     taps = np.empty((9, C), dtype=U.dtype)     # g[a, b] of every channel: row 3a + b
     half = np.empty((15, C), dtype=U.dtype)    # G g: row 3i + b
-    for f in range(F):
+    for f in range(f0, f1):
         taps[:] = W[f].reshape(C, 9).T
         for b in range(3):  # G down each column of g
             _g_rows(taps[b], taps[3 + b], taps[6 + b],
@@ -61,12 +62,12 @@ def _filter(W, U):
 
 
 @numba.njit(nogil=True, cache=True)
-def _filter_grad(dU, dW):
-    """dW = G^T dU G per filter: dU (25, F, C) -> dW (F, C, 3, 3)."""
-    F, C = dW.shape[0], dW.shape[1]
+def _filter_grad(dU, dW, f0, f1):
+    """dW = G^T dU G per filter: dU (25, F, C) -> dW (F, C, 3, 3), filters f0..f1."""
+    C = dW.shape[1]
     half = np.empty((15, C), dtype=dW.dtype)   # G^T dU: row 5a + j
     taps = np.empty((9, C), dtype=dW.dtype)    # dW[a, b]: row 3a + b
-    for f in range(F):
+    for f in range(f0, f1):
         for j in range(5):  # G^T down each column of dU
             _gt_rows(dU[j, f], dU[5 + j, f], dU[10 + j, f], dU[15 + j, f], dU[20 + j, f],
                      half[j], half[5 + j], half[10 + j], C)
@@ -81,7 +82,7 @@ def winograd_filter(W):
     """Twin of winograd.filter_transform(W, winograd.F3_3)."""
     W = np.ascontiguousarray(W)
     U = np.empty((25,) + W.shape[:2], dtype=W.dtype)
-    _filter(W, U)
+    in_pieces(lambda f0, f1: _filter(W, U, f0, f1), W.shape[0])
     return U
 
 
@@ -89,7 +90,7 @@ def winograd_filter_grad(dU, dtype):
     """Twin of winograd.filter_gradient(dU, dtype, winograd.F3_3)."""
     dU = np.ascontiguousarray(dU)
     dW = np.empty(dU.shape[1:] + (3, 3), dtype=dU.dtype)
-    _filter_grad(dU, dW)
+    in_pieces(lambda f0, f1: _filter_grad(dU, dW, f0, f1), dW.shape[0])
     return dW.astype(dtype, copy=False)
 
 

@@ -25,6 +25,7 @@ import numba
 import numpy as np
 
 from .conv import _U  # unsigned indices: kernels/conv.py says why
+from .threads import in_pieces
 
 
 # Integer multiples as sums: numba would turn 4 * (a float32) into a float64.
@@ -72,12 +73,12 @@ def _gt5_rows(u0, u1, u2, u3, u4, u5, o0, o1, o2, o3, o4, n):
 
 
 @numba.njit(nogil=True, cache=True)
-def _filter(W, U):
-    """U[6i + j, f, c] = (G g G^T)[i, j]: W (F, C, 5, 5) -> U (36, F, C)."""
-    F, C = W.shape[0], W.shape[1]
+def _filter(W, U, f0, f1):
+    """U[6i + j, f, c] = (G g G^T)[i, j]: W (F, C, 5, 5) -> U (36, F, C), filters f0..f1."""
+    C = W.shape[1]
     taps = np.empty((25, C), dtype=U.dtype)    # g[a, b] of every channel: row 5a + b
     half = np.empty((30, C), dtype=U.dtype)    # G g: row 5i + b
-    for f in range(F):
+    for f in range(f0, f1):
         taps[:] = W[f].reshape(C, 25).T
         for b in range(5):  # G down each column of g
             _g5_rows(taps[b], taps[5 + b], taps[10 + b], taps[15 + b], taps[20 + b],
@@ -91,12 +92,12 @@ def _filter(W, U):
 
 
 @numba.njit(nogil=True, cache=True)
-def _filter_grad(dU, dW):
-    """dW = G^T dU G per filter: dU (36, F, C) -> dW (F, C, 5, 5)."""
-    F, C = dW.shape[0], dW.shape[1]
+def _filter_grad(dU, dW, f0, f1):
+    """dW = G^T dU G per filter: dU (36, F, C) -> dW (F, C, 5, 5), filters f0..f1."""
+    C = dW.shape[1]
     half = np.empty((30, C), dtype=dW.dtype)   # G^T dU: row 6a + j
     taps = np.empty((25, C), dtype=dW.dtype)   # dW[a, b]: row 5a + b
-    for f in range(F):
+    for f in range(f0, f1):
         for j in range(6):  # G^T down each column of dU
             _gt5_rows(dU[j, f], dU[6 + j, f], dU[12 + j, f], dU[18 + j, f], dU[24 + j, f],
                       dU[30 + j, f], half[j], half[6 + j], half[12 + j], half[18 + j],
@@ -113,7 +114,7 @@ def winograd_filter(W):
     """Twin of winograd.filter_transform for 5x5 filters."""
     W = np.ascontiguousarray(W)
     U = np.empty((36,) + W.shape[:2], dtype=W.dtype)
-    _filter(W, U)
+    in_pieces(lambda f0, f1: _filter(W, U, f0, f1), W.shape[0])
     return U
 
 
@@ -121,7 +122,7 @@ def winograd_filter_grad(dU, dtype):
     """Twin of winograd.filter_gradient for F(2x2, 5x5)."""
     dU = np.ascontiguousarray(dU)
     dW = np.empty(dU.shape[1:] + (5, 5), dtype=dU.dtype)
-    _filter_grad(dU, dW)
+    in_pieces(lambda f0, f1: _filter_grad(dU, dW, f0, f1), dW.shape[0])
     return dW.astype(dtype, copy=False)
 
 

@@ -23,7 +23,7 @@ from . import winograd
 from . import winograd5_numba as w5
 from . import winograd33_numba as w33
 from .conv import _U, CONV_MAX_TASKS, _add_channel_sums
-from .threads import run_tasks, sum_in_task_order, timed
+from .threads import in_pieces, run_tasks, sum_in_task_order, timed
 
 # F(2x2, 3x3): 16 products of 2.25x fewer multiplications in all. These four loops are
 # the transforms of winograd.py, written out for one 4x4 tile at a time on scalars; the
@@ -76,20 +76,20 @@ def _gt_rows(u0, u1, u2, u3, o0, o1, o2, n):
         o2[e] = h + u3[e]
 
 
-# The filter transforms run once a call (forward, and again in backward) on the calling
-# thread, while the workers wait. A filter's nine taps are first laid out as nine rows of
-# C channels, so that each 1-D pass is a loop over channels that LLVM vectorises; written
-# per (f, c) on scalars they took 46 ns a pair (conv3 of both nets, 384 x 256 filters: 4.7
-# -> 1.0 ms; its gradient 1.9 -> 0.55 ms). Serial, as all of the convolution's loops: a
-# forked child, e.g. a data-loader worker, can still run it; numba's parallel layer does
-# not survive a fork.
+# The filter transforms run once a call (forward, and again in backward), before the tasks:
+# a filter's nine taps are first laid out as nine rows of C channels, so that each 1-D pass
+# is a loop over channels that LLVM vectorises; written per (f, c) on scalars they took 46
+# ns a pair (conv3 of both nets, 384 x 256 filters: 4.7 -> 1.0 ms; its gradient 1.9 ->
+# 0.55 ms). The filters are split among the workers (threads.in_pieces), each kernel call
+# doing filters f0..f1; not numba's parallel layer, which does not survive a fork (a
+# data-loader worker can still run these).
 @numba.njit(nogil=True, cache=True)
-def _winograd_filter(W, U):
-    """U[4i + j, f, c] = (G g G^T)[i, j]: W (F, C, 3, 3) -> U (16, F, C)."""
-    F, C = W.shape[0], W.shape[1]
+def _winograd_filter(W, U, f0, f1):
+    """U[4i + j, f, c] = (G g G^T)[i, j]: W (F, C, 3, 3) -> U (16, F, C), filters f0..f1."""
+    C = W.shape[1]
     taps = np.empty((9, C), dtype=U.dtype)     # g[a, b] of every channel: row 3a + b
     half = np.empty((12, C), dtype=U.dtype)    # G g: row 3i + b
-    for f in range(F):
+    for f in range(f0, f1):
         taps[:] = W[f].reshape(C, 9).T
         for b in range(3):  # G down each column of g
             _g_rows(taps[b], taps[3 + b], taps[6 + b],
@@ -100,12 +100,12 @@ def _winograd_filter(W, U):
 
 
 @numba.njit(nogil=True, cache=True)
-def _winograd_filter_grad(dU, dW):
-    """dW = G^T dU G per filter: dU (16, F, C) -> dW (F, C, 3, 3)."""
-    F, C = dW.shape[0], dW.shape[1]
+def _winograd_filter_grad(dU, dW, f0, f1):
+    """dW = G^T dU G per filter: dU (16, F, C) -> dW (F, C, 3, 3), filters f0..f1."""
+    C = dW.shape[1]
     half = np.empty((12, C), dtype=dW.dtype)   # G^T dU: row 4a + j
     taps = np.empty((9, C), dtype=dW.dtype)    # dW[a, b]: row 3a + b
-    for f in range(F):
+    for f in range(f0, f1):
         for j in range(4):  # G^T down each column of dU
             _gt_rows(dU[j, f], dU[4 + j, f], dU[8 + j, f], dU[12 + j, f],
                      half[j], half[4 + j], half[8 + j], C)
@@ -119,7 +119,7 @@ def winograd_filter(W):
     """Twin of winograd.filter_transform."""
     W = np.ascontiguousarray(W)
     U = np.empty((16,) + W.shape[:2], dtype=W.dtype)
-    _winograd_filter(W, U)
+    in_pieces(lambda f0, f1: _winograd_filter(W, U, f0, f1), W.shape[0])
     return U
 
 
@@ -127,7 +127,7 @@ def winograd_filter_grad(dU, dtype):
     """Twin of winograd.filter_gradient."""
     dU = np.ascontiguousarray(dU)
     dW = np.empty(dU.shape[1:] + (3, 3), dtype=dU.dtype)
-    _winograd_filter_grad(dU, dW)
+    in_pieces(lambda f0, f1: _winograd_filter_grad(dU, dW, f0, f1), dW.shape[0])
     return dW.astype(dtype, copy=False)
 
 
@@ -376,6 +376,32 @@ def _transposed(A):
     return A.transpose(0, 1, 3, 2)
 
 
+_BLOCK = 16  # a 16 x 16 block of floats: its rows on both sides stay in L1
+
+
+@numba.njit(nogil=True, cache=True)
+def _transpose_blocks(A, AT, k0, k1):
+    """AT[k, g] = A[k, g]^T for k0 <= k < k1: (K, G, R, S) -> (K, G, S, R), in blocks."""
+    G, R, S = A.shape[1], A.shape[2], A.shape[3]
+    for k in range(k0, k1):
+        for g in range(G):
+            a, at = A[k, g], AT[k, g]
+            for r0 in range(0, R, _BLOCK):
+                for s0 in range(0, S, _BLOCK):
+                    for r in range(r0, min(R, r0 + _BLOCK)):
+                        for s in range(s0, min(S, s0 + _BLOCK)):
+                            at[s, r] = a[r, s]
+
+
+def _laid_out_transposed(A):
+    """_transposed(A) as a contiguous array, the K blocks split among the workers (numpy's
+    copy of the view took 2.4 ms on one thread for conv3's F(3x3, 3x3) U, 9.8 MB)."""
+    K, G, R, S = A.shape
+    AT = np.empty((K, G, S, R), dtype=A.dtype)
+    in_pieces(lambda k0, k1: _transpose_blocks(A, AT, k0, k1), K)
+    return AT
+
+
 def _planes(K: int, rows: int, T: int, dtype):
     """An empty (K, rows, T) array whose K planes start 64 bytes past a multiple of 4 KiB
     from each other: the transforms touch all K planes at once, and planes a multiple of
@@ -466,7 +492,7 @@ def winograd_forward(x, W, b, groups, plan: Plan):
         # and at the 5x5 layers' inner dimension of 48 that showed (one thread, a pass's 72
         # products of 98 tiles: 76 -> 111 GFLOP/s; the small net's conv2 forward, best /
         # median of 11: 61 / 74 -> 45 / 52 ms; the paper net's 286 / 329 -> 277 / 303)
-        Ub = np.ascontiguousarray(_transposed(Ub))  # (K, G, C/G, F/G)
+        Ub = _laid_out_transposed(Ub)  # (K, G, C/G, F/G)
     b = np.ascontiguousarray(b)
     out = np.empty((N, F, H, Wd), dtype=x.dtype)
     tasks = _winograd_tasks(N, th * tw)

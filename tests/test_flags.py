@@ -199,3 +199,20 @@ def test_a_bad_no_tuning_stops_the_import():
     result = _run(["-c", "import tinyalex"], TINYALEX_NO_TUNING="perhaps")
     assert result.returncode != 0
     assert "FlagError: TINYALEX_NO_TUNING='perhaps' is neither true" in result.stderr
+
+
+def test_import_sets_the_thread_settings_unless_told_not_to():
+    """import tinyalex sets OPENBLAS_THREAD_TIMEOUT=4 and OMP_WAIT_POLICY=PASSIVE where they
+    are unset (before numba or numpy's BLAS load), keeps a user's own values, and leaves
+    both alone under TINYALEX_NO_TUNING=1."""
+    show = ["-c", "import os, tinyalex, sys; print(os.environ.get('OPENBLAS_THREAD_TIMEOUT'), "
+                  "os.environ.get('OMP_WAIT_POLICY'), 'numba' in sys.modules)"]
+    environ = {k: v for k, v in os.environ.items()
+               if k not in ("OPENBLAS_THREAD_TIMEOUT", "OMP_WAIT_POLICY")}
+    ran = [subprocess.run([sys.executable, *show], capture_output=True, text=True, cwd=ROOT,
+                          env={**environ, **extra})
+           for extra in ({}, {"OMP_WAIT_POLICY": "ACTIVE"}, {"TINYALEX_NO_TUNING": "1"})]
+    assert [r.returncode for r in ran] == [0, 0, 0], [r.stderr for r in ran]
+    assert [r.stdout.split() for r in ran] == [["4", "PASSIVE", "False"],
+                                               ["4", "ACTIVE", "False"],
+                                               ["None", "None", "False"]]

@@ -420,8 +420,8 @@ def step_child(framework: str, arch: str, batch_size: int, num_classes: int,
 
 def run_step_in_child(framework: str, args, tuned: bool = True) -> dict:
     """One framework's step in a fresh process. tuned=False runs it with
-    TINYALEX_NO_TUNING=1: the malloc and OpenBLAS settings tinyalex makes on import are
-    left alone, as for a plain PyTorch user."""
+    TINYALEX_NO_TUNING=1: the malloc, OpenBLAS and OpenMP settings tinyalex makes on
+    import are left alone, as for a plain PyTorch user."""
     cmd = [sys.executable, "-m", "tinyalex.bench", "_step", "--framework", framework,
            "--arch", args.arch, "--batch-size", str(args.batch_size),
            "--num-classes", str(args.num_classes), "--steps", str(args.steps)]
@@ -429,6 +429,7 @@ def run_step_in_child(framework: str, args, tuned: bool = True) -> dict:
     if not tuned:
         env["TINYALEX_NO_TUNING"] = "1"
         env.pop("OPENBLAS_THREAD_TIMEOUT", None)
+        env.pop("OMP_WAIT_POLICY", None)
     result = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if result.returncode != 0:
         raise RuntimeError(f"{framework} step benchmark failed:\n{result.stderr[-2000:]}")
@@ -731,10 +732,10 @@ def main(argv=None) -> int:
     rows = [("tinyalex", run_step_in_child("tinyalex", args))]
     if args.compare_torch:
         rows.append(("torch", run_step_in_child("torch", args, tuned=False)))
-        rows.append(("torch + tinyalex's malloc/OpenBLAS settings",
+        rows.append(("torch + tinyalex's malloc/OpenBLAS/OpenMP settings",
                      run_step_in_child("torch", args, tuned=True)))
     for label, r in rows:
-        print(f"  {label:<45} {r['img_per_s']:>6.1f} img/s ({r['seconds']:.2f} s/step)  "
+        print(f"  {label:<52} {r['img_per_s']:>6.1f} img/s ({r['seconds']:.2f} s/step)  "
               f"peak RSS {r['peak_rss_bytes'] / 2**30:.2f} GiB")
     if args.compare_torch:
         ours, theirs, tuned = (r for _, r in rows)

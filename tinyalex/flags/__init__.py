@@ -53,8 +53,10 @@ _TABLE = [
          "convolutions by the readable body (its im2col/col2im still fast)",
          "kernels/registry.py"),
     Flag("TINYALEX_NO_TUNING", "switch",
-         "off: import tinyalex keeps freed memory and sets OPENBLAS_THREAD_TIMEOUT=4",
-         "leave malloc and OpenBLAS's thread timeout alone", "__init__.py, backend.py"),
+         "off: import tinyalex keeps freed memory and sets OPENBLAS_THREAD_TIMEOUT=4 and "
+         "OMP_WAIT_POLICY=PASSIVE",
+         "leave malloc, OpenBLAS's thread timeout and OpenMP's wait policy alone",
+         "__init__.py, backend.py"),
     Flag("TINYALEX_UNVERIFIED_GPU", "switch", "off: train --device gpu refuses",
          "allow train --device gpu before the CuPy path is verified on a GPU",
          "commands/train.py"),

@@ -14,10 +14,10 @@ the same convolution as Conv2D's readable im2col body.
   3x3 (F(3x3, 3x3)) within 1e-5 in float32 (its entries, up to 4 in A^T and 1/6 in G,
   round more than im2col) and 1e-13 in float64; for 5x5 in float32 within 2e-5 (measured
   at most 6e-6), since F(2x2, 5x5)'s entries (up to 5 in B^T, 1/24 in G) round more.
-- The float32 error against float64 im2col at the nets' sizes: F(2x2, 5x5) at conv2's (48
-  channels a group): forward and dx within 1e-5, dW within 4e-5 (measured 3.5e-6, 3.9e-6,
-  1.3e-5; float32 im2col's: 4e-7); F(3x3, 3x3) at conv4's (192 channels a group, 13x13):
-  forward and dx within 3e-6, dW within 1e-5 (measured below, in its test).
+- The float32 error against float64 im2col at the nets' sizes (FLOAT32_ERROR): F(2x2, 5x5)
+  at conv2's (48 channels a group): forward and dx within 1e-5, dW within 4e-5 (measured
+  3.5e-6, 3.9e-6, 1.3e-5; float32 im2col's: 4e-7); F(3x3, 3x3) at conv4's (192 channels a
+  group): all three within 1e-5 (measured 3.4e-6, 4.0e-6, 2.2e-6).
 - The backward is a true gradient: central differences in float64, tolerance 1e-6.
 - TINYALEX_NO_WINOGRAD=1 takes the im2col fast path instead.
 """
@@ -223,47 +223,39 @@ def test_fast_conv_by_winograd_equals_readable_im2col(name, dtype, r, monkeypatc
         assert rel_error(ours, ref) < TOL[r][dtype], what
 
 
-def test_float32_error_of_5x5_is_bounded(monkeypatch):
-    """conv2's shape, one group (48 channels in, 64 kernels), 13x13, float32 through
-    F(2x2, 5x5) against float64 im2col: forward and dx within 1e-5, dW within 4e-5, where
-    float32 im2col stays within 1e-6 (the price of 2.78x fewer multiplications)."""
+# The nets' layers whose float32 error is bounded: (C, F, groups, r), the algorithm, and
+# the bounds for forward and dx, and for dW. Measured: F(2x2, 5x5) at conv2's shape (one
+# group: 48 channels in, 64 kernels) 3.5e-6, 3.9e-6, 1.3e-5; F(3x3, 3x3) at conv4's (384
+# channels in two groups of 192) 3.4e-6, 4.0e-6, 2.2e-6, where F(2x2, 3x3) gave 4.3e-7,
+# 5.7e-7, 7.2e-7; float32 im2col within 1e-6. The price of 2.78x fewer multiplications
+# than im2col, and of 1.25x (13x13) to 1.44x (6x6) fewer than F(2x2, 3x3).
+FLOAT32_ERROR = {
+    "5x5 conv2": ((48, 64, 1, 5), winograd.F2_5, 1e-5, 4e-5),
+    "3x3 conv4": ((384, 384, 2, 3), winograd.F3_3, 1e-5, 1e-5),
+}
+
+
+@pytest.mark.parametrize("name", list(FLOAT32_ERROR))
+def test_float32_error_is_bounded(name, monkeypatch):
+    """A net's layer on 13x13 maps, float32 through its Winograd algorithm against float64
+    im2col: forward and dx, and dW, within FLOAT32_ERROR's bounds; more than float32
+    im2col's (it is not im2col's code), which stays within 1e-6."""
+    (C, F, groups, r), alg, bound, bound_dW = FLOAT32_ERROR[name]
     rng = np.random.default_rng(5)
-    x = rng.standard_normal((4, 48, 13, 13))
-    W = rng.standard_normal((64, 48, 5, 5)) / np.sqrt(48 * 25)
-    b, dout = rng.standard_normal(64), rng.standard_normal((4, 64, 13, 13))
-    layer = _im2col_layer(x, W, b, 1, monkeypatch)
+    x = rng.standard_normal((4, C, 13, 13))
+    W = rng.standard_normal((F, C // groups, r, r)) / np.sqrt(C // groups * r * r)
+    b, dout = rng.standard_normal(F), rng.standard_normal((4, F, 13, 13))
+    layer = _im2col_layer(x, W, b, groups, monkeypatch)
     y_ref, dx_ref = layer.forward(x), layer.backward(dout)
     dW_ref = layer.grads["W"]
     f32 = [a.astype(np.float32) for a in (x, W, b, dout)]
-    y = kwino.conv_forward(*f32[:3], 1, 2, 1)
-    dW, _, dx = kwino.conv_backward(f32[0], f32[1], f32[3], 1, 2, 1)
-    assert rel_error(y, y_ref) < 1e-5 and rel_error(dx, dx_ref) < 1e-5
-    assert rel_error(dW, dW_ref) < 4e-5
-    im2col = _im2col_layer(f32[0], f32[1], f32[2], 1, monkeypatch)
-    assert rel_error(im2col.forward(f32[0]), y_ref) < 1e-6
-    assert rel_error(im2col.backward(f32[3]), dx_ref) < 1e-6
-
-
-def test_float32_error_of_3x3_tiles_is_bounded(monkeypatch):
-    """conv4's shape (384 channels in two groups of 192, 13x13), float32 through F(3x3,
-    3x3) against float64 im2col: forward, dx and dW within 1e-5 (measured 3.4e-6, 4.0e-6,
-    2.2e-6; F(2x2, 3x3)'s 4.3e-7, 5.7e-7, 7.2e-7; float32 im2col's within 1e-6: the price
-    of 1.25x fewer multiplications on 13x13 than F(2x2, 3x3), 1.44x on 6x6)."""
-    rng = np.random.default_rng(5)
-    x = rng.standard_normal((4, 384, 13, 13))
-    W = rng.standard_normal((384, 192, 3, 3)) / np.sqrt(192 * 9)
-    b, dout = rng.standard_normal(384), rng.standard_normal((4, 384, 13, 13))
-    layer = _im2col_layer(x, W, b, 2, monkeypatch)
-    y_ref, dx_ref = layer.forward(x), layer.backward(dout)
-    dW_ref = layer.grads["W"]
-    f32 = [a.astype(np.float32) for a in (x, W, b, dout)]
-    assert kwino.same_size(f32[0], f32[1]).tf.alg is winograd.F3_3
-    y = kwino.conv_forward(*f32[:3], 1, 1, 2)
-    dW, _, dx = kwino.conv_backward(f32[0], f32[1], f32[3], 1, 1, 2)
-    assert rel_error(y, y_ref) < 1e-5 and rel_error(dx, dx_ref) < 1e-5
-    assert rel_error(dW, dW_ref) < 1e-5
-    assert rel_error(y, y_ref) > 1e-6  # it does round more than im2col: not im2col's code
-    im2col = _im2col_layer(f32[0], f32[1], f32[2], 2, monkeypatch)
+    assert kwino.same_size(f32[0], f32[1]).tf.alg is alg
+    y = kwino.conv_forward(*f32[:3], 1, r // 2, groups)
+    dW, _, dx = kwino.conv_backward(f32[0], f32[1], f32[3], 1, r // 2, groups)
+    assert rel_error(y, y_ref) < bound and rel_error(dx, dx_ref) < bound
+    assert rel_error(dW, dW_ref) < bound_dW
+    assert rel_error(y, y_ref) > 1e-6
+    im2col = _im2col_layer(f32[0], f32[1], f32[2], groups, monkeypatch)
     assert rel_error(im2col.forward(f32[0]), y_ref) < 1e-6
     assert rel_error(im2col.backward(f32[3]), dx_ref) < 1e-6
 

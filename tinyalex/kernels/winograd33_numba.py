@@ -17,7 +17,6 @@ import numba
 import numpy as np
 
 from .conv import _U  # unsigned indices: kernels/conv.py says why
-from .threads import in_pieces
 from .winograd5_numba import _from_hwc, _to_hwc, _x2, _x4
 
 # The filter's transforms run once a call on the weights: float64 constants.
@@ -76,22 +75,6 @@ def _filter_grad(dU, dW, f0, f1):
             _gt_rows(half[h], half[h + 1], half[h + 2], half[h + 3], half[h + 4],
                      taps[3 * a], taps[3 * a + 1], taps[3 * a + 2], C)
         dW[f].reshape(C, 9)[:] = taps.T
-
-
-def winograd_filter(W):
-    """Twin of winograd.filter_transform(W, winograd.F3_3)."""
-    W = np.ascontiguousarray(W)
-    U = np.empty((25,) + W.shape[:2], dtype=W.dtype)
-    in_pieces(lambda f0, f1: _filter(W, U, f0, f1), W.shape[0])
-    return U
-
-
-def winograd_filter_grad(dU, dtype):
-    """Twin of winograd.filter_gradient(dU, dtype, winograd.F3_3)."""
-    dU = np.ascontiguousarray(dU)
-    dW = np.empty(dU.shape[1:] + (3, 3), dtype=dU.dtype)
-    in_pieces(lambda f0, f1: _filter_grad(dU, dW, f0, f1), dW.shape[0])
-    return dW.astype(dtype, copy=False)
 
 
 @numba.njit(inline="always")

@@ -25,7 +25,6 @@ import numba
 import numpy as np
 
 from .conv import _U  # unsigned indices: kernels/conv.py says why
-from .threads import in_pieces
 
 
 # Integer multiples as sums: numba would turn 4 * (a float32) into a float64.
@@ -108,22 +107,6 @@ def _filter_grad(dU, dW, f0, f1):
                       half[h + 5], taps[5 * a], taps[5 * a + 1], taps[5 * a + 2],
                       taps[5 * a + 3], taps[5 * a + 4], C)
         dW[f].reshape(C, 25)[:] = taps.T
-
-
-def winograd_filter(W):
-    """Twin of winograd.filter_transform for 5x5 filters."""
-    W = np.ascontiguousarray(W)
-    U = np.empty((36,) + W.shape[:2], dtype=W.dtype)
-    in_pieces(lambda f0, f1: _filter(W, U, f0, f1), W.shape[0])
-    return U
-
-
-def winograd_filter_grad(dU, dtype):
-    """Twin of winograd.filter_gradient for F(2x2, 5x5)."""
-    dU = np.ascontiguousarray(dU)
-    dW = np.empty(dU.shape[1:] + (5, 5), dtype=dU.dtype)
-    in_pieces(lambda f0, f1: _filter_grad(dU, dW, f0, f1), dW.shape[0])
-    return dW.astype(dtype, copy=False)
 
 
 

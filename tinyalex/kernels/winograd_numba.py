@@ -115,22 +115,6 @@ def _winograd_filter_grad(dU, dW, f0, f1):
         dW[f].reshape(C, 9)[:] = taps.T
 
 
-def winograd_filter(W):
-    """Twin of winograd.filter_transform."""
-    W = np.ascontiguousarray(W)
-    U = np.empty((16,) + W.shape[:2], dtype=W.dtype)
-    in_pieces(lambda f0, f1: _winograd_filter(W, U, f0, f1), W.shape[0])
-    return U
-
-
-def winograd_filter_grad(dU, dtype):
-    """Twin of winograd.filter_gradient."""
-    dU = np.ascontiguousarray(dU)
-    dW = np.empty(dU.shape[1:] + (3, 3), dtype=dU.dtype)
-    in_pieces(lambda f0, f1: _winograd_filter_grad(dU, dW, f0, f1), dW.shape[0])
-    return dW.astype(dtype, copy=False)
-
-
 @numba.njit(inline="always")
 def _plane_to_tiles(plane, V, c, t, th, tw):
     """V[:, c, t...] for the th x tw tiles of one padded plane, from tile number t on."""
@@ -290,10 +274,11 @@ def _winograd_tasks(N: int, tiles_per_image: int) -> list:
 class _Transforms(NamedTuple):
     """One F(m x m, r x r)'s Numba transforms (``alg``); K = (m + r - 1)^2 products per
     tile. The frequency arrays are (K, C or F, tiles), or, when ``channels_last``, (K, G,
-    tiles, C/G or F/G) (kernels/winograd5_numba.py)."""
+    tiles, C/G or F/G) (kernels/winograd5_numba.py). The filter kernels do filters f0..f1
+    of (W, U, f0, f1) and (dU, dW, f0, f1); ``filter`` and ``filter_grad`` run them."""
     alg: winograd.Winograd
-    filter: Callable
-    filter_grad: Callable
+    filter_kernel: Callable
+    filter_grad_kernel: Callable
     input: Callable
     input_grad: Callable
     output: Callable
@@ -309,15 +294,32 @@ class _Transforms(NamedTuple):
         """(m, r): the key of WINOGRAD_PASS_TILES and BACKWARD_GEMM_TILES."""
         return self.alg.m, self.alg.r
 
+    def filter(self, W):
+        """Twin of winograd.filter_transform(W, alg): W (F, C, r, r) -> U (K, F, C), the
+        filters split among the workers (threads.in_pieces)."""
+        W = np.ascontiguousarray(W)
+        U = np.empty((self.K,) + W.shape[:2], dtype=W.dtype)
+        in_pieces(lambda f0, f1: self.filter_kernel(W, U, f0, f1), W.shape[0])
+        return U
+
+    def filter_grad(self, dU, dtype):
+        """Twin of winograd.filter_gradient(dU, dtype, alg): dU (K, F, C) -> dW (F, C, r,
+        r), the filters split among the workers."""
+        dU = np.ascontiguousarray(dU)
+        r = self.alg.r
+        dW = np.empty(dU.shape[1:] + (r, r), dtype=dU.dtype)
+        in_pieces(lambda f0, f1: self.filter_grad_kernel(dU, dW, f0, f1), dW.shape[0])
+        return dW.astype(dtype, copy=False)
+
 
 TRANSFORMS = {
-    3: _Transforms(winograd.F2_3, winograd_filter, winograd_filter_grad, _winograd_input,
+    3: _Transforms(winograd.F2_3, _winograd_filter, _winograd_filter_grad, _winograd_input,
                    _winograd_input_grad, _winograd_output, _winograd_output_grad),
-    "3 by 3x3 tiles": _Transforms(winograd.F3_3, w33.winograd_filter,
-                                  w33.winograd_filter_grad, w33._input, w33._input_grad,
-                                  w33._output, w33._output_grad, channels_last=True),
-    5: _Transforms(winograd.F2_5, w5.winograd_filter, w5.winograd_filter_grad, w5._input,
-                   w5._input_grad, w5._output, w5._output_grad, channels_last=True),
+    "3 by 3x3 tiles": _Transforms(winograd.F3_3, w33._filter, w33._filter_grad, w33._input,
+                                  w33._input_grad, w33._output, w33._output_grad,
+                                  channels_last=True),
+    5: _Transforms(winograd.F2_5, w5._filter, w5._filter_grad, w5._input, w5._input_grad,
+                   w5._output, w5._output_grad, channels_last=True),
 }
 
 

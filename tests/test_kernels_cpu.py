@@ -39,9 +39,9 @@ import pytest
 
 from tinyalex.gradcheck import rel_error
 from tinyalex.kernels import conv as kconv
+from tinyalex.kernels import gemm_numba, registry
 from tinyalex.kernels import lrn as klrn
 from tinyalex.kernels import pool as kpool
-from tinyalex.kernels import registry
 from tinyalex.kernels import relu as krelu
 from tinyalex.kernels import sgd as ksgd
 from tinyalex.kernels import threads as kthreads
@@ -338,6 +338,14 @@ CONV_LAYER_CASES = {
                                            padding=1, groups=2)),
     "s2-p1-rect":  ((5, 4, 9, 7), dict(in_channels=4, out_channels=6, kernel_size=3, stride=2,
                                        padding=1)),
+    # few taps (gemm_numba.suits): 12 filters and 10x10 = 100 pixels leave edge blocks
+    "small-conv1": ((3, 3, 20, 20), dict(in_channels=3, out_channels=12, kernel_size=5,
+                                         stride=2, padding=2)),
+    "few-taps-g2": ((2, 4, 9, 9), dict(in_channels=4, out_channels=10, kernel_size=3,
+                                       stride=2, groups=2)),
+    # 144 taps: OpenBLAS's products, 6x6 maps: several images share one GEMM
+    "many-taps":   ((31, 16, 11, 11), dict(in_channels=16, out_channels=8, kernel_size=3,
+                                           stride=2, padding=1)),
 }
 
 
@@ -398,16 +406,29 @@ def test_conv_workers_after_fork(fast_on):
     pytest.fail("the forked child's conv hung")
 
 
-def test_conv_batch_parallel_does_not_depend_on_threads(fast_on):
+THREADS_CASES = {  # Conv2D arguments, input (N, C, H, W), need_input_grad
+    "winograd": (dict(in_channels=12, out_channels=16, kernel_size=3, padding=1, groups=2),
+                 (19, 12, 12, 13), True),
+    "few-taps": (dict(in_channels=3, out_channels=12, kernel_size=5, stride=2, padding=2),
+                 (19, 3, 12, 13), True),
+    "few-taps, first layer": (dict(in_channels=3, out_channels=12, kernel_size=5, stride=2,
+                                   padding=2), (19, 3, 12, 13), False),
+}
+
+
+@pytest.mark.parametrize("case", list(THREADS_CASES))
+def test_conv_batch_parallel_does_not_depend_on_threads(case, fast_on):
     """Bitwise the same with 1 worker as with 2 (tasks and the dW sum order are fixed), a
     non-contiguous input included; OpenBLAS's thread count is put back afterwards."""
     import numba
 
     rng = np.random.default_rng(9)
-    layer = Conv2D(12, 16, 3, padding=1, groups=2, weight_std=0.1, rng=0)
-    x = rng.standard_normal((19, 13, 12, 13), dtype=np.float32).transpose(0, 3, 2, 1)[:, :12]
+    kwargs, (N, C, H, W), need_input_grad = THREADS_CASES[case]
+    layer = Conv2D(**kwargs, weight_std=0.1, rng=0)
+    layer.need_input_grad = need_input_grad
+    x = rng.standard_normal((N, W, H, C + 1), dtype=np.float32).transpose(0, 3, 2, 1)[:, :C]
     assert not x.flags.c_contiguous
-    dout = rng.standard_normal((19, 16, 12, 13), dtype=np.float32)
+    dout = rng.standard_normal((N,) + layer.output_shape((C, H, W)), dtype=np.float32)
     before = kthreads.OPENBLAS_THREADS[0]()
     results = []
     for threads in (1, 2):
@@ -419,11 +440,75 @@ def test_conv_batch_parallel_does_not_depend_on_threads(fast_on):
     assert kthreads.OPENBLAS_THREADS[0]() == before
     (y1, dx1, g1, _), (y2, dx2, g2, _) = results
     assert_identical(y1, y2, "forward")
-    assert_identical(dx1, dx2, "dx")
+    assert (dx1 is None) == (dx2 is None) == (not need_input_grad)
+    if need_input_grad:
+        assert_identical(dx1, dx2, "dx")
     assert_identical(g1["W"], g2["W"], "dW")
     assert_identical(g1["b"], g2["b"], "db")
     contiguous = run_layer(layer, np.ascontiguousarray(x), dout)
     assert_identical(contiguous[0], y2, "forward, contiguous input")
+
+
+# ------------------------------------------------- few taps: kernels/gemm_numba.py
+
+GEMM_SHAPES = [(96, 75, 784), (12, 75, 100), (5, 18, 16), (1, 1, 1), (33, 27, 37), (8, 128, 48)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("F, K, P", GEMM_SHAPES)
+def test_few_taps_products(F, K, P, dtype):
+    """gemm_numba.forward = W @ cols + b and weight_grad adds d @ cols.T, within CONV_TOL of
+    NumPy's products, for sizes that leave partial blocks; the forward never reads the
+    columns past P into out (they are NaN here) and neither writes outside its rows."""
+    rng = np.random.default_rng(F * K * P)
+    W = rng.standard_normal((F, K)).astype(dtype)
+    b = rng.standard_normal(F).astype(dtype)
+    cols = np.full((K, gemm_numba.padded(P)), np.nan, dtype)
+    cols[:, :P] = rng.standard_normal((K, P))
+    framed = np.full((F + 2, P), 7.0, dtype)  # a row either side of out, to see stray writes
+    gemm_numba.forward(np.ascontiguousarray(W.T), cols, b, framed[1:-1], P)
+    assert rel_error(framed[1:-1], W @ cols[:, :P] + b[:, None]) < CONV_TOL[dtype]
+    assert (framed[[0, -1]] == 7).all()
+
+    cols[:, P:] = 0
+    d = rng.standard_normal((F, P)).astype(dtype)
+    dW0 = rng.standard_normal((F, K)).astype(dtype)
+    framed = np.full((F + 2, K), 7.0, dtype)
+    framed[1:-1] = dW0
+    gemm_numba.weight_grad(d, cols, framed[1:-1], P)
+    assert rel_error(framed[1:-1], dW0 + d @ cols[:, :P].T) < CONV_TOL[dtype]
+    assert (framed[[0, -1]] == 7).all()
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+def test_few_taps_match_openblas_and_the_timed_steps(dtype, monkeypatch, fast_on):
+    """The small net's conv1 shape through gemm_numba equals the OpenBLAS products
+    (MAX_K = 0 sends it there) within CONV_TOL (db, summed over other tasks, DB_TOL); and the one-call-per-step
+    path the benchmark's time split runs (kernels.threads.start_tally) gives the same bits
+    as the one Numba call per task."""
+    rng = np.random.default_rng(10)
+    x = rng.standard_normal((6, 3, 24, 24)).astype(dtype)
+    W = (0.1 * rng.standard_normal((24, 3, 5, 5))).astype(dtype)
+    b = rng.standard_normal(24).astype(dtype)
+    dout = rng.standard_normal((6, 24, 12, 12)).astype(dtype)
+
+    def run():
+        return (kconv.conv_forward(x, W, b, 2, 2, 1), *kconv.conv_backward(x, W, dout, 2, 2, 1, False))
+
+    y, dW, db, dx = run()
+    assert dx is None
+    kthreads.start_tally()
+    try:
+        for a, b_, what in zip(run(), (y, dW, db, dx), ["forward", "dW", "db", "dx"]):
+            if a is not None:
+                assert_identical(a, b_, what + ", timed steps")
+    finally:
+        kthreads.stop_tally()
+    monkeypatch.setattr(gemm_numba, "MAX_K", 0)
+    y_blas, dW_blas, db_blas, _ = run()
+    assert rel_error(y, y_blas) < CONV_TOL[dtype]
+    assert rel_error(dW, dW_blas) < CONV_TOL[dtype]
+    assert rel_error(db, db_blas) < DB_TOL[dtype]
 
 
 def test_partial_sums_in_task_order_on_any_thread_count():

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from . import gemm_numba, threads
 from .shapes import conv_output_size
 from .threads import JIT, run_tasks, serial_twin, sum_in_task_order, timed
 
@@ -184,9 +185,10 @@ def _ceil_div(a: int, b: int) -> int:
     return -(-a // b)
 
 
-def _conv_tasks(N: int, P: int) -> tuple[int, list]:
-    """Images per GEMM and the tasks: fixed slices of range(N), each a multiple of it."""
-    per_gemm = min(N, max(1, _ceil_div(CONV_MIN_COLUMNS, P)))
+def _conv_tasks(N: int, P: int, one_image: bool = False) -> tuple[int, list]:
+    """Images per GEMM (1 if one_image) and the tasks: fixed slices of range(N), each a
+    multiple of it."""
+    per_gemm = 1 if one_image else min(N, max(1, _ceil_div(CONV_MIN_COLUMNS, P)))
     per_task = per_gemm * _ceil_div(_ceil_div(N, per_gemm), CONV_MAX_TASKS)
     return per_gemm, [slice(start, min(N, start + per_task)) for start in range(0, N, per_task)]
 
@@ -203,6 +205,8 @@ def conv_forward(x, W, b, stride, pad, groups):
     -> out (N, F, OH, OW) = the grouped im2col products plus b."""
     x = np.ascontiguousarray(x)
     N, F, kh, kw, OH, OW, Fg, Kg = _conv_geometry(x.shape, W.shape, stride, pad, groups)
+    if gemm_numba.suits(Kg):
+        return _few_taps_forward(x, W, b, stride, pad, groups)
     P = OH * OW
     Wg = np.ascontiguousarray(W).reshape(groups, Fg, Kg)
     b = np.ascontiguousarray(b)
@@ -239,6 +243,8 @@ def conv_backward(x, W, dout, stride, pad, groups, need_input_grad=True):
     x = np.ascontiguousarray(x)
     dout = np.ascontiguousarray(dout)
     N, F, kh, kw, OH, OW, Fg, Kg = _conv_geometry(x.shape, W.shape, stride, pad, groups)
+    if gemm_numba.suits(Kg):
+        return _few_taps_backward(x, W, dout, stride, pad, groups, need_input_grad)
     P = OH * OW
     Wg = np.ascontiguousarray(W).reshape(groups, Fg, Kg)
     d = dout.reshape(N, F, P)
@@ -281,3 +287,107 @@ def conv_backward(x, W, dout, stride, pad, groups, need_input_grad=True):
     dW, db = sum_in_task_order(dW_parts), sum_in_task_order(db_parts)
     return dW.reshape(W.shape), db.astype(x.dtype), dx
 
+
+
+# ----------------------------------------- few taps: the products of kernels/gemm_numba.py
+#
+# A layer whose groups have few taps (K = C/G*kh*kw <= gemm_numba.MAX_K: the small nets'
+# conv1, K = 75) runs its forward and dW products in kernels/gemm_numba.py, one image at a
+# time, the bias added as the forward product is stored. Each task's images run in one
+# Numba call (_few_taps_*_images), not a Python loop over them: that loop cost 0.6 ms of the
+# forward's 9.5 and 1.2 of the backward's 12 (small net conv1, batch 128, 2 cores). With
+# the benchmark's time split on (and for dx), the same steps run one call each, timed.
+
+@numba.njit(nogil=True, cache=True)
+def _few_taps_forward_images(x, Wt, b, out, cols, start, stop, kh, kw, stride, pad, OH, OW):
+    """out[n] for n in [start, stop). Wt (G, Kg, Fg), b (G, Fg), out (N, G, Fg, P),
+    cols (G, Kg, >= padded(P)) scratch."""
+    G, Kg, _ = Wt.shape
+    P = OH * OW
+    rows = cols.reshape(G * Kg, cols.shape[2])[:, :P]
+    for n in range(start, stop):
+        _im2col_serial(x[n:n + 1], rows, kh, kw, stride, pad, OH, OW)
+        for g in range(G):
+            gemm_numba.forward(Wt[g], cols[g], b[g], out[n, g], P)
+
+
+@numba.njit(nogil=True, cache=True)
+def _few_taps_weight_grad_images(x, d, dW, db, cols, start, stop, kh, kw, stride, pad, OH, OW):
+    """dW (G, Fg, Kg) and db (F,) float64 += the images' in [start, stop). d (N, G, Fg, P),
+    cols (G, Kg, padded(P)) scratch, zeros past P."""
+    G, Fg, Kg = dW.shape
+    P = OH * OW
+    rows = cols.reshape(G * Kg, cols.shape[2])[:, :P]
+    for n in range(start, stop):
+        _add_channel_sums(d[n:n + 1].reshape(1, G * Fg, P), db)  # d now in cache for dW
+        _im2col_serial(x[n:n + 1], rows, kh, kw, stride, pad, OH, OW)
+        for g in range(G):
+            gemm_numba.weight_grad(d[n, g], cols[g], dW[g], P)
+
+
+def _few_taps_forward(x, W, b, stride, pad, groups):
+    """conv_forward for gemm_numba.suits(Kg)."""
+    N, F, kh, kw, OH, OW, Fg, Kg = _conv_geometry(x.shape, W.shape, stride, pad, groups)
+    P = OH * OW
+    Wt = np.ascontiguousarray(W.reshape(groups, Fg, Kg).transpose(0, 2, 1), dtype=x.dtype)
+    b = np.ascontiguousarray(b, dtype=x.dtype).reshape(groups, Fg)
+    out = np.empty((N, groups, Fg, P), dtype=x.dtype)
+    _, tasks = _conv_tasks(N, P, one_image=True)
+
+    def task(t):
+        cols = np.empty((groups, Kg, gemm_numba.padded(P)), dtype=x.dtype)
+        chunk = tasks[t]
+        if threads.TALLY is None:
+            _few_taps_forward_images(x, Wt, b, out, cols, chunk.start, chunk.stop,
+                                     kh, kw, stride, pad, OH, OW)
+            return
+        rows = cols.reshape(groups * Kg, -1)[:, :P]
+        for n in range(chunk.start, chunk.stop):
+            with timed("transform"):
+                _im2col_serial(x[n:n + 1], rows, kh, kw, stride, pad, OH, OW)
+            with timed("gemm"):
+                for g in range(groups):
+                    gemm_numba.forward(Wt[g], cols[g], b[g], out[n, g], P)
+
+    run_tasks(task, len(tasks))
+    return out.reshape(N, F, OH, OW)
+
+
+def _few_taps_backward(x, W, dout, stride, pad, groups, need_input_grad):
+    """conv_backward for gemm_numba.suits(Kg); dx, where asked for, by OpenBLAS."""
+    N, F, kh, kw, OH, OW, Fg, Kg = _conv_geometry(x.shape, W.shape, stride, pad, groups)
+    P = OH * OW
+    W = np.ascontiguousarray(W, dtype=x.dtype).reshape(groups, Fg, Kg)
+    d = np.ascontiguousarray(dout, dtype=x.dtype).reshape(N, groups, Fg, P)
+    _, tasks = _conv_tasks(N, P, one_image=True)
+    dW_parts = np.zeros((len(tasks), groups, Fg, Kg), dtype=x.dtype)
+    db_parts = np.zeros((len(tasks), F), dtype=np.float64)
+    dx = np.empty_like(x) if need_input_grad else None
+
+    def task(t):
+        cols = np.zeros((groups, Kg, gemm_numba.padded(P)), dtype=x.dtype)
+        chunk = tasks[t]
+        if dx is None and threads.TALLY is None:
+            _few_taps_weight_grad_images(x, d, dW_parts[t], db_parts[t], cols, chunk.start,
+                                         chunk.stop, kh, kw, stride, pad, OH, OW)
+            return
+        rows = cols.reshape(groups * Kg, -1)[:, :P]
+        d_cols = np.empty((groups * Kg, P), dtype=x.dtype) if dx is not None else None
+        for n in range(chunk.start, chunk.stop):
+            with timed("elementwise"):
+                _add_channel_sums(d[n:n + 1].reshape(1, F, P), db_parts[t])
+            with timed("transform"):
+                _im2col_serial(x[n:n + 1], rows, kh, kw, stride, pad, OH, OW)
+            with timed("gemm"):
+                for g in range(groups):
+                    gemm_numba.weight_grad(d[n, g], cols[g], dW_parts[t, g], P)
+            if dx is not None:
+                with timed("gemm"):
+                    for g in range(groups):
+                        np.matmul(W[g].T, d[n, g], out=d_cols[g * Kg:(g + 1) * Kg])
+                with timed("transform"):
+                    _col2im_serial(d_cols, dx[n:n + 1], kh, kw, stride, pad, OH, OW)
+
+    run_tasks(task, len(tasks))
+    dW, db = sum_in_task_order(dW_parts), sum_in_task_order(db_parts)
+    return dW.reshape(groups * Fg, -1, kh, kw), db.astype(x.dtype), dx

@@ -110,18 +110,26 @@ IM2COL_CASES = {
     "kernel=input":    ((3, 2, 5, 5), 5, 1, 0),
     "1x1":             ((3, 4, 5, 7), 1, 1, 0),
     "leftover":        ((1, 2, 10, 9), 3, 4, 1),   # (H + 2p - k) % s != 0
+    "small-conv1":     ((2, 3, 20, 20), 5, 2, 2),
+    "pad>stride-s2":   ((2, 1, 5, 7), 5, 2, 4),    # shifted rows whose last column is padding
 }
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
 @pytest.mark.parametrize("case", list(IM2COL_CASES))
 def test_im2col_col2im(case, dtype, readable):
-    """im2col is a copy and col2im adds in the same order: both bitwise equal."""
+    """im2col is a copy and col2im adds in the same order: both bitwise equal (im2col's
+    serial twin too, which the convolution's workers run, into wider rows)."""
     shape, k, s, p = IM2COL_CASES[case]
     rng = np.random.default_rng(0)
     x = rng.standard_normal(shape).astype(dtype)
     cols = kconv.im2col(x, k, k, s, p)
     assert_identical(cols, readable(conv.im2col, x, k, k, s, p), "im2col")
+    wide = np.full((cols.shape[0], cols.shape[1] + 5), np.nan, dtype)
+    OH, OW = (shape[2] + 2 * p - k) // s + 1, (shape[3] + 2 * p - k) // s + 1
+    kconv._im2col_serial(x, wide[:, :cols.shape[1]], k, k, s, p, OH, OW)
+    assert_identical(wide[:, :cols.shape[1]], cols, "serial im2col")
+    assert np.isnan(wide[:, cols.shape[1]:]).all()
     dcols = rng.standard_normal(cols.shape).astype(dtype)
     assert_identical(kconv.col2im(dcols, shape, k, k, s, p),
                      readable(conv.col2im, dcols, shape, k, k, s, p), "col2im")

@@ -36,40 +36,65 @@ def _valid_range(out_size, stride, offset, size):
 _U = np.uint64
 
 
+# Most rows of cols are copies of another row, shifted: tap (c, i, j) sees what tap
+# (c, i, j - stride) sees one output column to the right, and what tap (c, i - stride, j)
+# sees one output row down. So only the taps with i, j < stride gather from x (4 of 25 for
+# 5x5 stride 2); the others copy a row already in cache, contiguously, and gather only the
+# last column (or row) of their outputs. im2col of one image, small net's conv1 (5x5
+# stride 2): 19-21 -> 12-13 us; paper conv2 (5x5 stride 1) 342 -> 175, conv1 370 -> 224.
 @numba.njit(**JIT)
 def _im2col(x, cols, kh, kw, stride, pad, OH, OW):
     N, C, H, W = x.shape
+    P = OH * OW
     flat = x.reshape(-1)
-    for row in numba.prange(C * kh * kw):
-        c = row // (kh * kw)
-        i = (row // kw) % kh
-        j = row % kw
-        off = j - pad
-        lo, hi = _valid_range(OW, stride, off, W)
-        dst_row = cols[row]
-        for n in range(N):
-            base = n * OH * OW
-            for oh in range(OH):
-                h = oh * stride - pad + i
-                dst = base + oh * OW
-                if h < 0 or h >= H:
-                    for ow in range(OW):
-                        dst_row[_U(dst + ow)] = 0
+    for c in numba.prange(C):  # a channel's rows in order: a row copies an earlier one
+        for i in range(kh):
+            for j in range(kw):
+                dst_row = cols[(c * kh + i) * kw + j]
+                if j >= stride:  # tap j - stride's row one to the left; then each last column
+                    left = cols[(c * kh + i) * kw + j - stride]
+                    for q in range(_U(N * P - 1)):
+                        dst_row[q] = left[q + 1]
+                    w = (OW - 1) * stride - pad + j
+                    for n in range(N):
+                        for oh in range(OH):
+                            h = oh * stride - pad + i
+                            inside = 0 <= h < H and w < W
+                            dst_row[_U(n * P + oh * OW + OW - 1)] = (
+                                flat[_U(((n * C + c) * H + h) * W + w)] if inside else 0)
                     continue
-                src = ((n * C + c) * H + h) * W + off  # x[n, c, h, off]
-                # Plain loops, not slice assignments (each slice is an array object), and a
-                # stride-1 branch whose copy is contiguous: paper conv2 1.3 -> 1.0 ms/image.
-                for ow in range(lo):
-                    dst_row[_U(dst + ow)] = 0
-                if stride == 1:
-                    d, s = _U(dst + lo), _U(src + lo)
-                    for k in range(_U(hi - lo)):
-                        dst_row[d + k] = flat[s + k]
-                else:
-                    for ow in range(lo, hi):
-                        dst_row[_U(dst + ow)] = flat[_U(src + ow * stride)]
-                for ow in range(hi, OW):
-                    dst_row[_U(dst + ow)] = 0
+                first = 0
+                if i >= stride:  # tap i - stride's row one output row up; then the last row
+                    up = cols[(c * kh + i - stride) * kw + j]
+                    for n in range(N):
+                        start = _U(n * P)
+                        for q in range(_U((OH - 1) * OW)):
+                            dst_row[start + q] = up[start + q + _U(OW)]
+                    first = OH - 1
+                off = j - pad
+                lo, hi = _valid_range(OW, stride, off, W)
+                for n in range(N):
+                    for oh in range(first, OH):
+                        h = oh * stride - pad + i
+                        dst = n * P + oh * OW
+                        if h < 0 or h >= H:
+                            for ow in range(OW):
+                                dst_row[_U(dst + ow)] = 0
+                            continue
+                        src = ((n * C + c) * H + h) * W + off  # x[n, c, h, off]
+                        # Plain loops, not slice assignments (each slice is an array
+                        # object), and a stride-1 branch whose copy is contiguous.
+                        for ow in range(lo):
+                            dst_row[_U(dst + ow)] = 0
+                        if stride == 1:
+                            d, s = _U(dst + lo), _U(src + lo)
+                            for k in range(_U(hi - lo)):
+                                dst_row[d + k] = flat[s + k]
+                        else:
+                            for ow in range(lo, hi):
+                                dst_row[_U(dst + ow)] = flat[_U(src + ow * stride)]
+                        for ow in range(hi, OW):
+                            dst_row[_U(dst + ow)] = 0
 
 
 def im2col(x, kh, kw, stride, pad):

@@ -690,14 +690,16 @@ def main(argv=None) -> int:
     for var in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"):
         if os.environ.get(var):
             print(f"note: {var}={os.environ[var]} is set; a user's machine would not set it")
-    from ..kernels import registry
+    from ..kernels import gemm_numba, registry
     if not (registry.fast_kernels_on() and registry.batch_parallel_conv()):
         print("convolutions: the readable im2col body (no batch-parallel conv on this BLAS, "
               "or TINYALEX_NO_NUMBA is set)")
     elif registry.use_winograd(3, 3, 1, 1):
         print("convolutions: 3x3 and 5x5 stride-1 by Winograd F(3x3,3x3) and F(2x2,5x5), "
               "strided ones of 3 phases and 48+ channels (the paper's conv1) by F(2x2,3x3) on "
-              "their space-to-depth maps, the others by im2col")
+              "their space-to-depth maps, the others by im2col (its products by Numba's "
+              f"register-blocked kernels where a group has <= {gemm_numba.MAX_K} taps, the small "
+              "nets' conv1; else OpenBLAS)")
     else:
         print("convolutions: all by im2col (TINYALEX_NO_WINOGRAD is set)")
     print(f"net: {args.arch}, {args.num_classes} classes, batch {args.batch_size}, float32")

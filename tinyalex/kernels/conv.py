@@ -32,7 +32,9 @@ def _valid_range(out_size, stride, offset, size):
 # index for a negative value to wrap around (Python's a[-1]), and that check keeps LLVM
 # from vectorising a copy whose offset it cannot prove >= 0 (here `ow + off`, off = j - pad).
 # Unsigned indices skip it: im2col measured 3-4x faster (paper conv2, one image: 2.3 ->
-# 0.6 ms). x must be C-contiguous (it is read flat); cols may be a view of wider rows.
+# 0.6 ms). x must be C-contiguous (it is read flat). cols may have more columns than
+# N*OH*OW (only those are written): pass the whole buffer, not a view of its first
+# columns, whose rows numba would address with a stride it cannot vectorise over.
 _U = np.uint64
 
 
@@ -246,7 +248,7 @@ def conv_forward(x, W, b, stride, pad, groups):
             n = min(per_gemm, chunk.stop - start)
             c = cols[:, :n * P]
             with timed("transform"):
-                _im2col_serial(x[start:start + n], c, kh, kw, stride, pad, OH, OW)
+                _im2col_serial(x[start:start + n], cols, kh, kw, stride, pad, OH, OW)
             target = out[start].reshape(F, P) if n == 1 else y[:, :n * P]
             with timed("gemm"):
                 for g in range(groups):
@@ -289,7 +291,7 @@ def conv_backward(x, W, dout, stride, pad, groups, need_input_grad=True):
             n = min(per_gemm, chunk.stop - start)
             c = cols[:, :n * P]
             with timed("transform"):
-                _im2col_serial(x[start:start + n], c, kh, kw, stride, pad, OH, OW)
+                _im2col_serial(x[start:start + n], cols, kh, kw, stride, pad, OH, OW)
             if n == 1:
                 dc = d[start]
             else:
@@ -329,7 +331,7 @@ def _few_taps_forward_images(x, Wt, b, out, cols, start, stop, kh, kw, stride, p
     cols (G, Kg, >= padded(P)) scratch."""
     G, Kg, _ = Wt.shape
     P = OH * OW
-    rows = cols.reshape(G * Kg, cols.shape[2])[:, :P]
+    rows = cols.reshape(G * Kg, cols.shape[2])
     for n in range(start, stop):
         _im2col_serial(x[n:n + 1], rows, kh, kw, stride, pad, OH, OW)
         for g in range(G):
@@ -342,7 +344,7 @@ def _few_taps_weight_grad_images(x, d, dW, db, cols, start, stop, kh, kw, stride
     cols (G, Kg, padded(P)) scratch, zeros past P."""
     G, Fg, Kg = dW.shape
     P = OH * OW
-    rows = cols.reshape(G * Kg, cols.shape[2])[:, :P]
+    rows = cols.reshape(G * Kg, cols.shape[2])
     for n in range(start, stop):
         _add_channel_sums(d[n:n + 1].reshape(1, G * Fg, P), db)  # d now in cache for dW
         _im2col_serial(x[n:n + 1], rows, kh, kw, stride, pad, OH, OW)
@@ -366,7 +368,7 @@ def _few_taps_forward(x, W, b, stride, pad, groups):
             _few_taps_forward_images(x, Wt, b, out, cols, chunk.start, chunk.stop,
                                      kh, kw, stride, pad, OH, OW)
             return
-        rows = cols.reshape(groups * Kg, -1)[:, :P]
+        rows = cols.reshape(groups * Kg, -1)
         for n in range(chunk.start, chunk.stop):
             with timed("transform"):
                 _im2col_serial(x[n:n + 1], rows, kh, kw, stride, pad, OH, OW)
@@ -396,7 +398,7 @@ def _few_taps_backward(x, W, dout, stride, pad, groups, need_input_grad):
             _few_taps_weight_grad_images(x, d, dW_parts[t], db_parts[t], cols, chunk.start,
                                          chunk.stop, kh, kw, stride, pad, OH, OW)
             return
-        rows = cols.reshape(groups * Kg, -1)[:, :P]
+        rows = cols.reshape(groups * Kg, -1)
         d_cols = np.empty((groups * Kg, P), dtype=x.dtype) if dx is not None else None
         for n in range(chunk.start, chunk.stop):
             with timed("elementwise"):

@@ -1,6 +1,7 @@
 """Numba twins of layers/conv.py: im2col, col2im, and the whole convolution forward and
 backward, batch-parallel (kernels/registry.py sends the 3x3 stride-1 pad-1 ones to
-kernels/winograd_numba.py instead, and runs neither without OpenBLAS).
+kernels/winograd_numba.py instead, and runs neither without OpenBLAS). A layer with few
+taps per group runs its products in kernels/gemm_numba.py, the others in OpenBLAS.
 
 Each public function has exactly the signature and result of the readable NumPy body it
 replaces (named in its docstring); tests/test_kernels_cpu.py proves them equal.

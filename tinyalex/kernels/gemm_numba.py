@@ -110,6 +110,20 @@ def _forward(Wt, cols, b, out, P):
                         out[f0 + i, p0 + lane] = edge[i, lane] + b[f0 + i]
 
 
+@numba.njit(inline="always")
+def _add_halves(vectors, out, half):
+    """One step of adding the lanes of 16 vectors pairwise: vectors (2n, 16) hold groups of
+    2*half partial sums; out[m] (n of them) gets each group of vectors[2m] and vectors[2m+1]
+    in half as many, its first and second halves added."""
+    groups = 8 // half
+    for m in range(out.shape[0]):
+        for h in range(2):
+            for g in range(groups):
+                for lane in range(half):
+                    out[m, half * (groups * h + g) + lane] = (vectors[2 * m + h, 2 * half * g + lane]
+                                                              + vectors[2 * m + h, 2 * half * g + lane + half])
+
+
 def _weight_grad(d, cols, dW, P):
     """dW[f, k] += sum over p < P of d[f, p] cols[k, p].
 
@@ -121,7 +135,7 @@ def _weight_grad(d, cols, dW, P):
     halves = numba.carray(_stack_array(128, d.dtype), (8, 16))
     quarters = numba.carray(_stack_array(64, d.dtype), (4, 16))
     eighths = numba.carray(_stack_array(32, d.dtype), (2, 16))
-    sums = numba.carray(_stack_array(16, d.dtype), (16,))
+    sums = numba.carray(_stack_array(16, d.dtype), (1, 16))
     whole = P - P % 16
     for f0 in range(0, F, 4):
         for k0 in range(0, K, 4):
@@ -146,34 +160,19 @@ def _weight_grad(d, cols, dW, P):
                             acc[4 * i + j, lane] += tail[i, lane] * col[_U(whole) + lane]
             # Each accumulator's 16 lanes added pairwise, 8 then 4, 2, 1 apart, two
             # accumulators' halves to a vector so that every step is one vector add (and
-            # two shuffles): sums[q] = the total of acc[q].
-            for m in range(8):
-                for h in range(2):
-                    for lane in range(8):
-                        halves[m, 8 * h + lane] = acc[2 * m + h, lane] + acc[2 * m + h, lane + 8]
-            for m in range(4):
-                for h in range(2):
-                    for g in range(2):
-                        for lane in range(4):
-                            quarters[m, 4 * (2 * h + g) + lane] = (halves[2 * m + h, 8 * g + lane]
-                                                                   + halves[2 * m + h, 8 * g + lane + 4])
-            for m in range(2):
-                for h in range(2):
-                    for g in range(4):
-                        for lane in range(2):
-                            eighths[m, 2 * (4 * h + g) + lane] = (quarters[2 * m + h, 4 * g + lane]
-                                                                  + quarters[2 * m + h, 4 * g + lane + 2])
-            for h in range(2):
-                for g in range(8):
-                    sums[8 * h + g] = eighths[h, 2 * g] + eighths[h, 2 * g + 1]
+            # two shuffles): sums[0, q] = the total of acc[q].
+            _add_halves(acc, halves, 8)
+            _add_halves(halves, quarters, 4)
+            _add_halves(quarters, eighths, 2)
+            _add_halves(eighths, sums, 1)
             if f0 + 4 <= F and k0 + 4 <= K:
                 for i in range(4):
                     for j in range(4):
-                        dW[f0 + i, k0 + j] += sums[4 * i + j]
+                        dW[f0 + i, k0 + j] += sums[0, 4 * i + j]
             else:
                 for i in range(min(4, F - f0)):
                     for j in range(min(4, K - k0)):
-                        dW[f0 + i, k0 + j] += sums[4 * i + j]
+                        dW[f0 + i, k0 + j] += sums[0, 4 * i + j]
 
 
 def _compiled(body, signatures):

@@ -112,6 +112,7 @@ IM2COL_CASES = {
     "leftover":        ((1, 2, 10, 9), 3, 4, 1),   # (H + 2p - k) % s != 0
     "small-conv1":     ((2, 3, 20, 20), 5, 2, 2),
     "pad>stride-s2":   ((2, 1, 5, 7), 5, 2, 4),    # shifted rows whose last column is padding
+    "one-column":      ((2, 2, 3, 1), 7, 1, 3),    # ... left of the input, too
 }
 
 

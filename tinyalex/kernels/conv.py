@@ -364,6 +364,7 @@ def _few_taps_forward(x, W, b, stride, pad, groups):
 
     def task(t):
         cols = np.empty((groups, Kg, gemm_numba.padded(P)), dtype=x.dtype)
+        cols[:, :, P:] = 0  # read by the last block's lanes past P (never stored): no NaNs there
         chunk = tasks[t]
         if threads.TALLY is None:
             _few_taps_forward_images(x, Wt, b, out, cols, chunk.start, chunk.stop,
@@ -393,7 +394,8 @@ def _few_taps_backward(x, W, dout, stride, pad, groups, need_input_grad):
     dx = np.empty_like(x) if need_input_grad else None
 
     def task(t):
-        cols = np.zeros((groups, Kg, gemm_numba.padded(P)), dtype=x.dtype)
+        cols = np.empty((groups, Kg, gemm_numba.padded(P)), dtype=x.dtype)
+        cols[:, :, P:] = 0  # gemm_numba.weight_grad adds these columns' products with d's zeros
         chunk = tasks[t]
         if dx is None and threads.TALLY is None:
             _few_taps_weight_grad_images(x, d, dW_parts[t], db_parts[t], cols, chunk.start,

@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import numba
 import numpy as np
-from llvmlite import ir
 from numba import types
 from numba.core import cgutils, config
 from numba.core.compiler_lock import global_compiler_lock
@@ -70,8 +69,8 @@ def _stack_array(typingctx, size, dtype):
 
     def codegen(context, builder, signature, args):
         element = context.get_value_type(dtype.dtype)
-        return cgutils.alloca_once(builder, element,
-                                   size=ir.Constant(ir.IntType(64), size.literal_value))
+        count = context.get_constant(types.int64, size.literal_value)
+        return cgutils.alloca_once(builder, element, size=count)
 
     return types.CPointer(dtype.dtype)(size, dtype), codegen
 

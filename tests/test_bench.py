@@ -19,6 +19,9 @@ def test_bench_step_prints_layers_step_and_ratios():
     for layer in ("conv1", "lrn1", "pool5", "fc8", "sum"):
         assert layer in out
     assert "img/s" in out and "peak RSS" in out and "tinyalex / torch:" in out
+    assert "each PyTorch layer timed right after tinyalex's" in out
+    torch_fwd = [line.split()[3] for line in out.splitlines() if line.startswith("conv1 ")]
+    assert torch_fwd and float(torch_fwd[0]) > 0, "conv1's row has PyTorch's forward time"
     assert "convolutions: 3x3 and 5x5 stride-1 by Winograd" in out
     assert "bound: the most any code could beat the textbook by" in out
     assert "least ms" in out and "x least" in out

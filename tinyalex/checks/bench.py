@@ -82,9 +82,13 @@ def batch_for(net, batch_size: int, num_classes: int, seed: int = 0):
 
 # ---------------------------------------------------------------------------- per layer
 
-def layer_times(net, x, repeats: int) -> list[tuple[str, float, float]]:
-    """(name, forward s, backward s) per layer, each on its real input from the layer before."""
-    rows = []
+def layer_times(net, x, repeats: int, compare_torch: bool = False):
+    """(name, forward s, backward s) per layer, each on its real input from the layer before.
+    With compare_torch, (ours, PyTorch's): each layer's PyTorch twin is timed right after it,
+    on the same input and output gradient, so that a slow spell of a shared machine falls
+    on both sides of a row's ratio (timing the whole net one framework after the other put
+    a minute or two between the sides). Without it, ours alone."""
+    rows, torch_rows = [], []
     rng = np.random.default_rng(1)
     for index, (name, layer) in enumerate(net.layers):
         if hasattr(layer, "need_input_grad"):
@@ -96,43 +100,40 @@ def layer_times(net, x, repeats: int) -> list[tuple[str, float, float]]:
         layer.backward(dout)
         bwd = median_time(lambda: layer.backward(dout), repeats)  # noqa: B023
         rows.append((name, fwd, bwd))
+        if compare_torch:
+            torch_rows.append((name, *torch_layer_time(layer, index, x, dout, repeats)))
         x = out
-    return rows
+    return (rows, torch_rows) if compare_torch else rows
 
 
-def torch_layer_times(net, x, repeats: int) -> list[tuple[str, float, float]]:
+def torch_layer_time(layer, index: int, x, dout, repeats: int) -> tuple[float, float]:
+    """(forward s, backward s) of PyTorch's module for a tinyalex layer, its parameters
+    copied, on x and dout; a first layer's input takes no gradient, as in tinyalex."""
     import torch
 
     from .interop import torch_module
 
-    rows = []
-    rng = np.random.default_rng(1)
-    for index, (name, layer) in enumerate(net.layers):
-        module = torch_module(layer)
-        if layer.params:
-            module.load_state_dict({"weight": torch.from_numpy(layer.params["W"]),
-                                    "bias": torch.from_numpy(layer.params["b"])})
-        xt = torch.from_numpy(np.ascontiguousarray(x)).requires_grad_(index > 0)
+    module = torch_module(layer)
+    if layer.params:
+        module.load_state_dict({"weight": torch.from_numpy(layer.params["W"]),
+                                "bias": torch.from_numpy(layer.params["b"])})
+    xt = torch.from_numpy(np.ascontiguousarray(x)).requires_grad_(index > 0)
+    dout = torch.from_numpy(dout)
 
-        def fwd_once():
-            return module(xt)  # noqa: B023
+    def fwd_once():
+        return module(xt)
 
-        fwd_once()
-        fwd = median_time(fwd_once, repeats)
-        out = module(xt)
-        dout = torch.from_numpy(rng.standard_normal(tuple(out.shape), dtype=np.float32))
+    fwd_once()
+    fwd = median_time(fwd_once, repeats)
 
-        def bwd_once():
-            y = module(xt)  # noqa: B023
-            start = time.perf_counter()
-            y.backward(dout)  # noqa: B023
-            return time.perf_counter() - start
+    def bwd_once():
+        y = module(xt)
+        start = time.perf_counter()
+        y.backward(dout)
+        return time.perf_counter() - start
 
-        bwd_once()
-        bwd = float(np.median([bwd_once() for _ in range(repeats)]))
-        rows.append((name, fwd, bwd))
-        x = out.detach().numpy()
-    return rows
+    bwd_once()
+    return fwd, float(np.median([bwd_once() for _ in range(repeats)]))
 
 
 def textbook_layer_times(net, x, scale: float) -> list[tuple[str, float, float] | None]:
@@ -707,8 +708,10 @@ def main(argv=None) -> int:
     if not args.no_layers:
         net = build(args.arch, args.num_classes)
         x, _ = batch_for(net, args.batch_size, args.num_classes)
-        ours = layer_times(net, x, args.repeats)
-        theirs = torch_layer_times(net, x, args.repeats) if args.compare_torch else None
+        if args.compare_torch:
+            ours, theirs = layer_times(net, x, args.repeats, compare_torch=True)
+        else:
+            ours, theirs = layer_times(net, x, args.repeats), None
         textbook = bounds = None
         rate, stream = sgemm_gflops(), memory_gbps()
         least = least_times(net, args.batch_size, rate, stream)
@@ -717,6 +720,7 @@ def main(argv=None) -> int:
             textbook = textbook_layer_times(net, small, args.batch_size / len(small))
             bounds = textbook_bounds(textbook, least)
         print(f"\nper layer (median of {args.repeats}; vs X = X's fwd+bwd time / tinyalex's)"
+              + ("; each PyTorch layer timed right after tinyalex's" if theirs else "")
               + ("; textbook NumPy timed once" + (
                   f" at batch {len(small)}, scaled to {args.batch_size}"
                   if len(small) < args.batch_size else "") if textbook else "") + ":")

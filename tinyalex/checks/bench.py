@@ -83,11 +83,11 @@ def batch_for(net, batch_size: int, num_classes: int, seed: int = 0):
 # ---------------------------------------------------------------------------- per layer
 
 def layer_times(net, x, repeats: int, compare_torch: bool = False):
-    """(name, forward s, backward s) per layer, each on its real input from the layer before.
-    With compare_torch, (ours, PyTorch's): each layer's PyTorch twin is timed right after it,
-    on the same input and output gradient, so that a slow spell of a shared machine falls
-    on both sides of a row's ratio (timing the whole net one framework after the other put
-    a minute or two between the sides). Without it, ours alone."""
+    """(ours, PyTorch's or None): (name, forward s, backward s) per layer, each on its real
+    input from the layer before. With compare_torch each layer's PyTorch twin is timed right
+    after it, on the same input and output gradient, so that a slow spell of a shared
+    machine falls on both sides of a row's ratio (timing the whole net one framework after
+    the other put a minute or two between the sides)."""
     rows, torch_rows = [], []
     rng = np.random.default_rng(1)
     for index, (name, layer) in enumerate(net.layers):
@@ -103,7 +103,7 @@ def layer_times(net, x, repeats: int, compare_torch: bool = False):
         if compare_torch:
             torch_rows.append((name, *torch_layer_time(layer, index, x, dout, repeats)))
         x = out
-    return (rows, torch_rows) if compare_torch else rows
+    return rows, (torch_rows if compare_torch else None)
 
 
 def torch_layer_time(layer, index: int, x, dout, repeats: int) -> tuple[float, float]:
@@ -708,10 +708,7 @@ def main(argv=None) -> int:
     if not args.no_layers:
         net = build(args.arch, args.num_classes)
         x, _ = batch_for(net, args.batch_size, args.num_classes)
-        if args.compare_torch:
-            ours, theirs = layer_times(net, x, args.repeats, compare_torch=True)
-        else:
-            ours, theirs = layer_times(net, x, args.repeats), None
+        ours, theirs = layer_times(net, x, args.repeats, args.compare_torch)
         textbook = bounds = None
         rate, stream = sgemm_gflops(), memory_gbps()
         least = least_times(net, args.batch_size, rate, stream)

@@ -90,7 +90,7 @@ def measure_layers(arch: str, num_classes: int, batch: int, repeats: int):
 
     net = build(arch, num_classes)
     x, _ = batch_for(net, batch, num_classes)
-    times = layer_times(net, x, repeats)
+    times, _ = layer_times(net, x, repeats)
     sizes = layer_bytes(net)
     opt = SGD(net.params)
     grads = {k: np.ones_like(v) for k, v in net.params.items()}

@@ -233,9 +233,10 @@ def conv_forward(x, W, b, stride, pad, groups):
     """Twin of layers.conv.conv_forward: x (N, C, H, W), W (F, C/G, kh, kw), b (F,)
     -> out (N, F, OH, OW) = the grouped im2col products plus b."""
     x = np.ascontiguousarray(x)
-    N, F, kh, kw, OH, OW, Fg, Kg = _conv_geometry(x.shape, W.shape, stride, pad, groups)
+    geometry = _conv_geometry(x.shape, W.shape, stride, pad, groups)
+    N, F, kh, kw, OH, OW, Fg, Kg = geometry
     if gemm_numba.suits(Kg):
-        return _few_taps_forward(x, W, b, stride, pad, groups)
+        return _few_taps_forward(x, W, b, stride, pad, groups, geometry)
     P = OH * OW
     Wg = np.ascontiguousarray(W).reshape(groups, Fg, Kg)
     b = np.ascontiguousarray(b)
@@ -271,9 +272,10 @@ def conv_backward(x, W, dout, stride, pad, groups, need_input_grad=True):
     db = dout summed over n, oh, ow in float64 (per image, then per task, in order)."""
     x = np.ascontiguousarray(x)
     dout = np.ascontiguousarray(dout)
-    N, F, kh, kw, OH, OW, Fg, Kg = _conv_geometry(x.shape, W.shape, stride, pad, groups)
+    geometry = _conv_geometry(x.shape, W.shape, stride, pad, groups)
+    N, F, kh, kw, OH, OW, Fg, Kg = geometry
     if gemm_numba.suits(Kg):
-        return _few_taps_backward(x, W, dout, stride, pad, groups, need_input_grad)
+        return _few_taps_backward(x, W, dout, stride, pad, groups, need_input_grad, geometry)
     P = OH * OW
     Wg = np.ascontiguousarray(W).reshape(groups, Fg, Kg)
     d = dout.reshape(N, F, P)
@@ -353,9 +355,9 @@ def _few_taps_weight_grad_images(x, d, dW, db, cols, start, stop, kh, kw, stride
             gemm_numba.weight_grad(d[n, g], cols[g], dW[g], P)
 
 
-def _few_taps_forward(x, W, b, stride, pad, groups):
-    """conv_forward for gemm_numba.suits(Kg)."""
-    N, F, kh, kw, OH, OW, Fg, Kg = _conv_geometry(x.shape, W.shape, stride, pad, groups)
+def _few_taps_forward(x, W, b, stride, pad, groups, geometry):
+    """conv_forward for gemm_numba.suits(Kg), its _conv_geometry given."""
+    N, F, kh, kw, OH, OW, Fg, Kg = geometry
     P = OH * OW
     Wt = np.ascontiguousarray(W.reshape(groups, Fg, Kg).transpose(0, 2, 1), dtype=x.dtype)
     b = np.ascontiguousarray(b, dtype=x.dtype).reshape(groups, Fg)
@@ -382,9 +384,10 @@ def _few_taps_forward(x, W, b, stride, pad, groups):
     return out.reshape(N, F, OH, OW)
 
 
-def _few_taps_backward(x, W, dout, stride, pad, groups, need_input_grad):
-    """conv_backward for gemm_numba.suits(Kg); dx, where asked for, by OpenBLAS."""
-    N, F, kh, kw, OH, OW, Fg, Kg = _conv_geometry(x.shape, W.shape, stride, pad, groups)
+def _few_taps_backward(x, W, dout, stride, pad, groups, need_input_grad, geometry):
+    """conv_backward for gemm_numba.suits(Kg), its _conv_geometry given; dx, where asked
+    for, by OpenBLAS."""
+    N, F, kh, kw, OH, OW, Fg, Kg = geometry
     P = OH * OW
     W = np.ascontiguousarray(W, dtype=x.dtype).reshape(groups, Fg, Kg)
     d = np.ascontiguousarray(dout, dtype=x.dtype).reshape(N, groups, Fg, P)

@@ -254,7 +254,7 @@ def test_winograd_or_im2col(fast_on, monkeypatch):
     assert pick(x, w3, b, 2, 1, 1) is kconv.conv_forward      # stride 2
     assert pick(x, w3, b, 1, 0, 1) is kconv.conv_forward      # no padding
     assert pick(x, w5, b, 1, 1, 1) is kconv.conv_forward      # 5x5 pad 1: not same-size
-    assert pick(x, w5, b, 1, 2, 1) is kwino.conv_forward      # 5x5 pad 2: F(2x2, 5x5)
+    assert pick(x, w5, b, 1, 2, 1) is kwino.conv_forward      # 5x5 pad 2: F(3x3, 5x5)
     monkeypatch.setenv("TINYALEX_NO_WINOGRAD", "1")
     assert pick(x, w3, b, 1, 1, 1) is kconv.conv_forward
     assert registry.CONV_BACKWARD.pick(x, w3, x, 1, 1, 1, True) is kconv.conv_backward

@@ -25,7 +25,7 @@ Tolerances, measured as the largest error relative to the largest entry (gradche
   and dx came out identical); dW adds per-task partial sums: 2e-6 (float32), 1e-14
   (float64). db is a float64 sum either way, in another order: 1e-7 (float32, nearly
   always identical after the cast), 1e-14 (float64). The 3x3 and 5x5 same-size ones run by
-  Winograd (tests/test_winograd.py): F(3x3, 3x3) and F(2x2, 5x5) round more, 2e-5 in
+  Winograd (tests/test_winograd.py): F(3x3, 3x3) and F(3x3, 5x5) round more, 2e-5 in
   float32 and 1e-13 in float64 (measured at most 4e-6 and 1e-15).
 """
 

@@ -1,10 +1,10 @@
 """Winograd's minimal filtering F(m x m, r x r): an r x r, stride-1, same-size convolution
 in fewer multiplications (Lavin & Gray, "Fast Algorithms for Convolutional Neural
-Networks", 2015). Three of them run here: F(2x2, 3x3) and F(3x3, 3x3) for the paper net's
-conv3-5 (§3.5) and F(2x2, 5x5) for conv2, whose 5x5 filters make it the net's costliest
-layer. This file is the readable body; kernels/winograd_numba.py (F(2x2, 3x3)),
-winograd33_numba.py (F(3x3, 3x3)) and winograd5_numba.py (F(2x2, 5x5)) are its Numba
-twins. Conv2D's readable body (im2col, layers/conv.py) stays the reference, and
+Networks", 2015). Four of them are here: F(2x2, 3x3) and F(3x3, 3x3) for the paper net's
+conv3-5 (§3.5), F(2x2, 5x5) and F(3x3, 5x5) for conv2, whose 5x5 filters make it the
+net's costliest layer. This file is the readable body (F(2x2, r x r) by default: the
+smallest matrices); kernels/winograd_numba.py (F(2x2, 3x3)), winograd33_numba.py (F(3x3,
+3x3)) and winograd5_numba.py (F(3x3, 5x5)) are its Numba twins, the fast path's choice. Conv2D's readable body (im2col, layers/conv.py) stays the reference, and
 tests/test_winograd.py proves this file equal to it in float64.
 
 The output is cut into m x m tiles; tile t reads the a x a patch d_t (a = m + r - 1) of
@@ -17,7 +17,8 @@ output tile is
 so per (i, j) of the a x a the channel sum is one matrix product, M_ij = U_ij @ V_ij
 ((F, C) @ (C, tiles)): a^2 multiplications per m^2 outputs where im2col needs r^2 per
 output: 2.25x fewer for F(2x2, 3x3) (16 against 4 x 9), 3.24x for F(3x3, 3x3) (25 against
-9 x 9), 2.78x for F(2x2, 5x5) (36 against 4 x 25). Groups (§3.2) split U_ij and V_ij into
+9 x 9), 2.78x for F(2x2, 5x5) (36 against 4 x 25), 4.59x for F(3x3, 5x5) (49 against 9 x
+25). Groups (§3.2) split U_ij and V_ij into
 blocks as in im2col.
 
 Where B, G and A come from (Cook-Toom): a product of polynomials is known from its values
@@ -27,12 +28,15 @@ evaluation, with G's rows scaled so that B^T's entries are integers. For F(2x2, 
 points 0 and +-1 give entries 0, +-1 and +-1/2, which round little (a few ulps of im2col's
 float32 result); F(3x3, 3x3) adds the point 2 (entries up to 3 in B^T and 4 in A^T, 1/6 in
 G: ~2-3x the rounding of F(2x2, 3x3)); for 5x5 the points +-2 bring entries up to 5 in
-B^T and 1/24 in G, and the float32 result is ~10x further from im2col's
+B^T and 1/24 in G, and the float32 result is ~10x further from im2col's; F(3x3, 5x5) with
+the points +-1/2 and 2 (not +-2 and 1/2, nor 3) rounds about as F(2x2, 5x5) does
 (tests/test_winograd.py measures and bounds each).
 
 Bigger tiles cost fewer multiplications but fit a map less well: a tile that hangs over
 the edge costs a whole one. On a 6x6 map (the small net's conv3-5) 3x3 tiles fit exactly,
-1.44x fewer multiplications than 2x2 tiles; on 13x13 (the paper net's) 1.25x fewer.
+1.44x fewer multiplications than 2x2 tiles; on 13x13 (the paper net's) 1.25x fewer. For
+5x5 the 3x3 tiles fit the paper net's 27x27 exactly, 1.78x fewer than 2x2 tiles (which
+hang over by one row and column), 1.44x on 13x13.
 
 Backward is the adjoint of each step, in reverse (every step is linear):
 
@@ -40,7 +44,7 @@ Backward is the adjoint of each step, in reverse (every step is linear):
     dU_ij = Z_ij @ V_ij^T        dW = G^T dU G          (F, tiles) @ (tiles, C)
     dV_ij = U_ij^T @ Z_ij        dd_t = B dV_t B^T      then overlapping patches ADD into dx
 
-Shapes (one group; T = N * ceil(H/m) * ceil(W/m) tiles; K = a^2, 16, 25 or 36):
+Shapes (one group; T = N * ceil(H/m) * ceil(W/m) tiles; K = a^2, 16, 25, 36 or 49):
 x (N, C, H, W); U (K, F, C); V (K, C, T); M, Z (K, F, T); out, dout (N, F, H, W). K is
 (i, j) of the a x a.
 """
@@ -125,6 +129,32 @@ F3_3 = Winograd(
                   [0, -2, 3, -1, 0],
                   [0, -1, 0, 1, 0],
                   [0, 2, -1, -2, 1]], dtype=np.float64))
+
+# F(3x3, 5x5): points 0, +-1, +-1/2, 2 and infinity (Cook-Toom; A^T's columns and B^T's rows
+# scaled so that both are integer, G taking the scale). Of the point sets tried at conv2's
+# size (two 27x27 images, 48 channels, 64 filters; float32 against float64, forward / dx /
+# dW), this one rounds least: 3.7e-6 / 3.6e-6 / 1.2e-5, where F(2x2, 5x5) gives 2.7e-6 /
+# 3.2e-6 / 2.2e-5; 0, +-1, +-2, 1/2: 4.6e-6 / 3.9e-6 / 1.6e-5; 0, +-1, +-2, 3: 1e-4 /
+# 1.3e-4 / 2.6e-4.
+F3_5 = Winograd(
+    r=5,
+    A_T=np.array([[1, 1, 1, 4, 4, 1, 0],
+                  [0, 1, -1, 2, -2, 2, 0],
+                  [0, 1, 1, 1, 1, 4, 1]], dtype=np.float64),
+    G=np.array([[1 / 2, 0, 0, 0, 0],
+                [1 / 6, 1 / 6, 1 / 6, 1 / 6, 1 / 6],
+                [1 / 18, -1 / 18, 1 / 18, -1 / 18, 1 / 18],
+                [2 / 9, 1 / 9, 1 / 18, 1 / 36, 1 / 72],
+                [2 / 15, -1 / 15, 1 / 30, -1 / 60, 1 / 120],
+                [1 / 90, 1 / 45, 2 / 45, 4 / 45, 8 / 45],
+                [0, 0, 0, 0, 1 / 4]], dtype=np.float64),
+    B_T=np.array([[2, -1, -10, 5, 8, -4, 0],
+                  [0, -2, -1, 9, 4, -4, 0],
+                  [0, 2, -3, -7, 12, -4, 0],
+                  [0, 2, 3, -4, -3, 2, 0],
+                  [0, -2, 5, 0, -5, 2, 0],
+                  [0, 1, 0, -5, 0, 4, 0],
+                  [0, -2, 1, 10, -5, -8, 4]], dtype=np.float64))
 
 ALGORITHMS = {3: F2_3, 5: F2_5}  # the readable body's, by filter size
 

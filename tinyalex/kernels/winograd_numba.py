@@ -1,7 +1,7 @@
 """Numba twins of kernels/winograd.py, batch-parallel as in kernels/conv.py: the drivers
 that run any F(m x m, r x r)'s transforms and products (``winograd_forward``,
 ``winograd_backward``), with kernels/winograd33_numba.py's F(3x3, 3x3) for the 3x3 stride-1
-pad-1 convolutions (conv3-5) and kernels/winograd5_numba.py's F(2x2, 5x5) for the 5x5 pad-2
+pad-1 convolutions (conv3-5) and kernels/winograd5_numba.py's F(3x3, 5x5) for the 5x5 pad-2
 one (conv2); and F(2x2, 3x3)'s transforms, which the paper net's conv1 runs on its
 space-to-depth maps (kernels/space_to_depth_numba.py). kernels/registry.py decides where
 each applies (winograd.applies, TINYALEX_NO_WINOGRAD).
@@ -291,7 +291,7 @@ class _Transforms(NamedTuple):
 
     @property
     def name(self) -> tuple:
-        """(m, r): the key of WINOGRAD_PASS_TILES and BACKWARD_GEMM_TILES."""
+        """(m, r): the key of WINOGRAD_PASS_TILES."""
         return self.alg.m, self.alg.r
 
     def filter(self, W):
@@ -318,7 +318,7 @@ TRANSFORMS = {
     "3 by 3x3 tiles": _Transforms(winograd.F3_3, w33._filter, w33._filter_grad, w33._input,
                                   w33._input_grad, w33._output, w33._output_grad,
                                   channels_last=True),
-    5: _Transforms(winograd.F2_5, w5._filter, w5._filter_grad, w5._input, w5._input_grad,
+    5: _Transforms(winograd.F3_5, w5._filter, w5._filter_grad, w5._input, w5._input_grad,
                    w5._output, w5._output_grad, channels_last=True),
 }
 
@@ -335,7 +335,7 @@ TRANSFORMS = {
 
 
 def _transforms(r: int) -> _Transforms:
-    """The transforms of a same-size r x r convolution: F(3x3, 3x3) or F(2x2, 5x5)."""
+    """The transforms of a same-size r x r convolution: F(3x3, 3x3) or F(3x3, 5x5)."""
     return TRANSFORMS["3 by 3x3 tiles" if r == 3 else 5]
 
 
@@ -412,8 +412,12 @@ def _planes(K: int, rows: int, T: int, dtype):
 # forward and backward, best (median) of 11: 49 tiles 62 (66) and 83 (86) ms, 98 tiles 54
 # (58) and 84 (90), 160 tiles 58 (59) and 88 (98), 250 tiles 64 (70) and 133 (137). The
 # paper net's conv2 (196 tiles an image) and the 3x3 layers were within the noise from
-# 128 to 512.
-WINOGRAD_PASS_TILES = {(2, 3): 512, (3, 3): 512, (2, 5): 100}
+# 128 to 512. Those were F(2x2, 5x5)'s; F(3x3, 5x5)'s (70 KB of V and Z a tile), batch 128,
+# best (median) of 9, forward and backward: the small net's conv2 (25 tiles an image)
+# 25 tiles 36 (47) and 82 (98) ms, 50 tiles 45 (46) and 87 (95), 75 tiles 46 (48) and
+# 90 (102), 100 tiles 49 (55) and 96 (113); the paper net's (81 tiles an image), one image
+# a pass against two: 119 (125) and 244 (254) against 151 (161) and 309 (326).
+WINOGRAD_PASS_TILES = {(2, 3): 512, (3, 3): 512, (3, 5): 50}
 
 
 def _passes(chunk: slice, tiles_per_image: int, tf: _Transforms) -> list:
@@ -438,29 +442,6 @@ def same_size(x, W) -> Plan:
     """The plan of a same-size convolution (pad r//2) of x by r x r filters W."""
     C, H, Wd = x.shape[1:]
     return Plan(_transforms(W.shape[2]), C, H, Wd)
-
-
-# Tiles per backward product, by filter size (None: a whole pass): a pass's dU = Z V^T and
-# dV = U^T Z run in equal spans of at most this many tiles. The paper net's 5x5 conv2 has
-# passes of one 27x27 image, 196 tiles, and OpenBLAS (SkylakeX kernel) blocks a product's
-# tile dimension by 192: the 4 left over made a second, nearly empty block. Alone, one
-# thread, the 72 products of a pass: 196 tiles 56-59 GFLOP/s, two spans of 98 80; in the
-# layer (2-core AVX-512 EPYC, batch 128, best/median of 7, interleaved): backward 504/545
-# -> 428/478 ms (spans of 100 the same). The 3x3 layers' passes of 490-504 tiles lost
-# 8-25% in spans of 170-250, so they keep theirs whole.
-BACKWARD_GEMM_TILES = {(2, 3): None, (3, 3): None, (2, 5): 160}
-
-
-def _tile_spans(T: int, tf: _Transforms) -> list:
-    """(start, stop) of the equal spans of a pass's T tiles (BACKWARD_GEMM_TILES[tf.name])."""
-    most = BACKWARD_GEMM_TILES[tf.name]
-    n = 1 if most is None else -(-T // most)
-    return [(T * i // n, T * (i + 1) // n) for i in range(n)]
-
-
-def _tiles(tf: _Transforms, A, a: int, b: int):
-    """Tiles a:b of a frequency array's group blocks (_by_group's view), a view."""
-    return A[:, :, a:b] if tf.channels_last else A[..., a:b]
 
 
 def winograd_forward(x, W, b, groups, plan: Plan):
@@ -508,9 +489,8 @@ def winograd_forward(x, W, b, groups, plan: Plan):
 
 def winograd_backward(x, W, dout, groups, need_input_grad, plan: Plan):
     """Twin of winograd.conv_backward: (dW (F, C/G, r, r), db (F,), dx or None). Per pass of
-    a task: V recomputed, Z (K, F, T) from dout, the products in spans of its tiles
-    (_tile_spans); a task's partial dU (K, F, C/G) adds its passes' and spans' in order,
-    and the tasks' are summed in task order."""
+    a task: V recomputed, Z (K, F, T) from dout, 2 K*G GEMMs; a task's partial dU (K, F,
+    C/G) adds its passes' in order, and the tasks' are summed in task order."""
     N = x.shape[0]
     tf, C, H, Wd = plan
     F = W.shape[0]
@@ -532,35 +512,31 @@ def winograd_backward(x, W, dout, groups, need_input_grad, plan: Plan):
         V_all = _Frequencies(tf, C, most, groups, x.dtype)
         Z_all = _Frequencies(tf, F, most, groups, x.dtype)
         dU = dU_parts[t].reshape(tf.K, groups, Fg, Cg)
-        product = None  # the later spans' and passes' dU, before it is added
+        product = None  # the later passes' dU, before it is added
         for p, images in enumerate(passes):
             T = (images.stop - images.start) * th * tw
             V, Z = V_all.of(T), Z_all.of(T)
             with timed("transform"):
                 tf.input(x[images], V)
                 tf.output_grad(dout[images], Z)
-            spans = _tile_spans(T, tf)
-            for i, (a, b) in enumerate(spans):
-                Vb = _tiles(tf, _by_group(tf, V, groups), a, b)
-                Zb = _tiles(tf, _by_group(tf, Z, groups), a, b)
+            Vb, Zb = _by_group(tf, V, groups), _by_group(tf, Z, groups)
+            with timed("gemm"):
+                # dU = Z V^T, (F/G, T) by (T, C/G); the first pass writes the partial, the
+                # others add
+                if p > 0 and product is None:
+                    product = np.empty_like(dU)
+                if tf.channels_last:
+                    np.matmul(_transposed(Zb), Vb, out=product if p else dU)
+                else:
+                    np.matmul(Zb, _transposed(Vb), out=product if p else dU)
+                if p:
+                    dU += product
+            if dx is not None:  # V's memory takes its gradient
                 with timed("gemm"):
-                    # dU = Z V^T, (F/G, T) by (T, C/G); the first span of the first pass
-                    # writes the partial, the others add
-                    first = p == 0 and i == 0
-                    if not first and product is None:
-                        product = np.empty_like(dU)
-                    if tf.channels_last:
-                        np.matmul(_transposed(Zb), Vb, out=dU if first else product)
+                    if tf.channels_last:  # dV^T = Z^T U
+                        np.matmul(Zb, Ub, out=Vb)
                     else:
-                        np.matmul(Zb, _transposed(Vb), out=dU if first else product)
-                    if not first:
-                        dU += product
-                if dx is not None:  # V's memory takes its gradient
-                    with timed("gemm"):
-                        if tf.channels_last:  # dV^T = Z^T U
-                            np.matmul(Zb, Ub, out=Vb)
-                        else:
-                            np.matmul(_transposed(Ub), Zb, out=Vb)
+                        np.matmul(_transposed(Ub), Zb, out=Vb)
             if dx is not None:
                 with timed("transform"):
                     tf.input_grad(V, dx[images])

@@ -565,7 +565,7 @@ def test_work_in_pieces_covers_the_range_once_on_any_thread_count():
                 assert all(b == c for (_, b), (c, _) in zip(seen, seen[1:]))
                 assert len(seen) <= threads and (len(seen) == 1 or
                                                  all(b - a >= least for a, b in seen))
-            tf = kwino._transforms(3)
+            tf = kwino._transforms(3, 6, 6)
             U = tf.filter(W)
             results.append((U, kwino._laid_out_transposed(U.reshape(25, 1, 37, 5)),
                             tf.filter_grad(U, np.float32)))

@@ -1,7 +1,7 @@
-"""Winograd F(2x2, 3x3), F(3x3, 3x3), F(2x2, 5x5) and F(3x3, 5x5) (tinyalex/kernels/
-winograd.py; the Numba twins of all but F(2x2, 5x5) in kernels/winograd_numba.py,
-winograd33_numba.py, winograd5_numba.py) compute the same convolution as Conv2D's readable
-im2col body.
+"""Winograd F(2x2, 3x3), F(3x3, 3x3), F(5x5, 3x3), F(2x2, 5x5) and F(3x3, 5x5) (tinyalex/
+kernels/winograd.py; the Numba twins of all but F(2x2, 5x5) in kernels/winograd_numba.py,
+winograd33_numba.py, winograd53_numba.py, winograd5_numba.py) compute the same convolution
+as Conv2D's readable im2col body.
 
 - The matrices are Winograd's: in one dimension A^T [(G g) * (B^T d)] is the correlation
   of g and d, to 1e-14 in float64 (rounding only).
@@ -9,16 +9,16 @@ im2col body.
   algebra, they differ only in rounding. Odd and even sizes (the last tile hangs over the
   edge), non-square maps, 1x1 maps, groups; 3x3 and 5x5.
 - Each Numba transform equals its readable twin: 1e-14 in float64; in float32 a few ulps
-  (1e-6), as the two round their sums in another order. The F(3x3, 3x3) and F(3x3, 5x5)
+  (1e-6), as the two round their sums in another order. The 3x3-tile and 7x7-patch
   ones work channels-last, (K, G, tiles, C/G) arrays: they are compared through the transpose.
 - The fast Conv2D (Numba transforms + BLAS products) equals the readable im2col layer: for
-  3x3 (F(3x3, 3x3)) within 1e-5 in float32 (its entries, up to 4 in A^T and 1/6 in G,
+  3x3 (F(3x3, 3x3), F(5x5, 3x3) on 13x13) within 1e-5 in float32 (its entries, up to 4 in A^T and 1/6 in G,
   round more than im2col) and 1e-13 in float64; for 5x5 (F(3x3, 5x5)) in float32 within
   2e-5, since its entries (up to 12 in B^T, 1/120 in G) round more.
 - The float32 error against float64 im2col at the nets' sizes (FLOAT32_ERROR): F(3x3, 5x5)
   at conv2's (48 channels a group, 13x13 and 27x27 maps): forward and dx within 1e-5, dW
-  within 4e-5 (float32 im2col's: 4e-7); F(3x3, 3x3) at conv4's (192 channels a group): all
-  three within 1e-5.
+  within 4e-5 (float32 im2col's: 4e-7); at conv4's (192 channels a group) F(3x3, 3x3) on
+  6x6 all three within 1e-5, F(5x5, 3x3) on 13x13 forward and dx within 3e-5, dW 1e-5.
 - The backward is a true gradient: central differences in float64, tolerance 1e-6.
 - TINYALEX_NO_WINOGRAD=1 takes the im2col fast path instead.
 """
@@ -66,8 +66,9 @@ def _im2col_layer(x, W, b, groups, monkeypatch):
     return layer
 
 
-@pytest.mark.parametrize("alg", [winograd.F2_3, winograd.F3_3, winograd.F2_5, winograd.F3_5],
-                         ids=["2x2,3x3", "3x3,3x3", "2x2,5x5", "3x3,5x5"])
+@pytest.mark.parametrize("alg", [winograd.F2_3, winograd.F3_3, winograd.F5_3, winograd.F2_5,
+                                 winograd.F3_5],
+                         ids=["2x2,3x3", "3x3,3x3", "5x5,3x3", "2x2,5x5", "3x3,5x5"])
 def test_matrices_compute_a_correlation(alg):
     """y_i = sum_k g_k d_(i+k), i < m, from one a-long d and one r-long g."""
     rng = np.random.default_rng(0)
@@ -89,11 +90,12 @@ def test_fewer_multiplications_count_whole_tiles():
     assert winograd.F2_5.fewer_multiplications(13, 13) == pytest.approx(169 * 25 / (49 * 36))
     assert winograd.F3_5.fewer_multiplications(27, 27) == pytest.approx(225 / 49)
     assert winograd.F3_5.fewer_multiplications(13, 13) == pytest.approx(169 * 25 / (25 * 49))
+    assert winograd.F5_3.fewer_multiplications(13, 13) == pytest.approx(169 * 9 / (9 * 49))
     assert winograd.F2_3.fewer_multiplications(1, 1) == pytest.approx(9 / 16)
 
 
-ALGORITHMS = {"2x2,3x3": winograd.F2_3, "3x3,3x3": winograd.F3_3, "2x2,5x5": winograd.F2_5,
-              "3x3,5x5": winograd.F3_5}
+ALGORITHMS = {"2x2,3x3": winograd.F2_3, "3x3,3x3": winograd.F3_3, "5x5,3x3": winograd.F5_3,
+              "2x2,5x5": winograd.F2_5, "3x3,5x5": winograd.F3_5}
 
 
 @pytest.mark.parametrize("alg", list(ALGORITHMS))
@@ -180,14 +182,20 @@ def test_numba_transforms_equal_the_readable_ones(dtype, key):
                          winograd.filter_gradient(dU, dtype, alg)) < tol, name
 
 
-def test_same_size_convolutions_take_3x3_tiles():
-    """The same-size 3x3 layers run F(3x3, 3x3) on any map, the 5x5 one F(3x3, 5x5); the
-    paper net's conv1 (space-to-depth) keeps F(2x2, 3x3)'s per-plane transforms."""
+def test_same_size_convolutions_take_the_fewest_multiplications():
+    """A same-size 3x3 layer runs F(3x3, 3x3) or F(5x5, 3x3), whichever does fewer
+    multiplications on its map (F(3x3, 3x3) on the small net's 6x6, F(5x5, 3x3) on the
+    paper net's 13x13); a 5x5 one F(3x3, 5x5); the paper net's conv1 (space-to-depth)
+    keeps F(2x2, 3x3)'s per-plane transforms."""
     from tinyalex.kernels import space_to_depth_numba
-    for H in (1, 6, 13, 27):
-        x = np.zeros((2, 4, H, H), np.float32)
-        assert kwino.same_size(x, np.zeros((4, 4, 3, 3), np.float32)).tf.alg is winograd.F3_3
+    for H, W, alg3 in [(1, 1, winograd.F3_3), (6, 6, winograd.F3_3), (6, 13, winograd.F3_3),
+                       (13, 13, winograd.F5_3), (27, 27, winograd.F5_3)]:
+        x = np.zeros((2, 4, H, W), np.float32)
+        assert kwino.same_size(x, np.zeros((4, 4, 3, 3), np.float32)).tf.alg is alg3
         assert kwino.same_size(x, np.zeros((4, 4, 5, 5), np.float32)).tf.alg is winograd.F3_5
+        fewest = max(winograd.F3_3.fewer_multiplications(H, W),
+                     winograd.F5_3.fewer_multiplications(H, W))
+        assert alg3.fewer_multiplications(H, W) == fewest
     plan = space_to_depth_numba.plan(np.zeros((2, 3, 227, 227), np.float32),
                                      np.zeros((96, 3, 11, 11), np.float32), 4, 0)
     assert plan.tf.alg is winograd.F2_3 and not plan.tf.channels_last
@@ -228,18 +236,20 @@ def test_fast_conv_by_winograd_equals_readable_im2col(name, dtype, r, monkeypatc
 
 
 # The nets' layers whose float32 error is bounded: (C, F, groups, r), the map's side, the
-# algorithm, and the bounds for forward and dx, and for dW. Measured (forward, dx, dW):
-# F(3x3, 5x5) at conv2's shape (one group: 48 channels in, 64 kernels) 3.7e-6, 4.0e-6,
-# 9.5e-6 on 13x13 and 4.2e-6, 4.3e-6, 7.5e-6 on 27x27; the readable F(2x2, 5x5), which the
-# fast path ran before, 3.5e-6, 3.9e-6, 1.3e-5 on 13x13;
-# F(3x3, 3x3) at conv4's (384 channels in two groups of 192) 3.4e-6, 4.0e-6, 2.2e-6, where
-# F(2x2, 3x3) gave 4.3e-7, 5.7e-7, 7.2e-7; float32 im2col within 1e-6. The price of 4.6x
-# (27x27) fewer multiplications than im2col for 5x5, and of 1.25x (13x13) to 1.44x (6x6)
-# fewer than F(2x2, 3x3) for 3x3.
+# algorithm the fast path takes there, and the bounds for forward and dx, and for dW.
+# Measured (forward, dx, dW): F(3x3, 5x5) at conv2's shape (one group: 48 channels in, 64
+# kernels) 3.7e-6, 4.0e-6, 9.5e-6 on 13x13 and 4.2e-6, 4.3e-6, 7.5e-6 on 27x27 (the
+# readable F(2x2, 5x5), which the fast path ran before, 3.5e-6, 3.9e-6, 1.3e-5 on 13x13);
+# at conv4's (384 channels in two groups of 192) F(3x3, 3x3) 3.8e-6, 3.0e-6, 1.5e-6 on 6x6,
+# F(5x5, 3x3) 1.1e-5, 9.5e-6, 3.9e-6 on 13x13, where F(2x2, 3x3) gave 4.3e-7, 5.7e-7,
+# 7.2e-7; float32 im2col within 1e-6. The price of 4.6x (27x27) fewer multiplications than
+# im2col for 5x5, and for 3x3 of 1.44x (6x6: F(3x3, 3x3)) to 1.78x (13x13: F(5x5, 3x3))
+# fewer than F(2x2, 3x3).
 FLOAT32_ERROR = {
     "5x5 conv2, 13x13": ((48, 64, 1, 5), 13, winograd.F3_5, 1e-5, 4e-5),
     "5x5 conv2, 27x27": ((48, 64, 1, 5), 27, winograd.F3_5, 1e-5, 4e-5),
-    "3x3 conv4": ((384, 384, 2, 3), 13, winograd.F3_3, 1e-5, 1e-5),
+    "3x3 conv4, 6x6": ((384, 384, 2, 3), 6, winograd.F3_3, 1e-5, 1e-5),
+    "3x3 conv4, 13x13": ((384, 384, 2, 3), 13, winograd.F5_3, 3e-5, 1e-5),
 }
 
 
@@ -322,17 +332,21 @@ def test_tasks_do_not_depend_on_the_machine():
         assert len(tasks) >= min(N, 2)  # two cores have work even on the 6x6 maps
 
 
-@pytest.mark.parametrize("r", SIZES)
-def test_passes_of_a_task_give_the_same_convolution(r, monkeypatch):
+@pytest.mark.parametrize("r,name", [(3, "many-images"), (5, "many-images"), (3, "13x13-g2")])
+def test_passes_of_a_task_give_the_same_convolution(r, name, monkeypatch):
     """A task's images in several passes (WINOGRAD_PASS_TILES small): every image in one
-    pass, and the result still equals the readable im2col (float64)."""
-    tf = kwino._transforms(r)
-    monkeypatch.setitem(kwino.WINOGRAD_PASS_TILES, tf.name, 20)
-    passes = kwino._passes(slice(3, 40), 9, tf)
+    pass, and the result still equals the readable im2col (float64). On the 13x13 maps
+    the 3x3 case runs F(5x5, 3x3), on the others F(3x3, 3x3)."""
+    H, Wd = SHAPES[name][0][2:]
+    tf = kwino._transforms(r, H, Wd)
+    monkeypatch.setitem(kwino.WINOGRAD_PASS_TILES, tf.name, 9)
+    passes = kwino._passes(slice(3, 40), 4, tf)
     assert np.array_equal(np.concatenate([np.arange(50)[p] for p in passes]), np.arange(3, 40))
-    assert all(p.stop - p.start <= 2 for p in passes)
+    assert all(p.stop - p.start == 2 for p in passes[:-1])
     assert kwino._passes(slice(0, 5), 100, tf) == [slice(i, i + 1) for i in range(5)]
-    x, W, b, dout, groups = _case("many-images", np.float64, seed=5, r=r)
+    x, W, b, dout, groups = _case(name, np.float64, seed=5, r=r)
+    tiles = int(np.prod(winograd.tiles(H, Wd, tf.alg.m)))
+    assert len(kwino._passes(slice(0, len(x)), tiles, tf)) >= 2
     y = kwino.conv_forward(x, W, b, 1, r // 2, groups)
     dW, db, dx = kwino.conv_backward(x, W, dout, 1, r // 2, groups)
     layer = _im2col_layer(x, W, b, groups, monkeypatch)

@@ -233,8 +233,8 @@ def least_times(net, batch_size: int, sgemm_rate: float,
         if flops:
             method = conv_method(layer) if kind == "Conv2D" else None
             if method == "winograd":
-                flops /= winograd_numba.algorithm(layer.kernel_size).fewer_multiplications(
-                    *out_shape[1:])
+                flops /= winograd_numba.algorithm(
+                    layer.kernel_size, *out_shape[1:]).fewer_multiplications(*out_shape[1:])
             elif method == "space-to-depth":
                 flops /= space_to_depth.fewer_multiplications(layer.kernel_size,
                                                               layer.stride, *out_shape[1:])
@@ -262,8 +262,9 @@ FAR_FROM_BOUND = {
     "im2col": "im2col copies each input pixel about (kernel/stride)^2 times and col2im adds "
               "them back, and the GEMM's inner dimension (C*k*k: 75 for the small net's "
               "conv1, 363 for the paper's) is short for BLAS",
-    "winograd": "the transforms read and write (K, C, tiles) planes, 2.8x (3x3: F(3x3,3x3)) "
-                "or 5.4x (5x5: F(3x3,5x5)) the layer's output, and its K GEMMs per pass are small (inner dimension "
+    "winograd": "the transforms read and write (K, C, tiles) planes, 2.8x (3x3 on 6x6: "
+                "F(3x3,3x3)), 2x (3x3 on 13x13: F(5x5,3x3)) or 5.4x (5x5: F(3x3,5x5)) the layer's "
+                "output, and its K GEMMs per pass are small (inner dimension "
                 "C/groups: 48 for conv2, 192 for conv4-5, 256 for conv3) and run below the "
                 "2048^3 rate",
     "space-to-depth": "Winograd's transforms read and write (16, C*s*s, tiles) planes, 4x "
@@ -696,7 +697,8 @@ def main(argv=None) -> int:
         print("convolutions: the readable im2col body (no batch-parallel conv on this BLAS, "
               "or TINYALEX_NO_NUMBA is set)")
     elif registry.use_winograd(3, 3, 1, 1):
-        print("convolutions: 3x3 and 5x5 stride-1 by Winograd F(3x3,3x3) and F(3x3,5x5), "
+        print("convolutions: 3x3 and 5x5 stride-1 by Winograd F(3x3,3x3) or F(5x5,3x3) (fewer "
+              "multiplications on 13x13) and F(3x3,5x5), "
               "strided ones of 3 phases and 48+ channels (the paper's conv1) by F(2x2,3x3) on "
               "their space-to-depth maps, the others by im2col (its products by Numba's "
               f"register-blocked kernels where a group has <= {gemm_numba.MAX_K} taps, the small "
@@ -724,7 +726,7 @@ def main(argv=None) -> int:
         print(format_layers(ours, theirs, textbook, bounds, least))
         print(f"least: the least time the layer's work can take, its bound: conv and FC "
               f"products at the best sgemm rate ({rate:.0f} GFLOP/s, measured now; a "
-              f"Winograd layer's fewer multiplications at its size: 3x3 3.24x on 6x6, 2.43x "
+              f"Winograd layer's fewer multiplications at its size: 3x3 3.24x on 6x6, 3.45x "
               f"on 13x13; 5x5 3.45x on 13x13, 4.59x on 27x27; the paper's conv1 by "
               f"space-to-depth 1.82x), the others' fewest bytes at the "
               f"best streaming rate ({stream:.1f} GB/s); x least: tinyalex's fwd+bwd / it")

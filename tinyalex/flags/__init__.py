@@ -45,7 +45,7 @@ class Flag:
 _TABLE = [
     Flag("TINYALEX_NO_NUMBA", "switch", "off: the Numba and CuPy fast paths run",
          "run the readable NumPy bodies only (same results, slower)", "kernels/registry.py"),
-    Flag("TINYALEX_NO_WINOGRAD", "switch", "off: 3x3 and 5x5 stride-1 convs by Winograd F(3x3,3x3), F(3x3,5x5); the paper's "
+    Flag("TINYALEX_NO_WINOGRAD", "switch", "off: 3x3 and 5x5 stride-1 convs by Winograd F(3x3,3x3) or F(5x5,3x3), F(3x3,5x5); the paper's "
          "conv1 by F(2x2,3x3) on its space-to-depth maps",
          "every convolution's fast path by im2col", "kernels/registry.py"),
     Flag("TINYALEX_NO_BATCH_PARALLEL_CONV", "switch",

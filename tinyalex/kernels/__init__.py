@@ -8,11 +8,12 @@ twins, and one of them says which runs:
   forward/backward, the SGD update) is registered there once with its readable body, its
   Numba twins and its CuPy twin, and the conditions under which each runs.
 - ``conv.py``: Numba im2col/col2im, and the batch-parallel convolution (layers/conv.py).
-- ``winograd.py``: the readable Winograd F(m x m, r x r), F(2x2, 3x3), F(3x3, 3x3) and
-  F(2x2, 5x5) and F(3x3, 5x5), for the 3x3 and 5x5 stride-1 convolutions;
-  ``winograd_numba.py``: its Numba twin, batch-parallel as conv.py's, with F(3x3, 3x3)'s
-  transforms (the 3x3 layers') in ``winograd33_numba.py`` and F(3x3, 5x5)'s (the 5x5
-  layer's) in ``winograd5_numba.py``.
+- ``winograd.py``: the readable Winograd F(m x m, r x r), F(2x2, 3x3), F(3x3, 3x3),
+  F(5x5, 3x3), F(2x2, 5x5) and F(3x3, 5x5), for the 3x3 and 5x5 stride-1 convolutions;
+  ``winograd_numba.py``: its Numba twin, batch-parallel as conv.py's, with the 3x3 layers'
+  transforms in ``winograd33_numba.py`` (F(3x3, 3x3), 6x6 maps) and
+  ``winograd53_numba.py`` (F(5x5, 3x3), 13x13 maps), and the 5x5 layer's (F(3x3, 5x5)) in
+  ``winograd5_numba.py``.
 - ``space_to_depth.py``: a strided convolution (the paper's conv1, 11x11 stride 4) as a
   stride-1 3x3 one on s*s times the channels, readable; ``space_to_depth_numba.py``: it by
   winograd_numba.py's F(2x2, 3x3), whose input transforms read x through space-to-depth.

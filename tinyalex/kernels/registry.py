@@ -87,7 +87,7 @@ def batch_parallel_conv() -> bool:
 
 
 def use_winograd(kh: int, kw: int, stride: int, pad: int) -> bool:
-    """Winograd F(3x3, 3x3) or F(3x3, 5x5) for the convolutions they compute
+    """Winograd (F(3x3, 3x3), F(5x5, 3x3), F(3x3, 5x5)) for the convolutions they compute
     (``winograd.applies``: 3x3 pad 1, 5x5 pad 2, stride 1) unless TINYALEX_NO_WINOGRAD is
     set; im2col for the others."""
     return not flags.boolean("TINYALEX_NO_WINOGRAD") and winograd.applies(kh, kw, stride, pad)

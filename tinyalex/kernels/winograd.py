@@ -1,10 +1,11 @@
 """Winograd's minimal filtering F(m x m, r x r): an r x r, stride-1, same-size convolution
 in fewer multiplications (Lavin & Gray, "Fast Algorithms for Convolutional Neural
-Networks", 2015). Four of them are here: F(2x2, 3x3) and F(3x3, 3x3) for the paper net's
+Networks", 2015). Five of them are here: F(2x2, 3x3), F(3x3, 3x3) and F(5x5, 3x3) for
 conv3-5 (§3.5), F(2x2, 5x5) and F(3x3, 5x5) for conv2, whose 5x5 filters make it the
 net's costliest layer. This file is the readable body (F(2x2, r x r) by default: the
 smallest matrices); kernels/winograd_numba.py (F(2x2, 3x3)), winograd33_numba.py (F(3x3,
-3x3)) and winograd5_numba.py (F(3x3, 5x5)) are its Numba twins, the fast path's choice. Conv2D's readable body (im2col, layers/conv.py) stays the reference, and
+3x3)), winograd53_numba.py (F(5x5, 3x3)) and winograd5_numba.py (F(3x3, 5x5)) are its
+Numba twins, the fast path's choice. Conv2D's readable body (im2col, layers/conv.py) stays the reference, and
 tests/test_winograd.py proves this file equal to it in float64.
 
 The output is cut into m x m tiles; tile t reads the a x a patch d_t (a = m + r - 1) of
@@ -34,7 +35,8 @@ the points +-1/2 and 2 (not +-2 and 1/2, nor 3) rounds about as F(2x2, 5x5) does
 
 Bigger tiles cost fewer multiplications but fit a map less well: a tile that hangs over
 the edge costs a whole one. On a 6x6 map (the small net's conv3-5) 3x3 tiles fit exactly,
-1.44x fewer multiplications than 2x2 tiles; on 13x13 (the paper net's) 1.25x fewer. For
+1.44x fewer multiplications than 2x2 tiles; on 13x13 (the paper net's) 1.25x fewer, and
+5x5 tiles (from 7x7 patches, as the 3x3 tiles of F(3x3, 5x5)) 1.78x fewer. For
 5x5 the 3x3 tiles fit the paper net's 27x27 exactly, 1.78x fewer than 2x2 tiles (which
 hang over by one row and column), 1.44x on 13x13.
 
@@ -155,6 +157,26 @@ F3_5 = Winograd(
                   [0, -2, 5, 0, -5, 2, 0],
                   [0, 1, 0, -5, 0, 4, 0],
                   [0, -2, 1, 10, -5, -8, 4]], dtype=np.float64))
+
+# F(5x5, 3x3): F(3x3, 5x5)'s points, and so its B^T; A^T's columns for +-1/2 scaled by 16 to
+# integers, G taking the scale. At conv4's size (two 13x13 images, 384 channels in two
+# groups) its float32 error is ~3x F(3x3, 3x3)'s (9.4e-6 / 1.2e-5 / 6.1e-6 against 3.3e-6 /
+# 3.2e-6 / 2.8e-6, forward / dx / dW), the price of 1.42x fewer multiplications on 13x13.
+F5_3 = Winograd(
+    r=3,
+    A_T=np.array([[1, 1, 1, 16, 16, 1, 0],
+                  [0, 1, -1, 8, -8, 2, 0],
+                  [0, 1, 1, 4, 4, 4, 0],
+                  [0, 1, -1, 2, -2, 8, 0],
+                  [0, 1, 1, 1, 1, 16, 1]], dtype=np.float64),
+    G=np.array([[1 / 2, 0, 0],
+                [1 / 6, 1 / 6, 1 / 6],
+                [1 / 18, -1 / 18, 1 / 18],
+                [1 / 18, 1 / 36, 1 / 72],
+                [1 / 30, -1 / 60, 1 / 120],
+                [1 / 90, 1 / 45, 2 / 45],
+                [0, 0, 1 / 4]], dtype=np.float64),
+    B_T=F3_5.B_T)
 
 ALGORITHMS = {3: F2_3, 5: F2_5}  # the readable body's, by filter size
 

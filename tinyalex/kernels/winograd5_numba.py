@@ -231,22 +231,24 @@ def _from_hwc(hwc, image, pad, b):
                     dst[c, q] = row[base + c] + bias[c]
 
 
+# The input transforms depend only on the seven points, not on m and r: F(5x5, 3x3)
+# (kernels/winograd53_numba.py) runs them too, with its own tile side m and padding.
 @numba.njit(nogil=True, cache=True)
-def _input(x, VT):
-    """VT[7i + j, g, t, c] = (B^T d_t B)[i, j] of channel g C/G + c: x (n, C, H, W) ->
-    VT (49, G, n*th*tw, C/G)."""
+def _input7(x, VT, m, pad):
+    """VT[7i + j, g, t, c] = (B^T d_t B)[i, j] of channel g C/G + c, d_t the 7x7 patch
+    under the m x m tile t of x padded by pad: x (n, C, H, W) -> VT (49, G, n*th*tw, C/G)."""
     N, C, H, W = x.shape
     G, Cg = VT.shape[1], VT.shape[3]
-    th, tw = (H + 2) // 3, (W + 2) // 3
-    hwc = np.zeros((3 * th + 4, (3 * tw + 4) * C), dtype=x.dtype)  # pad 2, zeros stay
+    th, tw = (H + m - 1) // m, (W + m - 1) // m
+    hwc = np.zeros((m * th + 7 - m, (m * tw + 7 - m) * C), dtype=x.dtype)  # zeros stay
     half = np.empty((7, 7 * C), dtype=x.dtype)  # B^T d: (k, (j, c))
     for n in range(N):
-        _to_hwc(x[n], hwc, 2)
+        _to_hwc(x[n], hwc, pad)
         t = n * th * tw
         for ty in range(th):
-            r = 3 * ty
+            r = m * ty
             for tx in range(tw):
-                a, z = 3 * tx * C, (3 * tx + 7) * C
+                a, z = m * tx * C, (m * tx + 7) * C
                 # B^T down the patch's columns: its seven rows of 7C at once
                 _bt_rows(hwc[r, a:z], hwc[r + 1, a:z], hwc[r + 2, a:z], hwc[r + 3, a:z],
                          hwc[r + 4, a:z], hwc[r + 5, a:z], hwc[r + 6, a:z],
@@ -324,20 +326,20 @@ def _output_grad(dout, ZT):
 
 
 @numba.njit(nogil=True, cache=True)
-def _input_grad(dVT, dx):
-    """dx[n] = the patches dd_t = B dV_t B^T added back where they were read:
-    dVT (49, G, n*th*tw, C/G) -> dx (n, C, H, W) (overwritten)."""
+def _input7_grad(dVT, dx, m, pad):
+    """dx[n] = the patches dd_t = B dV_t B^T added back where they were read (the adjoint
+    of _input7): dVT (49, G, n*th*tw, C/G) -> dx (n, C, H, W) (overwritten)."""
     N, C, H, W = dx.shape
     G, Cg = dVT.shape[1], dVT.shape[3]
-    th, tw = (H + 2) // 3, (W + 2) // 3
-    hwc = np.empty((3 * th + 4, (3 * tw + 4) * C), dtype=dx.dtype)
+    th, tw = (H + m - 1) // m, (W + m - 1) // m
+    hwc = np.empty((m * th + 7 - m, (m * tw + 7 - m) * C), dtype=dx.dtype)
     cols = np.empty((7, 7, C), dtype=dx.dtype)  # B dV: (i, j, c)
     zero = np.zeros(C, dtype=dx.dtype)
     for n in range(N):
         hwc[:] = 0
         t = n * th * tw
         for ty in range(th):
-            r = 3 * ty
+            r = m * ty
             for tx in range(tw):
                 for g in range(G):
                     o, z = g * Cg, (g + 1) * Cg
@@ -348,7 +350,7 @@ def _input_grad(dVT, dx):
                                 cols[0, j, o:z], cols[1, j, o:z], cols[2, j, o:z],
                                 cols[3, j, o:z], cols[4, j, o:z], cols[5, j, o:z],
                                 cols[6, j, o:z], Cg, False)
-                a = 3 * tx * C
+                a = m * tx * C
                 for i in range(7):  # then along each row, added onto the patch's pixels
                     ci = cols[i]
                     row = hwc[r + i]
@@ -357,4 +359,14 @@ def _input_grad(dVT, dx):
                             row[a + 3 * C:a + 4 * C], row[a + 4 * C:a + 5 * C],
                             row[a + 5 * C:a + 6 * C], row[a + 6 * C:a + 7 * C], C, True)
                 t += 1
-        _from_hwc(hwc, dx[n], 2, zero)
+        _from_hwc(hwc, dx[n], pad, zero)
+
+
+def _input(x, VT):
+    """F(3x3, 5x5)'s input transform: _input7 with 3x3 tiles, pad 2."""
+    _input7(x, VT, 3, 2)
+
+
+def _input_grad(dVT, dx):
+    """F(3x3, 5x5)'s input gradient transform: _input7_grad with 3x3 tiles, pad 2."""
+    _input7_grad(dVT, dx, 3, 2)

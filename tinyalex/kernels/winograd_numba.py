@@ -22,6 +22,7 @@ import numpy as np
 from . import winograd
 from . import winograd5_numba as w5
 from . import winograd33_numba as w33
+from . import winograd53_numba as w53
 from .conv import _U, CONV_MAX_TASKS, _add_channel_sums
 from .threads import in_pieces, run_tasks, sum_in_task_order, timed
 
@@ -320,28 +321,40 @@ TRANSFORMS = {
                                   channels_last=True),
     5: _Transforms(winograd.F3_5, w5._filter, w5._filter_grad, w5._input, w5._input_grad,
                    w5._output, w5._output_grad, channels_last=True),
+    "3 by 5x5 tiles": _Transforms(winograd.F5_3, w53._filter, w53._filter_grad, w53._input,
+                                  w53._input_grad, w53._output, w53._output_grad,
+                                  channels_last=True),
 }
 
 
-# The 3x3 layers run F(3x3, 3x3) (kernels/winograd33_numba.py), on every map size: 1.44x
+# The 3x3 layers ran F(3x3, 3x3) (kernels/winograd33_numba.py) on every map size: 1.44x
 # fewer multiplications than F(2x2, 3x3) on the small net's 6x6 maps and 1.25x on the paper
 # net's 13x13, and its channels-last transforms move 25 floats per 9 outputs where F(2x2,
 # 3x3)'s move 16 per 4. Measured (2-core AVX-512 EPYC, batch 128, fwd / bwd ms, best of 5,
 # fresh processes alternating), F(2x2, 3x3) -> F(3x3, 3x3): small net's conv3 26.5 / 51 ->
 # 22.2 / 40, conv4 22.8 / 44 -> 19.0 / 35, conv5 16 / 31 -> 14 / 27; the paper net's conv3
 # 139-152 / 278-309 -> 115-119 / 229-238, conv4 122-135 / 278-284 -> 101-103 / 198, conv5
-# 110-142 / 200-284 -> 84 / 156-161. F(2x2, 3x3)'s per-plane transforms stay for the
-# paper net's conv1 (kernels/space_to_depth_numba.py reads x into them).
+# 110-142 / 200-284 -> 84 / 156-161. On 13x13 maps F(5x5, 3x3) (kernels/winograd53_numba.py)
+# does 1.42x fewer multiplications again, 49 floats per 25 outputs; measured as above but in
+# one process alternating, F(3x3, 3x3) -> F(5x5, 3x3): the paper net's conv3 128 / 251 ->
+# 101 / 190, conv4 108 / 209 -> 85 / 159, conv5 79 / 159 -> 64 / 121. So each layer takes
+# the transforms of fewest multiplications on its map (``_transforms``). F(2x2, 3x3)'s
+# per-plane transforms stay for the paper net's conv1 (kernels/space_to_depth_numba.py
+# reads x into them).
+CANDIDATES = {3: (TRANSFORMS["3 by 3x3 tiles"], TRANSFORMS["3 by 5x5 tiles"]),
+              5: (TRANSFORMS[5],)}
 
 
-def _transforms(r: int) -> _Transforms:
-    """The transforms of a same-size r x r convolution: F(3x3, 3x3) or F(3x3, 5x5)."""
-    return TRANSFORMS["3 by 3x3 tiles" if r == 3 else 5]
+def _transforms(r: int, H: int, W: int) -> _Transforms:
+    """The transforms of a same-size r x r convolution on an H x W map: of CANDIDATES[r],
+    the one of fewest multiplications there (the first on a tie). F(3x3, 3x3) or F(5x5,
+    3x3) for 3x3 (the small net's 6x6 maps or the paper net's 13x13), F(3x3, 5x5) for 5x5."""
+    return max(CANDIDATES[r], key=lambda tf: tf.alg.fewer_multiplications(H, W))
 
 
-def algorithm(r: int) -> winograd.Winograd:
-    """The F(m x m, r x r) this file runs for a same-size r x r convolution."""
-    return _transforms(r).alg
+def algorithm(r: int, H: int, W: int) -> winograd.Winograd:
+    """The F(m x m, r x r) this file runs for a same-size r x r convolution on H x W."""
+    return _transforms(r, H, W).alg
 
 
 class _Frequencies:
@@ -417,7 +430,7 @@ def _planes(K: int, rows: int, T: int, dtype):
 # 25 tiles 36 (47) and 82 (98) ms, 50 tiles 45 (46) and 87 (95), 75 tiles 46 (48) and
 # 90 (102), 100 tiles 49 (55) and 96 (113); the paper net's (81 tiles an image), one image
 # a pass against two: 119 (125) and 244 (254) against 151 (161) and 309 (326).
-WINOGRAD_PASS_TILES = {(2, 3): 512, (3, 3): 512, (3, 5): 50}
+WINOGRAD_PASS_TILES = {(2, 3): 512, (3, 3): 512, (3, 5): 50, (5, 3): 512}
 
 
 def _passes(chunk: slice, tiles_per_image: int, tf: _Transforms) -> list:
@@ -441,7 +454,7 @@ class Plan(NamedTuple):
 def same_size(x, W) -> Plan:
     """The plan of a same-size convolution (pad r//2) of x by r x r filters W."""
     C, H, Wd = x.shape[1:]
-    return Plan(_transforms(W.shape[2]), C, H, Wd)
+    return Plan(_transforms(W.shape[2], H, Wd), C, H, Wd)
 
 
 def winograd_forward(x, W, b, groups, plan: Plan):

@@ -429,8 +429,11 @@ def _planes(K: int, rows: int, T: int, dtype):
 # best (median) of 9, forward and backward: the small net's conv2 (25 tiles an image)
 # 25 tiles 36 (47) and 82 (98) ms, 50 tiles 45 (46) and 87 (95), 75 tiles 46 (48) and
 # 90 (102), 100 tiles 49 (55) and 96 (113); the paper net's (81 tiles an image), one image
-# a pass against two: 119 (125) and 244 (254) against 151 (161) and 309 (326).
-WINOGRAD_PASS_TILES = {(2, 3): 512, (3, 3): 512, (3, 5): 50, (5, 3): 512}
+# a pass against two: 119 (125) and 244 (254) against 151 (161) and 309 (326). F(5x5,
+# 3x3)'s (9 tiles a 13x13 image, 125 KB of V and Z a tile at conv3) in passes of 512
+# tiles took the paper net's peak RSS from 2.69 to 2.83 GiB (PyTorch's: 2.88); in passes
+# of 256, 2.69-2.74 GiB, as fast (step A/B, 4 rounds: 54-59 img/s either way).
+WINOGRAD_PASS_TILES = {(2, 3): 512, (3, 3): 512, (3, 5): 50, (5, 3): 256}
 
 
 def _passes(chunk: slice, tiles_per_image: int, tf: _Transforms) -> list:

@@ -7,7 +7,8 @@ readable twin.
 
 They run channels-last, as kernels/winograd5_numba.py's (which says how and why): every
 1-D pass of a transform is a few loops over the C (or F) channels of a row, with
-winograd.F3_3's matrices written out and their zeros skipped. The frequency arrays are
+winograd.F3_3's matrices written out and their zeros skipped (``k``, the arrays' own float
+type, keeps k(2) * v in float32 there too). The frequency arrays are
 (25, G, tiles, C/G or F/G).
 """
 
@@ -17,7 +18,7 @@ import numba
 import numpy as np
 
 from .conv import _U  # unsigned indices: kernels/conv.py says why
-from .winograd5_numba import _from_hwc, _to_hwc, _x2, _x4
+from .winograd5_numba import _from_hwc, _to_hwc
 
 # The filter's transforms run once a call on the weights: float64 constants.
 
@@ -80,32 +81,34 @@ def _filter_grad(dU, dW, f0, f1):
 @numba.njit(inline="always")
 def _bt_rows(s0, s1, s2, s3, s4, o0, o1, o2, o3, o4, n):
     """o = B^T s on rows: o_k[e] = sum_i B^T[k, i] s_i[e], e < n (the input transform)."""
+    k = o0.dtype.type
     for e in range(_U(n)):
-        o0[e] = _x2(s0[e] - s2[e]) - s1[e] + s3[e]
+        o0[e] = k(2) * (s0[e] - s2[e]) - s1[e] + s3[e]
     for e in range(_U(n)):
-        o1[e] = _x2(s1[e]) + s2[e] - s3[e]
+        o1[e] = k(2) * s1[e] + s2[e] - s3[e]
     for e in range(_U(n)):
-        o2[e] = _x2(s2[e] - s1[e]) + s2[e] - s3[e]
+        o2[e] = k(2) * (s2[e] - s1[e]) + s2[e] - s3[e]
     for e in range(_U(n)):
         o3[e] = s3[e] - s1[e]
     for e in range(_U(n)):
-        o4[e] = _x2(s1[e] - s3[e]) - s2[e] + s4[e]
+        o4[e] = k(2) * (s1[e] - s3[e]) - s2[e] + s4[e]
 
 
 @numba.njit(inline="always")
 def _b_rows(v0, v1, v2, v3, v4, o0, o1, o2, o3, o4, n, add):
     """o = B v on rows (the input gradient's transform), or o += B v when add."""
+    k = o0.dtype.type
     for e in range(_U(n)):
-        w = _x2(v0[e])
+        w = k(2) * v0[e]
         o0[e] = o0[e] + w if add else w
     for e in range(_U(n)):
-        w = _x2(v1[e] - v2[e] + v4[e]) - v0[e] - v3[e]
+        w = k(2) * (v1[e] - v2[e] + v4[e]) - v0[e] - v3[e]
         o1[e] = o1[e] + w if add else w
     for e in range(_U(n)):
-        w = _x2(v2[e] - v0[e]) + v1[e] + v2[e] - v4[e]
+        w = k(2) * (v2[e] - v0[e]) + v1[e] + v2[e] - v4[e]
         o2[e] = o2[e] + w if add else w
     for e in range(_U(n)):
-        w = v0[e] - v1[e] - v2[e] + v3[e] - _x2(v4[e])
+        w = v0[e] - v1[e] - v2[e] + v3[e] - k(2) * v4[e]
         o3[e] = o3[e] + w if add else w
     for e in range(_U(n)):
         o4[e] = o4[e] + v4[e] if add else v4[e]
@@ -114,17 +117,19 @@ def _b_rows(v0, v1, v2, v3, v4, o0, o1, o2, o3, o4, n, add):
 @numba.njit(inline="always")
 def _at_rows(m0, m1, m2, m3, m4, y0, y1, y2, n):
     """y = A^T m on rows: 5 -> 3 (the output transform)."""
+    k = y0.dtype.type
     for e in range(_U(n)):
         y0[e] = m0[e] + m1[e] + m2[e] + m3[e]
     for e in range(_U(n)):
-        y1[e] = m1[e] - m2[e] + _x2(m3[e])
+        y1[e] = m1[e] - m2[e] + k(2) * m3[e]
     for e in range(_U(n)):
-        y2[e] = m1[e] + m2[e] + _x4(m3[e]) + m4[e]
+        y2[e] = m1[e] + m2[e] + k(4) * m3[e] + m4[e]
 
 
 @numba.njit(inline="always")
 def _a_rows(u0, u1, u2, o0, o1, o2, o3, o4, n):
     """o = A u on rows: 3 -> 5 (the output gradient's transform)."""
+    k = o0.dtype.type
     for e in range(_U(n)):
         o0[e] = u0[e]
     for e in range(_U(n)):
@@ -132,7 +137,7 @@ def _a_rows(u0, u1, u2, o0, o1, o2, o3, o4, n):
     for e in range(_U(n)):
         o2[e] = u0[e] - u1[e] + u2[e]
     for e in range(_U(n)):
-        o3[e] = u0[e] + _x2(u1[e]) + _x4(u2[e])
+        o3[e] = u0[e] + k(2) * u1[e] + k(4) * u2[e]
     for e in range(_U(n)):
         o4[e] = u2[e]
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from tinyalex.data.cache import write_prepared
-from tinyalex.kernels import registry
+from tinyalex.kernels import dispatch
 
 
 def pytest_addoption(parser):
@@ -49,16 +49,12 @@ def tiny_prepared(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(params=["numba", "numpy"])
-def fast_path(request, monkeypatch):
-    """A test twice: Numba fast paths on, and TINYALEX_NO_NUMBA=1 (the readable bodies).
-    A file runs every test so with ``pytestmark = pytest.mark.usefixtures("fast_path")``."""
-    if request.param == "numpy":
-        monkeypatch.setenv("TINYALEX_NO_NUMBA", "1")
-        assert registry.IM2COL.pick(np.zeros((1, 1, 1, 1)), 1, 1, 1, 0) is None
-    else:
-        monkeypatch.delenv("TINYALEX_NO_NUMBA", raising=False)
-        assert registry.IM2COL.pick(np.zeros((1, 1, 1, 1)), 1, 1, 1, 0) is not None
-    return request.param
+def fast_path(request):
+    """A test twice: the fast variants on, and off (the readable bodies, as
+    TINYALEX_NO_NUMBA=1). A file runs every test so with
+    ``pytestmark = pytest.mark.usefixtures("fast_path")``."""
+    with dispatch.settings(fast=request.param == "numba"):
+        yield request.param
 
 
 @pytest.fixture(autouse=True)

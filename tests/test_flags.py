@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from tinyalex import flags
-from tinyalex.kernels import registry
+from tinyalex.kernels import dispatch
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "tinyalex"
@@ -59,8 +59,8 @@ def test_an_unknown_value_is_an_error(raw, monkeypatch):
     assert "TINYALEX_NO_NUMBA" in message and repr(raw) in message
     for word in flags.TRUE + flags.FALSE[:-1]:
         assert word in message
-    with pytest.raises(flags.FlagError):  # where the layers ask
-        registry.IM2COL.pick(np.zeros((1, 1, 1, 1)), 1, 1, 1, 0)
+    with pytest.raises(flags.FlagError):  # where the fast path's settings are read
+        dispatch.read_settings()
 
 
 def test_only_names_in_the_table_are_read(monkeypatch):
@@ -78,26 +78,35 @@ def test_only_names_in_the_table_are_read(monkeypatch):
     assert flags.value("TINYALEX_DATA") is None  # empty is unset, as before
 
 
-def test_no_numba_on_turns_numba_off(monkeypatch):
-    x = np.zeros((1, 1, 1, 1))
-    monkeypatch.delenv("TINYALEX_NO_NUMBA", raising=False)
-    assert registry.fast_kernels_on() and registry.IM2COL.pick(x, 1, 1, 1, 0) is not None
-    monkeypatch.setenv("TINYALEX_NO_NUMBA", "on")
-    assert not registry.fast_kernels_on()
-    assert registry.IM2COL.pick(x, 1, 1, 1, 0) is None
+def test_no_numba_on_turns_numba_off():
+    assert dispatch.read_settings({}).fast
+    assert not dispatch.read_settings({"TINYALEX_NO_NUMBA": "on"}).fast
+    x = np.zeros((4, 4))
+    with dispatch.settings(fast=True):
+        assert dispatch.relu_forward(x) is not None
+    with dispatch.settings(fast=False):
+        assert dispatch.relu_forward(x) is None
 
 
-def test_no_winograd_false_leaves_winograd_on(monkeypatch):
-    monkeypatch.delenv("TINYALEX_NO_NUMBA", raising=False)
-    monkeypatch.setenv("TINYALEX_NO_WINOGRAD", "false")
-    assert registry.use_winograd(3, 3, 1, 1)
-    if registry.batch_parallel_conv():
-        from tinyalex.kernels import winograd_numba
+def test_the_settings_are_read_once_at_import():
+    """A process started with TINYALEX_NO_NUMBA=on runs the readable bodies; setting it
+    later in the process changes nothing (tests use dispatch.settings)."""
+    code = ("import os, numpy as np; from tinyalex.kernels import dispatch; "
+            "x = np.zeros(4); a = dispatch.relu_forward(x) is None; "
+            "os.environ['TINYALEX_NO_NUMBA'] = '0'; print(a, dispatch.relu_forward(x) is None)")
+    result = _run(["-c", code], TINYALEX_NO_NUMBA="on")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["True", "True"]
 
-        x, w, b = np.zeros((1, 2, 4, 4)), np.zeros((2, 2, 3, 3)), np.zeros(2)
-        assert registry.CONV_FORWARD.pick(x, w, b, 1, 1, 1) is winograd_numba.conv_forward
-    monkeypatch.setenv("TINYALEX_NO_WINOGRAD", "1")
-    assert not registry.use_winograd(3, 3, 1, 1)
+
+def test_no_winograd_false_leaves_winograd_on():
+    assert dispatch.read_settings({"TINYALEX_NO_WINOGRAD": "false"}).winograd
+    assert not dispatch.read_settings({"TINYALEX_NO_WINOGRAD": "1"}).winograd
+    x, w = np.zeros((1, 16, 4, 4), np.float32), np.zeros((2, 16, 3, 3), np.float32)
+    with dispatch.settings(fast=True, winograd=True, batch_parallel_conv=True):
+        assert dispatch.conv_algorithm(x.shape, w.shape, 1, 1, 1, np.float32) == "winograd"
+    with dispatch.settings(fast=True, winograd=False, batch_parallel_conv=True):
+        assert dispatch.conv_algorithm(x.shape, w.shape, 1, 1, 1, np.float32) == "im2col"
 
 
 def _names_in(paths) -> set[str]:
@@ -195,24 +204,8 @@ def test_python_m_tinyalex_flags_prints_the_table():
     assert "TINYALEX_DATA  [value]  now: /d" in result.stdout
 
 
-def test_a_bad_no_tuning_stops_the_import():
-    result = _run(["-c", "import tinyalex"], TINYALEX_NO_TUNING="perhaps")
-    assert result.returncode != 0
+def test_a_bad_no_tuning_stops_the_tuning_not_the_import():
+    code = "import tinyalex; print('imported'); tinyalex.tune()"
+    result = _run(["-c", code], TINYALEX_NO_TUNING="perhaps")
+    assert result.returncode != 0 and result.stdout.split() == ["imported"]
     assert "FlagError: TINYALEX_NO_TUNING='perhaps' is neither true" in result.stderr
-
-
-def test_import_sets_the_thread_settings_unless_told_not_to():
-    """import tinyalex sets OPENBLAS_THREAD_TIMEOUT=4 and OMP_WAIT_POLICY=PASSIVE where they
-    are unset (before numba or numpy's BLAS load), keeps a user's own values, and leaves
-    both alone under TINYALEX_NO_TUNING=1."""
-    show = ["-c", "import os, tinyalex, sys; print(os.environ.get('OPENBLAS_THREAD_TIMEOUT'), "
-                  "os.environ.get('OMP_WAIT_POLICY'), 'numba' in sys.modules)"]
-    environ = {k: v for k, v in os.environ.items()
-               if k not in ("OPENBLAS_THREAD_TIMEOUT", "OMP_WAIT_POLICY")}
-    ran = [subprocess.run([sys.executable, *show], capture_output=True, text=True, cwd=ROOT,
-                          env={**environ, **extra})
-           for extra in ({}, {"OMP_WAIT_POLICY": "ACTIVE"}, {"TINYALEX_NO_TUNING": "1"})]
-    assert [r.returncode for r in ran] == [0, 0, 0], [r.stderr for r in ran]
-    assert [r.stdout.split() for r in ran] == [["4", "PASSIVE", "False"],
-                                               ["4", "ACTIVE", "False"],
-                                               ["None", "None", "False"]]

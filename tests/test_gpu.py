@@ -34,6 +34,7 @@ if ok:
 
 from tinyalex import checkpoint  # noqa: E402
 from tinyalex.gradcheck import numerical_gradient, rel_error  # noqa: E402
+from tinyalex.kernels import dispatch  # noqa: E402
 from tinyalex.layers import (  # noqa: E402
     Conv2D,
     Dropout,
@@ -59,14 +60,11 @@ def err(a, b) -> float:
 
 
 @pytest.fixture
-def readable(monkeypatch):
+def readable():
     """Call a layer-module function on NumPy arrays with the fast paths off."""
     def call(fn, *args):
-        monkeypatch.setenv("TINYALEX_NO_NUMBA", "1")
-        try:
+        with dispatch.settings(fast=False):
             return fn(*[to_numpy(a) if hasattr(a, "shape") else a for a in args])
-        finally:
-            monkeypatch.delenv("TINYALEX_NO_NUMBA")
     return call
 
 

@@ -51,7 +51,7 @@ import numpy as np
 import pytest
 
 import tinyalex
-from tinyalex import backend, optim
+from tinyalex import backend
 from tinyalex.gradcheck import rel_error
 from tinyalex.layers import Conv2D, LocalResponseNorm, MaxPool2D, conv, lrn, pool
 from tinyalex.optim import SGD
@@ -324,9 +324,12 @@ def gpu(compiler) -> types.ModuleType:
 
 
 @pytest.fixture(autouse=True)
-def readable_bodies(monkeypatch):
-    """The layer modules' functions run their readable NumPy bodies (no Numba)."""
-    monkeypatch.setenv("TINYALEX_NO_NUMBA", "1")
+def readable_bodies():
+    """The layers run their readable NumPy bodies (no Numba), outside ``routed_to``."""
+    from tinyalex.kernels import dispatch
+
+    with dispatch.settings(fast=False):
+        yield
 
 
 def data(shape, dtype, seed=0, kind="normal"):
@@ -473,32 +476,25 @@ def test_sgd_update(gpu, dtype, shape):
 
 
 # ---------------------------------------------------------------------------------------
-# The layers' call sites, routed to the kernels as kernels.fast routes a CuPy array
+# The layers' call sites, routed to the kernels as kernels/dispatch.py routes a CuPy array
 # ---------------------------------------------------------------------------------------
 
 
 @contextlib.contextmanager
 def routed_to(gpu):
-    """Inside: the layers' calls of im2col, col2im, pool, LRN and the SGD update dispatch
-    a float NumPy array as they would a CuPy array, to the host-compiled gpu module (ops
-    without a CuPy twin, such as the conv GEMMs, keep their readable NumPy body). Yields a
-    function giving each kernel's calls so far, to prove the layer went through them."""
+    """Inside: the layers' calls of the convolution (im2col, col2im), pool, LRN and the SGD
+    update dispatch a float NumPy array as they would a CuPy array, to the host-compiled gpu
+    module (ops without a CuPy variant keep their readable NumPy body). Yields a function
+    giving each kernel's calls so far, to prove the layer went through them."""
+    from tinyalex.kernels import dispatch
+
     kernels = {n: k for n, k in vars(gpu).items() if isinstance(k, FakeElementwiseKernel)}
     before = {n: k.calls for n, k in kernels.items()}
-    with pytest.MonkeyPatch.context() as patch:
-        patch.delenv("TINYALEX_NO_NUMBA", raising=False)  # fast twins on (the GPU's here)
-        try:
-            from tinyalex.kernels import registry
-        except ImportError:
-            registry = None
-        if registry is not None:  # kernels/registry.py: array_kind decides, cupy_kernels
-            kind = registry.array_kind
-            patch.setattr(registry, "array_kind",
-                          lambda x: "cupy" if kind(x) == "numpy" else kind(x))
-            patch.setattr(registry, "cupy_kernels", lambda: gpu)
-        else:  # kernels.fast(name, x), asked by each layer module: its CuPy-array answer
-            for module in (conv, pool, lrn, optim):
-                patch.setattr(module, "fast", lambda name, x: getattr(gpu, name, None))
+    with pytest.MonkeyPatch.context() as patch, dispatch.settings(fast=True):
+        patch.setattr(dispatch, "_numba_array", lambda x: False)
+        patch.setattr(dispatch, "_gpu_array",
+                      lambda x: isinstance(x, np.ndarray) and x.dtype in dispatch.FLOATS)
+        patch.setattr(dispatch, "gpu_kernels", lambda: gpu)
         yield lambda: {n: k.calls - before[n] for n, k in kernels.items()}
 
 
@@ -616,7 +612,7 @@ def test_every_kernel_has_a_host_test(gpu):
 
 def test_fake_cupy_stays_inside_this_file(gpu):
     """After the import the real import machinery sees no fake: no cupy (or the real one), and
-    kernels.fast never hands out the host kernels."""
+    kernels/dispatch.py never hands out the host kernels."""
     assert getattr(sys.modules.get("cupy"), "ElementwiseKernel", None) is not \
         gpu.cp.ElementwiseKernel
     assert not backend.is_gpu_array(np.zeros(3))

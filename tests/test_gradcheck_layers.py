@@ -58,7 +58,7 @@ import pytest
 
 import tinyalex.layers as reference
 from tinyalex import gradcheck
-from tinyalex.kernels import registry
+from tinyalex.kernels import dispatch
 
 LAYER_NAMES = ("Conv2D", "ReLU", "Tanh", "LocalResponseNorm", "MaxPool2D", "Dropout",
                "Linear", "Flatten", "SoftmaxCrossEntropy")
@@ -167,16 +167,11 @@ def pytest_generate_tests(metafunc):
 
 
 @pytest.fixture
-def kernels(request, monkeypatch):
-    """"numba": tinyalex's Numba fast paths on; "numpy": TINYALEX_NO_NUMBA=1, the readable
-    bodies (as tests/conftest.py's fast_path); "exercise": the learner's layer, as it is."""
-    if request.param == "numpy":
-        monkeypatch.setenv("TINYALEX_NO_NUMBA", "1")
-        assert registry.IM2COL.pick(np.zeros((1, 1, 1, 1)), 1, 1, 1, 0) is None
-    elif request.param == "numba":
-        monkeypatch.delenv("TINYALEX_NO_NUMBA", raising=False)
-        assert registry.IM2COL.pick(np.zeros((1, 1, 1, 1)), 1, 1, 1, 0) is not None
-    return request.param
+def kernels(request):
+    """"numba": tinyalex's fast variants on; "numpy": off, the readable bodies (as
+    tests/conftest.py's fast_path); "exercise": the learner's layer, as it is."""
+    with dispatch.settings(fast=request.param != "numpy"):
+        yield request.param
 
 
 @pytest.fixture(autouse=True)

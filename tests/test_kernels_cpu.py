@@ -1,9 +1,9 @@
-"""The Numba fast paths (tinyalex/kernels/conv.py, pool.py, relu.py, lrn.py, sgd.py) equal
-the readable NumPy bodies.
+"""The Numba fast variants (tinyalex/kernels/im2col.py, conv_im2col.py, conv_few_taps.py,
+gemm_numba.py, pool.py, relu.py, lrn.py, sgd.py) equal the readable NumPy bodies.
 
-Each kernel is called directly (``kconv.im2col``, or the twin kernels/registry.py picks
-for the arguments) and compared with the layer module's function of the same name run
-with TINYALEX_NO_NUMBA=1, which takes the readable body.
+Each kernel is called directly (``kim2col.im2col``, or the variant kernels/dispatch.py
+picks for the arguments) and compared with the layer module's readable function of the
+same name (or the layer with the fast variants off: ``dispatch.settings(fast=False)``).
 
 Exact (bitwise) equality is required where both do the same arithmetic in the same order:
 im2col (a copy), col2im (each pixel adds its contributions in the same (i, j) order in
@@ -38,8 +38,8 @@ import numpy as np
 import pytest
 
 from tinyalex.gradcheck import rel_error
-from tinyalex.kernels import conv as kconv
-from tinyalex.kernels import gemm_numba, registry
+from tinyalex.kernels import conv_few_taps, conv_im2col, dispatch, gemm_numba
+from tinyalex.kernels import im2col as kim2col
 from tinyalex.kernels import lrn as klrn
 from tinyalex.kernels import pool as kpool
 from tinyalex.kernels import relu as krelu
@@ -62,39 +62,23 @@ def eps4(dtype):
 
 
 @pytest.fixture
-def readable(monkeypatch):
-    """Call a layer-module function with the fast paths off (its readable body)."""
+def readable():
+    """Call a layer-module function (or a layer's method) with the fast variants off."""
     def call(fn, *args):
-        monkeypatch.setenv("TINYALEX_NO_NUMBA", "1")
-        try:
-            assert registry.IM2COL.pick(np.zeros((1, 1, 1, 1)), 1, 1, 1, 0) is None
+        with dispatch.settings(fast=False):
             return fn(*args)
-        finally:
-            monkeypatch.delenv("TINYALEX_NO_NUMBA")
     return call
 
 
 @pytest.fixture
-def fast_on(monkeypatch):
-    monkeypatch.delenv("TINYALEX_NO_NUMBA", raising=False)
+def fast_on():
+    with dispatch.settings(fast=True):
+        yield
 
 
 def assert_identical(a, b, what=""):
     assert a.shape == b.shape and a.dtype == b.dtype, f"{what}: {a.shape}/{a.dtype} vs {b.shape}/{b.dtype}"
     np.testing.assert_array_equal(a, b, err_msg=what, strict=True)
-
-
-@pytest.mark.parametrize("name", KERNELS)
-def test_dispatch_picks_the_twin(name, monkeypatch):
-    """The registry offers op <name>'s Numba twins for float NumPy arrays, and nothing when
-    switched off."""
-    op = registry.OPS[name]
-    monkeypatch.delenv("TINYALEX_NO_NUMBA", raising=False)
-    for dtype in DTYPES:
-        assert op.candidates(np.zeros(3, dtype)) == op.numba
-    assert op.candidates(np.zeros(3, np.int64)) == ()
-    monkeypatch.setenv("TINYALEX_NO_NUMBA", "1")
-    assert op.candidates(np.zeros(3)) == ()
 
 
 # --------------------------------------------------------------------- im2col / col2im
@@ -124,15 +108,15 @@ def test_im2col_col2im(case, dtype, readable):
     shape, k, s, p = IM2COL_CASES[case]
     rng = np.random.default_rng(0)
     x = rng.standard_normal(shape).astype(dtype)
-    cols = kconv.im2col(x, k, k, s, p)
+    cols = kim2col.im2col(x, k, k, s, p)
     assert_identical(cols, readable(conv.im2col, x, k, k, s, p), "im2col")
     wide = np.full((cols.shape[0], cols.shape[1] + 5), np.nan, dtype)
     OH, OW = (shape[2] + 2 * p - k) // s + 1, (shape[3] + 2 * p - k) // s + 1
-    kconv._im2col_serial(x, wide, k, k, s, p, OH, OW)
+    kim2col.im2col_serial(x, wide, k, k, s, p, OH, OW)
     assert_identical(wide[:, :cols.shape[1]], cols, "serial im2col")
     assert np.isnan(wide[:, cols.shape[1]:]).all()
     dcols = rng.standard_normal(cols.shape).astype(dtype)
-    assert_identical(kconv.col2im(dcols, shape, k, k, s, p),
+    assert_identical(kim2col.col2im(dcols, shape, k, k, s, p),
                      readable(conv.col2im, dcols, shape, k, k, s, p), "col2im")
 
 
@@ -141,7 +125,7 @@ def test_im2col_non_contiguous(readable):
     rng = np.random.default_rng(1)
     x = rng.standard_normal((4, 3, 9, 9))[::2, :, ::-1]
     assert not x.flags.c_contiguous
-    assert_identical(kconv.im2col(x, 3, 3, 2, 1), readable(conv.im2col, x, 3, 3, 2, 1))
+    assert_identical(kim2col.im2col(x, 3, 3, 2, 1), readable(conv.im2col, x, 3, 3, 2, 1))
 
 
 # ------------------------------------------------------------------------------ max pool
@@ -223,14 +207,14 @@ def test_serial_twins_have_their_own_cache_names():
     """Each serial twin of a parallel kernel (used inside the conv/FC workers, and for small
     ReLUs) is compiled under its own name without ``parallel``: numba's on-disk cache is keyed
     by name and line, so a shared name loaded the parallel build (20 ms for a 0.5 M ReLU)."""
-    pairs = [(kconv._im2col, kconv._im2col_serial), (kconv._col2im, kconv._col2im_serial),
+    pairs = [(kim2col._im2col, kim2col.im2col_serial), (kim2col._col2im, kim2col.col2im_serial),
              (krelu._relu_forward, krelu._relu_forward_serial),
              (krelu._relu_backward, krelu._relu_backward_serial),
              (ksgd._sgd_update, ksgd._sgd_update_serial)]
     for parallel, serial in pairs:
         assert parallel.targetoptions.get("parallel") and not serial.targetoptions.get("parallel")
         assert serial.targetoptions.get("nogil")
-        assert serial.py_func.__qualname__ == parallel.py_func.__qualname__ + "_serial"
+        assert serial.py_func.__qualname__ != parallel.py_func.__qualname__
         assert serial.py_func.__code__ is parallel.py_func.__code__  # one body, two builds
 
 
@@ -244,17 +228,17 @@ def test_relu(shape, dtype, readable):
     the serial (small) and the parallel (>= ELEMENTWISE_MIN_PARALLEL) loops."""
     from tinyalex.layers import ReLU
 
-    assert (np.prod(shape) >= registry.ELEMENTWISE_MIN_PARALLEL) == (shape[0] == 2)
+    assert (np.prod(shape) >= dispatch.ELEMENTWISE_MIN_PARALLEL) == (shape[0] == 2)
     rng = np.random.default_rng(10)
     x = rng.standard_normal(shape).astype(dtype)
     x[0, 0, 0, :3] = [0.0, -0.0, np.nan]
     x = x[:, :, ::-1]
     dout = rng.standard_normal(x.shape).astype(dtype)
     layer = ReLU()
-    y = registry.RELU_FORWARD.pick(x)(x)
+    y = dispatch.relu_forward(x)(x)
     y_r = readable(layer.forward, x)
     assert_identical(y, y_r, "forward")
-    assert_identical(registry.RELU_BACKWARD.pick(dout, y_r)(dout, y_r),
+    assert_identical(dispatch.relu_backward(dout, y_r)(dout, y_r),
                      readable(layer.backward, dout), "backward")
 
 
@@ -273,9 +257,9 @@ def test_sgd_update(size, dtype, readable):
     grads = [rng.standard_normal(w0.shape).astype(dtype) for _ in range(5)]
     fused = SGD({"w": w0.copy()}, lr=0.01)
     plain = SGD({"w": w0.copy()}, lr=0.01)
-    expected = ksgd.sgd_update if size >= registry.ELEMENTWISE_MIN_PARALLEL else \
+    expected = ksgd.sgd_update if size >= dispatch.ELEMENTWISE_MIN_PARALLEL else \
         ksgd.sgd_update_serial
-    assert registry.SGD_UPDATE.pick(w0, w0.copy(), grads[0], 0.01, 0.9, 5e-4) is expected
+    assert dispatch.sgd_update(w0, w0.copy()) is expected
     for step, g in enumerate(grads):
         if step == 3:
             fused.lr = plain.lr = 0.001
@@ -347,7 +331,7 @@ CONV_LAYER_CASES = {
                                            padding=1, groups=2)),
     "s2-p1-rect":  ((5, 4, 9, 7), dict(in_channels=4, out_channels=6, kernel_size=3, stride=2,
                                        padding=1)),
-    # few taps (gemm_numba.suits): 12 filters and 10x10 = 100 pixels leave edge blocks
+    # few taps (dispatch.FEW_TAPS_MAX): 12 filters and 10x10 = 100 pixels leave edge blocks
     "small-conv1": ((3, 3, 20, 20), dict(in_channels=3, out_channels=12, kernel_size=5,
                                          stride=2, padding=2)),
     "few-taps-g2": ((2, 4, 9, 9), dict(in_channels=4, out_channels=10, kernel_size=3,
@@ -360,7 +344,7 @@ CONV_LAYER_CASES = {
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
 @pytest.mark.parametrize("case", list(CONV_LAYER_CASES))
-def test_conv2d_layer(case, dtype, monkeypatch, fast_on):
+def test_conv2d_layer(case, dtype, fast_on):
     """A Conv2D forward+backward, fast (batch-parallel) vs readable: y, dx, dW within
     CONV_TOL, db within DB_TOL; the first layer's backward (no dx) gives the same dW."""
     shape, kwargs = CONV_LAYER_CASES[case]
@@ -368,19 +352,20 @@ def test_conv2d_layer(case, dtype, monkeypatch, fast_on):
     layer = Conv2D(**kwargs, weight_std=0.1, rng=7, dtype=dtype)
     x = rng.standard_normal(shape).astype(dtype)
     dout = rng.standard_normal((shape[0],) + layer.output_shape(shape[1:])).astype(dtype)
-    assert registry.CONV_FORWARD.pick(x, layer.params["W"], layer.params["b"], layer.stride,
-                                      layer.padding, layer.groups) is not None, \
-        "no batch-parallel conv on this BLAS"
+    assert dispatch.conv_forward(x, layer.params["W"], layer.stride, layer.padding,
+                                 layer.groups) is not None, "no batch-parallel conv on this BLAS"
+    algorithm = dispatch.conv_algorithm(x.shape, layer.params["W"].shape, layer.stride,
+                                        layer.padding, layer.groups, dtype)
+    assert (algorithm in ("winograd", "space-to-depth")) == (dtype == np.float32 and case in (
+        "conv2-like", "conv1-like", "conv4-like")), algorithm
     fast_result = run_layer(layer, x, dout)
     layer.need_input_grad = False
     assert layer.backward(dout) is None
     assert_identical(layer.grads["W"], fast_result[2]["W"], "dW without dx")
     layer.need_input_grad = True
-    monkeypatch.setenv("TINYALEX_NO_NUMBA", "1")
-    slow_result = run_layer(layer, x, dout)
-    tol = (WINOGRAD_TOL if registry.use_winograd(layer.kernel_size, layer.kernel_size,
-                                                 layer.stride, layer.padding)
-           else CONV_TOL)[dtype]
+    with dispatch.settings(fast=False):
+        slow_result = run_layer(layer, x, dout)
+    tol = (WINOGRAD_TOL if algorithm == "winograd" else CONV_TOL)[dtype]
     for a, b, what in zip(fast_result[:2], slow_result[:2], ["forward", "dx"], strict=True):
         assert a.shape == b.shape and a.dtype == b.dtype == dtype, what
         assert rel_error(a, b) < tol, what
@@ -438,7 +423,7 @@ def test_conv_batch_parallel_does_not_depend_on_threads(case, fast_on):
     x = rng.standard_normal((N, W, H, C + 1), dtype=np.float32).transpose(0, 3, 2, 1)[:, :C]
     assert not x.flags.c_contiguous
     dout = rng.standard_normal((N,) + layer.output_shape((C, H, W)), dtype=np.float32)
-    before = kthreads.OPENBLAS_THREADS[0]()
+    before = kthreads.blas_threads().info()
     results = []
     for threads in (1, 2):
         numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
@@ -446,7 +431,7 @@ def test_conv_batch_parallel_does_not_depend_on_threads(case, fast_on):
             results.append(run_layer(layer, x, dout))
         finally:
             numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
-    assert kthreads.OPENBLAS_THREADS[0]() == before
+    assert kthreads.blas_threads().info() == before
     (y1, dx1, g1, _), (y2, dx2, g2, _) = results
     assert_identical(y1, y2, "forward")
     assert (dx1 is None) == (dx2 is None) == (not need_input_grad)
@@ -490,19 +475,19 @@ def test_few_taps_products(F, K, P, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
-def test_few_taps_match_openblas_and_the_timed_steps(dtype, monkeypatch, fast_on):
-    """The small net's conv1 shape through gemm_numba equals the OpenBLAS products
-    (MAX_K = 0 sends it there) within CONV_TOL (db, summed over other tasks, DB_TOL); and the one-call-per-step
-    path the benchmark's time split runs (kernels.threads.start_tally) gives the same bits
-    as the one Numba call per task."""
+def test_few_taps_match_openblas_and_the_timed_steps(dtype, fast_on):
+    """The small net's conv1 shape through gemm_numba (conv_few_taps) equals the OpenBLAS
+    products (conv_im2col) within CONV_TOL (db, summed over other tasks, DB_TOL); and the
+    benchmark's time split (kernels.threads.start_tally) leaves the bits as they were."""
     rng = np.random.default_rng(10)
     x = rng.standard_normal((6, 3, 24, 24)).astype(dtype)
     W = (0.1 * rng.standard_normal((24, 3, 5, 5))).astype(dtype)
     b = rng.standard_normal(24).astype(dtype)
     dout = rng.standard_normal((6, 24, 12, 12)).astype(dtype)
 
-    def run():
-        return (kconv.conv_forward(x, W, b, 2, 2, 1), *kconv.conv_backward(x, W, dout, 2, 2, 1, False))
+    def run(variant=conv_few_taps):
+        return (variant.conv_forward(x, W, b, 2, 2, 1),
+                *variant.conv_backward(x, W, dout, 2, 2, 1, False))
 
     y, dW, db, dx = run()
     assert dx is None
@@ -513,8 +498,8 @@ def test_few_taps_match_openblas_and_the_timed_steps(dtype, monkeypatch, fast_on
                 assert_identical(a, b_, what + ", timed steps")
     finally:
         kthreads.stop_tally()
-    monkeypatch.setattr(gemm_numba, "MAX_K", 0)
-    y_blas, dW_blas, db_blas, _ = run()
+    assert dispatch.conv_algorithm(x.shape, W.shape, 2, 2, 1, dtype) == "few-taps"
+    y_blas, dW_blas, db_blas, _ = run(conv_im2col)
     assert rel_error(y, y_blas) < CONV_TOL[dtype]
     assert rel_error(dW, dW_blas) < CONV_TOL[dtype]
     assert rel_error(db, db_blas) < DB_TOL[dtype]
@@ -550,7 +535,7 @@ def test_work_in_pieces_covers_the_range_once_on_any_thread_count():
     on 2."""
     import numba
 
-    from tinyalex.kernels import winograd_numba as kwino
+    from tinyalex.kernels.winograd import batch
 
     W = np.random.default_rng(4).standard_normal((37, 5, 3, 3)).astype(np.float32)
     results = []
@@ -565,9 +550,9 @@ def test_work_in_pieces_covers_the_range_once_on_any_thread_count():
                 assert all(b == c for (_, b), (c, _) in zip(seen, seen[1:]))
                 assert len(seen) <= threads and (len(seen) == 1 or
                                                  all(b - a >= least for a, b in seen))
-            tf = kwino._transforms(3, 6, 6)
+            tf = batch.transforms_for(3, 6, 6)
             U = tf.filter(W)
-            results.append((U, kwino._laid_out_transposed(U.reshape(25, 1, 37, 5)),
+            results.append((U, batch._laid_out_transposed(U.reshape(25, 1, 37, 5)),
                             tf.filter_grad(U, np.float32)))
         finally:
             numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
@@ -577,7 +562,7 @@ def test_work_in_pieces_covers_the_range_once_on_any_thread_count():
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
-def test_lrn_and_maxpool_layers(dtype, monkeypatch, fast_on):
+def test_lrn_and_maxpool_layers(dtype, fast_on):
     """LRN (both conventions) and MaxPool2D layers: fast vs readable, forward+backward."""
     rng = np.random.default_rng(8)
     x = np.maximum(rng.standard_normal((2, 12, 15, 15)), 0).astype(dtype)  # after ReLU
@@ -587,8 +572,8 @@ def test_lrn_and_maxpool_layers(dtype, monkeypatch, fast_on):
               MaxPool2D(3, 2)]
     douts = [dout_lrn, dout_lrn, dout_pool]
     fast_results = [run_layer(layer, x, d) for layer, d in zip(layers, douts, strict=True)]
-    monkeypatch.setenv("TINYALEX_NO_NUMBA", "1")
-    slow_results = [run_layer(layer, x, d) for layer, d in zip(layers, douts, strict=True)]
+    with dispatch.settings(fast=False):
+        slow_results = [run_layer(layer, x, d) for layer, d in zip(layers, douts, strict=True)]
     for layer, f, s in zip(layers, fast_results, slow_results, strict=True):
         if isinstance(layer, MaxPool2D):
             assert_identical(f[0], s[0], "pool forward")

@@ -7,9 +7,12 @@ Numba fast paths on and off (TINYALEX_NO_NUMBA=1).
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 
+from tinyalex.kernels import dispatch
 from tinyalex.layers import (
     Conv2D,
     Dropout,
@@ -257,13 +260,15 @@ def test_conv_chunking_does_not_change_the_answer(budget, monkeypatch, fast_path
         seen.append(x.shape[0])
         return real_im2col(x, *args)
 
-    monkeypatch.setenv("TINYALEX_NO_NUMBA", "1")  # the chunks are the readable body's
     monkeypatch.setattr(conv, "COLUMN_BUDGET_BYTES", limit)
-    monkeypatch.setattr(conv, "im2col", spy)
-    chunked_int = _conv_run(layer, x_int, d_int)
+    monkeypatch.setattr(conv, "conv_forward", functools.partial(conv.conv_forward, im2col=spy))
+    monkeypatch.setattr(conv, "conv_backward", functools.partial(conv.conv_backward, im2col=spy))
+    with dispatch.settings(fast=False):  # the chunks are the readable body's
+        chunked_int = _conv_run(layer, x_int, d_int)
     expected = [1] * 5 if budget == 1 else [2, 2, 1]
     assert seen == expected + [1] * 5, f"chunks of the batch: {seen}"   # backward: 2x bytes
-    chunked_rand = _conv_run(layer, x_rand, d_rand)
+    with dispatch.settings(fast=False):
+        chunked_rand = _conv_run(layer, x_rand, d_rand)
 
     for a, b in zip(whole_int, chunked_int, strict=True):
         np.testing.assert_array_equal(a, b)

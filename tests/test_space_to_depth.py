@@ -13,8 +13,9 @@ Conv2D's readable im2col body.
 - At the paper's conv1 size (227 px, 11x11 stride 4, 48 channels a phase map), float32
   through the twin stays within 2e-6 of float64 im2col for out, dW and dx (measured
   2.4e-7, 3.0e-7, 2.0e-7; float32 im2col's 5.6e-7, 5.5e-7, 1.3e-7).
-- The registry sends conv1 of the paper net here, the small net's (12 channels) and those
-  whose phases are not 3 to im2col, and nothing here under TINYALEX_NO_WINOGRAD.
+- kernels/dispatch.py sends conv1 of the paper net here (float32), the small net's (12
+  channels, few taps) and those whose phases are not 3 elsewhere, and nothing here under
+  TINYALEX_NO_WINOGRAD or in float64.
 """
 
 from __future__ import annotations
@@ -23,8 +24,7 @@ import numpy as np
 import pytest
 
 from tinyalex.gradcheck import rel_error
-from tinyalex.kernels import conv as kconv
-from tinyalex.kernels import registry
+from tinyalex.kernels import conv_few_taps, conv_im2col, dispatch
 from tinyalex.kernels import space_to_depth as s2d
 from tinyalex.kernels import space_to_depth_numba as ks2d
 from tinyalex.layers import conv
@@ -52,8 +52,7 @@ def _case(name, dtype, seed=0):
 
 
 @pytest.mark.parametrize("name", list(GEOMETRIES))
-def test_readable_reorderings_make_it_a_stride_1_convolution(name, monkeypatch):
-    monkeypatch.setenv("TINYALEX_NO_NUMBA", "1")
+def test_readable_reorderings_make_it_a_stride_1_convolution(name):
     x, W, b, _, s, p, groups = _case(name, np.float64)
     OH, OW, kq, SH, SW = s2d.geometry(x.shape, W.shape[2], s, p)
     xs, Ws = s2d.space_to_depth(x, s, p, SH, SW), s2d.filters_to_depth(W, s)
@@ -78,19 +77,17 @@ def test_the_reorderings_have_their_adjoints(name):
     assert abs(lhs - rhs) < 1e-12 * abs(lhs)
 
 
-def _readable(x, W, b, dout, s, p, groups, monkeypatch):
-    monkeypatch.setenv("TINYALEX_NO_NUMBA", "1")
+def _readable(x, W, b, dout, s, p, groups):
     y = conv.conv_forward(x, W, b, s, p, groups)
     dW, db, dx = conv.conv_backward(x, W, dout, s, p, groups, True)
-    monkeypatch.delenv("TINYALEX_NO_NUMBA")
     return y, dW, db, dx
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
 @pytest.mark.parametrize("name", list(GEOMETRIES))
-def test_fast_strided_conv_equals_readable_im2col(name, dtype, monkeypatch):
+def test_fast_strided_conv_equals_readable_im2col(name, dtype):
     x, W, b, dout, s, p, groups = _case(name, dtype, seed=3)
-    expected = _readable(x, W, b, dout, s, p, groups, monkeypatch)
+    expected = _readable(x, W, b, dout, s, p, groups)
     y = ks2d.conv_forward(x, W, b, s, p, groups)
     dW, db, dx = ks2d.conv_backward(x, W, dout, s, p, groups, True)
     assert ks2d.conv_backward(x, W, dout, s, p, groups, False)[2] is None
@@ -99,14 +96,14 @@ def test_fast_strided_conv_equals_readable_im2col(name, dtype, monkeypatch):
         assert rel_error(ours, ref) < TOL[dtype], what
 
 
-def test_float32_error_at_the_paper_conv1_size(monkeypatch):
+def test_float32_error_at_the_paper_conv1_size():
     """227 px, 11x11 stride 4 (a 3x3 Winograd convolution of 48 channels on 57x57 maps),
     16 kernels: float32 through the twin against float64 im2col, as float32 im2col."""
     rng = np.random.default_rng(4)
     x = rng.standard_normal((2, 3, 227, 227))
     W = rng.standard_normal((16, 3, 11, 11)) / np.sqrt(363)
     b, dout = rng.standard_normal(16), rng.standard_normal((2, 16, 55, 55))
-    expected = _readable(x, W, b, dout, 4, 0, 1, monkeypatch)
+    expected = _readable(x, W, b, dout, 4, 0, 1)
     f32 = [a.astype(np.float32) for a in (x, W, b, dout)]
     y = ks2d.conv_forward(*f32[:3], 4, 0, 1)
     dW, _, dx = ks2d.conv_backward(f32[0], f32[1], f32[3], 4, 0, 1, True)
@@ -115,23 +112,22 @@ def test_float32_error_at_the_paper_conv1_size(monkeypatch):
     assert rel_error(dx, expected[3]) < 2e-6
 
 
-def test_the_registry_sends_the_paper_conv1_here(monkeypatch):
-    if not registry.batch_parallel_conv():
-        pytest.skip("no batch-parallel conv on this BLAS")
-    monkeypatch.delenv("TINYALEX_NO_NUMBA", raising=False)
-    monkeypatch.delenv("TINYALEX_NO_WINOGRAD", raising=False)
-    forward, backward = registry.CONV_FORWARD.pick, registry.CONV_BACKWARD.pick
-    x, b = np.zeros((2, 3, 227, 227), np.float32), np.zeros(96, np.float32)
+def test_dispatch_sends_the_paper_conv1_here():
+    forward, backward = dispatch.conv_forward, dispatch.conv_backward
+    x = np.zeros((2, 3, 227, 227), np.float32)
     W = np.zeros((96, 3, 11, 11), np.float32)
     dout = np.zeros((2, 96, 55, 55), np.float32)
     assert s2d.applies(3, 11, 11, 4, 1)                                 # 48 channels
-    assert forward(x, W, b, 4, 0, 1) is ks2d.conv_forward
-    assert backward(x, W, dout, 4, 0, 1, False) is ks2d.conv_backward
-    small_x, small_W = np.zeros((2, 3, 56, 56), np.float32), np.zeros((96, 3, 5, 5), np.float32)
-    assert not s2d.applies(3, 5, 5, 2, 1)                               # 12 channels
-    assert forward(small_x, small_W, b, 2, 2, 1) is kconv.conv_forward
+    with dispatch.settings(fast=True, winograd=True, batch_parallel_conv=True):
+        assert forward(x, W, 4, 0, 1) is ks2d.conv_forward
+        assert backward(x, W, dout, 4, 0, 1) is ks2d.conv_backward
+        assert forward(x.astype(np.float64), W, 4, 0, 1) is conv_im2col.conv_forward
+        small_x = np.zeros((2, 3, 56, 56), np.float32)
+        small_W = np.zeros((96, 3, 5, 5), np.float32)
+        assert not s2d.applies(3, 5, 5, 2, 1)                           # 12 channels
+        assert forward(small_x, small_W, 2, 2, 1) is conv_few_taps.conv_forward
     assert not s2d.applies(48, 7, 7, 2, 1)                              # 4 phases
     assert not s2d.applies(48, 3, 3, 1, 1)                              # stride 1
-    monkeypatch.setenv("TINYALEX_NO_WINOGRAD", "1")
-    assert forward(x, W, b, 4, 0, 1) is kconv.conv_forward
-    assert backward(x, W, dout, 4, 0, 1, False) is kconv.conv_backward
+    with dispatch.settings(fast=True, winograd=False, batch_parallel_conv=True):
+        assert forward(x, W, 4, 0, 1) is conv_im2col.conv_forward
+        assert backward(x, W, dout, 4, 0, 1) is conv_im2col.conv_backward

@@ -42,8 +42,7 @@ CASES = {
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_textbook_twin_computes_the_same(case, monkeypatch):
-    monkeypatch.delenv("TINYALEX_NO_NUMBA", raising=False)
+def test_textbook_twin_computes_the_same(case):
     factory, shape = CASES[case]
     layer = factory().astype(np.float64)
     twin = textbook.textbook_twin(layer)

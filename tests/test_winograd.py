@@ -1,7 +1,7 @@
 """Winograd F(2x2, 3x3), F(3x3, 3x3), F(5x5, 3x3), F(2x2, 5x5) and F(3x3, 5x5) (tinyalex/
-kernels/winograd.py; the Numba twins of all but F(2x2, 5x5) in kernels/winograd_numba.py,
-winograd33_numba.py, winograd53_numba.py, winograd5_numba.py) compute the same convolution
-as Conv2D's readable im2col body.
+kernels/winograd/readable.py; the Numba twins of all but F(2x2, 5x5) in kernels/winograd/,
+one module per algorithm, run by batch.py) compute the same convolution as Conv2D's
+readable im2col body.
 
 - The matrices are Winograd's: in one dimension A^T [(G g) * (B^T d)] is the correlation
   of g and d, to 1e-14 in float64 (rounding only).
@@ -20,7 +20,8 @@ as Conv2D's readable im2col body.
   within 4e-5 (float32 im2col's: 4e-7); at conv4's (192 channels a group) F(3x3, 3x3) on
   6x6 all three within 1e-5, F(5x5, 3x3) on 13x13 forward and dx within 3e-5, dW 1e-5.
 - The backward is a true gradient: central differences in float64, tolerance 1e-6.
-- TINYALEX_NO_WINOGRAD=1 takes the im2col fast path instead.
+- TINYALEX_NO_WINOGRAD=1 (dispatch.settings(winograd=False)) and float64 take the im2col
+  fast path instead.
 """
 
 from __future__ import annotations
@@ -29,10 +30,11 @@ import numpy as np
 import pytest
 
 from tinyalex.gradcheck import numerical_gradient, rel_error
-from tinyalex.kernels import conv as kconv
-from tinyalex.kernels import registry, winograd
-from tinyalex.kernels import winograd_numba as kwino
-from tinyalex.layers import Conv2D, conv
+from tinyalex.kernels import conv_few_taps, dispatch
+from tinyalex.kernels.tasks import CONV_MAX_TASKS
+from tinyalex.kernels.winograd import batch as kwino
+from tinyalex.kernels.winograd import readable as winograd
+from tinyalex.layers import Conv2D
 
 SHAPES = {
     #              (N, C, H, W), F, groups
@@ -57,8 +59,9 @@ def _case(name, dtype, seed=0, r=3):
 
 
 def _im2col_layer(x, W, b, groups, monkeypatch):
-    """Conv2D's readable body (the fast paths off) with these weights."""
-    monkeypatch.setenv("TINYALEX_NO_NUMBA", "1")
+    """Conv2D's readable body (the fast variants off for the rest of the test) with these
+    weights."""
+    monkeypatch.setattr(dispatch, "SETTINGS", dispatch.SETTINGS._replace(fast=False))
     r = W.shape[2]
     layer = Conv2D(x.shape[1], W.shape[0], r, padding=r // 2, groups=groups, dtype=x.dtype)
     layer.params["W"][...] = W
@@ -146,15 +149,16 @@ def _from_layout(tf, A):
     return A.transpose(0, 1, 3, 2).reshape(K, G * per_group, T)
 
 
-@pytest.mark.parametrize("key", list(kwino.TRANSFORMS))
+@pytest.mark.parametrize("key", list(kwino.ALGORITHMS))
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
 def test_numba_transforms_equal_the_readable_ones(dtype, key):
     """Each set of transforms (F(2x2, 3x3), per plane; F(3x3, 3x3) and F(3x3, 5x5),
     channels-last), in its own layout, equals the readable one on every shape."""
     tol = 1e-6 if dtype == np.float32 else 1e-14
-    tf = kwino.TRANSFORMS[key]
+    tf = kwino.ALGORITHMS[key]
     alg = tf.alg
-    assert tf.channels_last == (key != 3)
+    assert (alg.m, alg.r) == key
+    assert tf.channels_last == (key != (2, 3))
     for name in SHAPES:
         x, W, _, dout, groups = _case(name, dtype, seed=1, r=alg.r)
         N, C, H, Wd = x.shape
@@ -202,7 +206,7 @@ def test_same_size_convolutions_take_the_fewest_multiplications():
 
 
 def test_planes_are_not_4k_apart():
-    """kernels/winograd_numba._planes: (K, rows, T), each plane contiguous, planes 64 bytes
+    """kernels/winograd/batch._planes: (K, rows, T), each plane contiguous, planes 64 bytes
     past a multiple of 4 KiB apart (so the K planes a transform touches fall into different
     L1 sets), whatever the size."""
     for K, rows, T, dtype in [(16, 256, 512, np.float32), (36, 96, 490, np.float32),
@@ -217,12 +221,16 @@ def test_planes_are_not_4k_apart():
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
 @pytest.mark.parametrize("name", list(SHAPES))
 def test_fast_conv_by_winograd_equals_readable_im2col(name, dtype, r, monkeypatch):
+    """The Winograd variant against the readable im2col body; the layers take it for
+    float32, and im2col (exact) for float64."""
     x, W, b, dout, groups = _case(name, dtype, seed=2, r=r)
     p = r // 2
-    monkeypatch.delenv("TINYALEX_NO_WINOGRAD", raising=False)
-    assert registry.use_winograd(r, r, 1, p)
-    assert registry.CONV_FORWARD.pick(x, W, b, 1, p, groups) is kwino.conv_forward
-    assert registry.CONV_BACKWARD.pick(x, W, dout, 1, p, groups, True) is kwino.conv_backward
+    with dispatch.settings(fast=True, winograd=True, batch_parallel_conv=True):
+        algorithm = dispatch.conv_algorithm(x.shape, W.shape, 1, p, groups, dtype)
+        assert (algorithm == "winograd") == (dtype == np.float32), algorithm
+        if dtype == np.float32:
+            assert dispatch.conv_forward(x, W, 1, p, groups) is kwino.conv_forward
+            assert dispatch.conv_backward(x, W, dout, 1, p, groups) is kwino.conv_backward
     y = kwino.conv_forward(x, W, b, 1, p, groups)
     dW, db, dx = kwino.conv_backward(x, W, dout, 1, p, groups)
     assert kwino.conv_backward(x, W, dout, 1, p, groups, need_input_grad=False)[2] is None
@@ -301,23 +309,25 @@ def test_a_batch_in_halves_gives_each_image_the_same_bits(r, H):
     assert rel_error(whole[1][0], halves[0][1][0] + halves[1][1][0]) < 1e-5
 
 
-def test_no_winograd_switch(monkeypatch):
-    """TINYALEX_NO_WINOGRAD=1: the 3x3 and 5x5 convolutions take im2col again (other
-    rounding)."""
+def test_no_winograd_switch():
+    """TINYALEX_NO_WINOGRAD=1 (winograd=False): the 3x3 and 5x5 convolutions take im2col
+    again (other rounding); readable.applies says which convolutions Winograd computes."""
     x, W, b, _, groups = _case("13x13-g2", np.float32, seed=4)
-    monkeypatch.delenv("TINYALEX_NO_NUMBA", raising=False)
-    wino = conv.conv_forward(x, W, b, 1, 1, groups)
-    monkeypatch.setenv("TINYALEX_NO_WINOGRAD", "1")
-    assert not registry.use_winograd(3, 3, 1, 1)
-    assert registry.CONV_FORWARD.pick(x, W, b, 1, 1, groups) is kconv.conv_forward
-    im2col = conv.conv_forward(x, W, b, 1, 1, groups)
+    with dispatch.settings(fast=True, winograd=True, batch_parallel_conv=True):
+        forward = dispatch.conv_forward(x, W, 1, 1, groups)
+        assert forward is kwino.conv_forward
+        wino = forward(x, W, b, 1, 1, groups)
+    with dispatch.settings(fast=True, winograd=False, batch_parallel_conv=True):
+        forward = dispatch.conv_forward(x, W, 1, 1, groups)
+        assert forward is conv_few_taps.conv_forward  # 27 taps a group: im2col's few-taps rung
+        im2col = forward(x, W, b, 1, 1, groups)
+    assert dispatch.read_settings({"TINYALEX_NO_WINOGRAD": "1"}).winograd is False
     assert rel_error(wino, im2col) < TOL[3][np.float32]
     assert not np.array_equal(wino, im2col)  # a different computation, not the same code
-    assert not registry.use_winograd(5, 5, 1, 2) and not registry.use_winograd(3, 3, 2, 1)
-    monkeypatch.delenv("TINYALEX_NO_WINOGRAD")
-    assert registry.use_winograd(5, 5, 1, 2)
-    assert not registry.use_winograd(5, 5, 1, 1) and not registry.use_winograd(5, 5, 2, 2)
-    assert not registry.use_winograd(11, 11, 1, 5) and not registry.use_winograd(3, 5, 1, 1)
+    assert winograd.applies(5, 5, 1, 2) and winograd.applies(3, 3, 1, 1)
+    assert not winograd.applies(5, 5, 1, 1) and not winograd.applies(5, 5, 2, 2)
+    assert not winograd.applies(11, 11, 1, 5) and not winograd.applies(3, 5, 1, 1)
+    assert not winograd.applies(3, 3, 2, 1)
 
 
 def test_tasks_do_not_depend_on_the_machine():
@@ -327,7 +337,7 @@ def test_tasks_do_not_depend_on_the_machine():
         tasks = kwino._winograd_tasks(N, tiles)
         covered = np.concatenate([np.arange(N)[t] for t in tasks])
         assert np.array_equal(covered, np.arange(N))
-        assert len(tasks) <= kconv.CONV_MAX_TASKS
+        assert len(tasks) <= CONV_MAX_TASKS
         assert len(tasks) <= 2 or len(tasks) % 2 == 0
         assert len(tasks) >= min(N, 2)  # two cores have work even on the 6x6 maps
 
@@ -338,7 +348,7 @@ def test_passes_of_a_task_give_the_same_convolution(r, name, monkeypatch):
     pass, and the result still equals the readable im2col (float64). On the 13x13 maps
     the 3x3 case runs F(5x5, 3x3), on the others F(3x3, 3x3)."""
     H, Wd = SHAPES[name][0][2:]
-    tf = kwino._transforms(r, H, Wd)
+    tf = kwino.transforms_for(r, H, Wd)
     monkeypatch.setitem(kwino.WINOGRAD_PASS_TILES, tf.name, 9)
     passes = kwino._passes(slice(3, 40), 4, tf)
     assert np.array_equal(np.concatenate([np.arange(50)[p] for p in passes]), np.arange(3, 40))

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import flags
-
 try:  # CuPy is the optional `gpu` extra.
     import cupy as _cupy  # type: ignore
 except Exception:  # ImportError, or a CUDA runtime that fails to load
@@ -91,29 +89,3 @@ def prefetch_to_gpu(batches):
         pending = sent[:2]
     if pending is not None:
         yield pending
-
-
-def reuse_freed_memory() -> bool:
-    """Ask glibc to keep freed memory for reuse instead of handing it back to the kernel.
-
-    A training step allocates and frees arrays of tens to hundreds of MB (im2col columns,
-    activations). By default glibc serves each with a fresh mmap and unmaps it on free, so
-    every step pays a page fault and a zero-fill per 4 KiB on first touch: measured here,
-    the paper net's step ran at 19 img/s that way and 23 img/s with freed memory reused
-    (the im2col of conv1 alone went from 254 ms to 73 ms). Peak memory is unchanged; the
-    process just keeps its high-water mark. Called once on ``import tinyalex``; set
-    TINYALEX_NO_TUNING=1 to leave malloc alone. A no-op off glibc. Returns True if
-    applied.
-    """
-    if flags.boolean("TINYALEX_NO_TUNING"):
-        return False
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6")
-        m_trim_threshold, m_mmap_max = -1, -4
-        ok = libc.mallopt(m_mmap_max, 0) == 1
-        ok &= libc.mallopt(m_trim_threshold, 2**31 - 1) == 1
-        return bool(ok)
-    except (OSError, AttributeError):
-        return False

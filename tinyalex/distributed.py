@@ -340,7 +340,7 @@ def share_cores(local_ranks: int) -> None:
 
         numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
     if not any(v in os.environ for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS")):
-        from .kernels.threads import OPENBLAS_THREADS
+        from .kernels.threads import blas_threads
 
-        if OPENBLAS_THREADS is not None:
-            OPENBLAS_THREADS[1](threads)
+        if blas_threads() is not None:
+            blas_threads().limit(limits=threads)  # kept: the limiter is not undone

@@ -22,10 +22,9 @@ from __future__ import annotations
 import math
 
 from .backend import get_array_module
-from .kernels import registry
+from .kernels import dispatch
 
 
-@registry.SGD_UPDATE.readable
 def sgd_update(w, v, g, lr, momentum, weight_decay):
     """One parameter's update, in place: v <- momentum*v - weight_decay*lr*w - lr*g;
     w <- w + v (the module docstring's rule, as four passes)."""
@@ -50,7 +49,9 @@ class SGD:
     def step(self, grads: dict) -> None:
         lr, m, wd = self.lr, self.momentum, self.weight_decay
         for name, w in self.params.items():
-            sgd_update(w, self.velocity[name], grads[name], lr, m, wd)
+            v = self.velocity[name]
+            update = dispatch.sgd_update(w, v) or sgd_update  # one fused pass, or the above
+            update(w, v, grads[name], lr, m, wd)
 
     def state_dict(self) -> dict:
         state = {f"velocity/{k}": v for k, v in self.velocity.items()}

@@ -219,12 +219,13 @@ def least_times(net, batch_size: int, sgemm_rate: float,
     """Per layer, the least time its forward + backward could take on this machine (its
     bound): for conv and FC, the products' FLOPs at the best sgemm rate (a Winograd layer
     does fewer multiplications, at its size: the fast path's algorithm's
-    (winograd_numba.algorithm) Winograd.fewer_multiplications,
+    (kernels/winograd/batch.algorithm) Winograd.fewer_multiplications,
     space_to_depth.fewer_multiplications);
     for the others, MIN_PASSES' bytes at the best streaming rate, a bound for arrays past
     the caches (the training batch's are; a small batch's may beat it). None where there
     is no work (flatten)."""
-    from ..kernels import space_to_depth, winograd_numba
+    from ..kernels import space_to_depth
+    from ..kernels.winograd import batch as winograd_batch
 
     least = []
     for (_, layer, in_shape, out_shape), flops in zip(net.shapes(),
@@ -233,7 +234,7 @@ def least_times(net, batch_size: int, sgemm_rate: float,
         if flops:
             method = conv_method(layer) if kind == "Conv2D" else None
             if method == "winograd":
-                flops /= winograd_numba.algorithm(
+                flops /= winograd_batch.algorithm(
                     layer.kernel_size, *out_shape[1:]).fewer_multiplications(*out_shape[1:])
             elif method == "space-to-depth":
                 flops /= space_to_depth.fewer_multiplications(layer.kernel_size,
@@ -260,8 +261,13 @@ def textbook_bounds(textbook, least) -> list[float | None]:
 # each layer that does (python -m tinyalex.bench; docs/speed.md has the measurements).
 FAR_FROM_BOUND = {
     "im2col": "im2col copies each input pixel about (kernel/stride)^2 times and col2im adds "
-              "them back, and the GEMM's inner dimension (C*k*k: 75 for the small net's "
-              "conv1, 363 for the paper's) is short for BLAS",
+              "them back, and the GEMM's inner dimension (C*k*k: 363 for the paper's conv1) "
+              "is short for BLAS",
+    "few-taps": "im2col copies each input pixel about (kernel/stride)^2 times, and the "
+                "products' inner dimension (C*k*k: 75 for the small net's conv1) is short",
+    "readable": "the readable im2col body: whole-batch products on every thread, no "
+                "batch-parallel variant (TINYALEX_NO_BATCH_PARALLEL_CONV, or a BLAS whose "
+                "threads cannot be set)",
     "winograd": "the transforms read and write (K, C, tiles) planes, 2.8x (3x3 on 6x6: "
                 "F(3x3,3x3)), 2x (3x3 on 13x13: F(5x5,3x3)) or 5.4x (5x5: F(3x3,5x5)) the layer's "
                 "output, and its K GEMMs per pass are small (inner dimension "
@@ -287,11 +293,13 @@ SHORT_REASON = ("a pass this short (its least < 0.5 ms) is mostly the call's fix
 
 
 def conv_method(layer) -> str:
-    """"winograd", "space-to-depth" or "im2col": what computes this Conv2D here."""
-    from ..kernels import registry
+    """What computes this Conv2D here in float32 (kernels/dispatch.conv_algorithm):
+    "winograd", "space-to-depth", "few-taps", "im2col" or "readable"."""
+    from ..kernels import dispatch
 
-    return registry.conv_method(layer.in_channels, layer.kernel_size, layer.stride,
-                                layer.padding, layer.groups)
+    W_shape = layer.params["W"].shape
+    return dispatch.conv_algorithm((1, layer.in_channels, 1, 1), W_shape, layer.stride,
+                                   layer.padding, layer.groups, np.float32)
 
 
 def far_from_bound_reason(layer) -> str:
@@ -692,16 +700,18 @@ def main(argv=None) -> int:
     for var in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"):
         if os.environ.get(var):
             print(f"note: {var}={os.environ[var]} is set; a user's machine would not set it")
-    from ..kernels import gemm_numba, registry
-    if not (registry.fast_kernels_on() and registry.batch_parallel_conv()):
+    from ..kernels import dispatch
+    settings = dispatch.SETTINGS
+    if not settings.fast or dispatch.conv_algorithm(
+            (1, 1, 1, 1), (1, 1, 1, 1), 1, 0, 1, np.float32) == "readable":
         print("convolutions: the readable im2col body (no batch-parallel conv on this BLAS, "
-              "or TINYALEX_NO_NUMBA is set)")
-    elif registry.use_winograd(3, 3, 1, 1):
+              "or TINYALEX_NO_NUMBA / TINYALEX_NO_BATCH_PARALLEL_CONV is set)")
+    elif settings.winograd:
         print("convolutions: 3x3 and 5x5 stride-1 by Winograd F(3x3,3x3) or F(5x5,3x3) (fewer "
               "multiplications on 13x13) and F(3x3,5x5), "
               "strided ones of 3 phases and 48+ channels (the paper's conv1) by F(2x2,3x3) on "
               "their space-to-depth maps, the others by im2col (its products by Numba's "
-              f"register-blocked kernels where a group has <= {gemm_numba.MAX_K} taps, the small "
+              f"register-blocked kernels where a group has <= {dispatch.FEW_TAPS_MAX} taps, the small "
               "nets' conv1; else OpenBLAS)")
     else:
         print("convolutions: all by im2col (TINYALEX_NO_WINOGRAD is set)")

@@ -59,12 +59,7 @@ MASKS = ("shared", "own")
 
 
 def import_torch():
-    """torch, imported with OpenMP's default spin kept for both frameworks: PyTorch and
-    Numba share one libgomp in this process, and tinyalex's OMP_WAIT_POLICY=PASSIVE (set on
-    import) made PyTorch's training step 4-9% slower. GOMP_SPINCOUNT=300000 (libgomp's own
-    default) overrides the policy when libgomp loads, as for the bench's PyTorch steps, so
-    the twin's times compare as before it; a value the user set stays."""
-    os.environ.setdefault("GOMP_SPINCOUNT", "300000")
+    """torch, or a UserError saying how to install it."""
     try:
         import torch
     except ImportError:

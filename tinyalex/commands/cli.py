@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .. import tuning
 from ..data.errors import DataError
 
 
@@ -13,8 +14,12 @@ class UserError(Exception):
     """A mistake the user can fix (bad path, bad option): printed as one line, exit 2."""
 
 
-def run(main, argv=None) -> int:
-    """Call main(argv); turn a UserError or a DataError into one line on stderr and exit 2."""
+def run(main, argv=None, tune: bool = True) -> int:
+    """Call main(argv); turn a UserError or a DataError into one line on stderr and exit 2.
+    ``tune``: tune the process for speed first (tinyalex.tune(); a command that runs
+    PyTorch beside tinyalex in one process leaves it alone)."""
+    if tune:
+        tuning.tune()
     try:
         return main(argv) or 0
     except KeyboardInterrupt:

@@ -11,7 +11,7 @@ unset or empty.
 
 Only names in FLAGS can be read (a KeyError otherwise), so a new variable has to be added
 here, with its meaning, to be read at all. This module imports nothing but ``os``:
-``tinyalex/__init__.py`` reads TINYALEX_NO_TUNING with it before numpy is imported.
+``tinyalex.tune()`` reads TINYALEX_NO_TUNING with it, perhaps before numpy is imported.
 """
 
 from __future__ import annotations
@@ -44,19 +44,19 @@ class Flag:
 
 _TABLE = [
     Flag("TINYALEX_NO_NUMBA", "switch", "off: the Numba and CuPy fast paths run",
-         "run the readable NumPy bodies only (same results, slower)", "kernels/registry.py"),
+         "run the readable NumPy bodies only (same results, slower)", "kernels/dispatch.py"),
     Flag("TINYALEX_NO_WINOGRAD", "switch", "off: 3x3 and 5x5 stride-1 convs by Winograd F(3x3,3x3) or F(5x5,3x3), F(3x3,5x5); the paper's "
          "conv1 by F(2x2,3x3) on its space-to-depth maps",
-         "every convolution's fast path by im2col", "kernels/registry.py"),
+         "every convolution's fast path by im2col", "kernels/dispatch.py"),
     Flag("TINYALEX_NO_BATCH_PARALLEL_CONV", "switch",
          "off: the batch-parallel conv where numpy's BLAS is OpenBLAS",
          "convolutions by the readable body (its im2col/col2im still fast)",
-         "kernels/registry.py"),
+         "kernels/dispatch.py"),
     Flag("TINYALEX_NO_TUNING", "switch",
-         "off: import tinyalex keeps freed memory and sets OPENBLAS_THREAD_TIMEOUT=4 and "
-         "OMP_WAIT_POLICY=PASSIVE",
-         "leave malloc, OpenBLAS's thread timeout and OpenMP's wait policy alone",
-         "__init__.py, backend.py"),
+         "off: tinyalex.tune() (which the commands call) keeps freed memory and sets "
+         "OPENBLAS_THREAD_TIMEOUT=4 and OMP_WAIT_POLICY=PASSIVE",
+         "tinyalex.tune() leaves malloc, OpenBLAS's thread timeout and OpenMP's wait policy "
+         "alone", "tuning.py"),
     Flag("TINYALEX_UNVERIFIED_GPU", "switch", "off: train --device gpu refuses",
          "allow train --device gpu before the CuPy path is verified on a GPU",
          "commands/train.py"),
@@ -78,8 +78,6 @@ _TABLE = [
     Flag("TINYALEX_SHA256_", "value", "the digest pinned in data/download.py, if any",
          "TINYALEX_SHA256_<NAME>: the expected sha256 of dataset NAME's archive",
          "data/download.py"),
-    Flag("TINYALEX_NOTEBOOK_BUDGET", "value", "full", "ci: the notebooks run in seconds",
-         "notebooks, tests/test_notebooks.py"),
     Flag("TINYALEX_NOTEBOOK_OUTPUT", "value", "none", "a folder to keep the executed notebooks in",
          "tests/test_notebooks.py"),
 ]

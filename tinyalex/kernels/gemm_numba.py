@@ -1,15 +1,14 @@
-"""The im2col convolution's two products for a layer with few taps (K = C*kh*kw <= 128:
-the small nets' conv1, K = 75), as register-blocked Numba kernels instead of OpenBLAS.
+"""The im2col convolution's two products for a layer with few taps (K = C*kh*kw <=
+dispatch.FEW_TAPS_MAX: the small nets' conv1, K = 75), as register-blocked Numba kernels
+instead of OpenBLAS.
 
     forward:          out = W @ cols + b         (F, K) @ (K, P) -> (F, P)
     weight gradient:  dW += dout @ cols.T        (F, P) @ (P, K) -> (F, K)
 
-the same products as layers/conv.py, per image (kernels/conv.py calls them).
+the same products as layers/conv.py, per image (kernels/conv_few_taps.py calls them).
 
-Why not the BLAS: a GEMM packs both operands into its own blocked layout on every call.
-With K = 75 that packing is a large share of the work: the small net's conv1 ran its
-forward product at 78-99 GFLOP/s and its dW product (two long operands, a small result) at
-57-75, one thread, where the machine's FMA peak is ~100. Here nothing is packed:
+Why not the BLAS: a GEMM packs both operands into its own blocked layout on every call,
+and with K = 75 that packing costs about as much as the product. Here nothing is packed:
 
 - forward: a block of 8 filters x 16 output pixels is 8 vector accumulators that stay in
   registers while k runs over all K taps: per k one load of cols[k, p:p+16] and 8
@@ -20,10 +19,6 @@ forward product at 78-99 GFLOP/s and its dW product (two long operands, a small 
   and 16 FMAs. At the end each one's 16 partial sums are added pairwise (8, 4, 2, 1
   apart), the 16 accumulators together in 15 vector adds.
 
-Measured (small net conv1, one thread, one image, its operands from memory): forward 125
-us against OpenBLAS's product and bias pass 146, dW 157 against 185-188; the whole layer
-at batch 128 on 2 cores, 17.6-19.9 ms against 25.8-30.3 (docs/speed.md).
-
 How: Numba cannot be asked for registers or vectors, so the kernels are written so that
 LLVM finds them. The accumulators are an array on the stack (``_stack_array``, an LLVM
 alloca; numba's own arrays live on the heap, where LLVM cannot keep them in registers)
@@ -33,26 +28,20 @@ of numba's defaults: the loop vectorizer took the k loop (with gathers and scatt
 1.7 GFLOP/s), the SLP vectorizer turns each unrolled block row into one vector FMA.
 An edge block (F, K or P not a multiple of its size) is computed whole, from clamped
 rows, and stored through a second stack array: a variable index into the accumulators
-would keep them out of registers (the forward measured 169 against 113 us).
+would keep them out of registers. docs/speed.md has the figures.
 """
 
 from __future__ import annotations
 
 import numba
-import numpy as np
 from numba import types
 from numba.core import cgutils, config
 from numba.core.compiler_lock import global_compiler_lock
 from numba.extending import intrinsic
 
-MAX_K = 128  # taps per group up to which the convolution runs these kernels (kernels/conv.py)
+from .jit import U
+
 LANES = 16   # pixels per vector: one AVX-512 register of float32 (LLVM splits it on AVX2)
-_U = np.uint64  # unsigned indices: no wraparound check, see kernels/conv.py
-
-
-def suits(K: int) -> bool:
-    """Whether a group's products with K taps run here rather than in OpenBLAS."""
-    return K <= MAX_K
 
 
 def padded(P: int) -> int:
@@ -92,14 +81,14 @@ def _forward(Wt, cols, b, out, P):
                 row = cols[k]
                 for i in range(8):
                     w = Wt[k, min(f0 + i, F - 1)]
-                    for lane in range(_U(16)):
-                        acc[i, lane] += w * row[_U(p0) + lane]
+                    for lane in range(U(16)):
+                        acc[i, lane] += w * row[U(p0) + lane]
             if p0 + 16 <= P and f0 + 8 <= F:
                 for i in range(8):
                     target = out[f0 + i]
                     bias = b[f0 + i]
-                    for lane in range(_U(16)):
-                        target[_U(p0) + lane] = acc[i, lane] + bias
+                    for lane in range(U(16)):
+                        target[U(p0) + lane] = acc[i, lane] + bias
             else:
                 for i in range(8):
                     for lane in range(16):
@@ -143,20 +132,20 @@ def _weight_grad(d, cols, dW, P):
                     acc[q, lane] = 0
             for p0 in range(0, whole, 16):
                 for i in range(4):
-                    d_row = d[_U(min(f0 + i, F - 1))]
+                    d_row = d[U(min(f0 + i, F - 1))]
                     for j in range(4):
-                        col = cols[_U(min(k0 + j, K - 1))]
-                        for lane in range(_U(16)):
-                            acc[4 * i + j, lane] += d_row[_U(p0) + lane] * col[_U(p0) + lane]
+                        col = cols[U(min(k0 + j, K - 1))]
+                        for lane in range(U(16)):
+                            acc[4 * i + j, lane] += d_row[U(p0) + lane] * col[U(p0) + lane]
             if whole < P:  # the last pixels, from a copy of d's row ends padded with zeros
                 for i in range(4):
                     for lane in range(16):
                         tail[i, lane] = d[min(f0 + i, F - 1), whole + lane] if whole + lane < P else 0
                 for i in range(4):
                     for j in range(4):
-                        col = cols[_U(min(k0 + j, K - 1))]
-                        for lane in range(_U(16)):
-                            acc[4 * i + j, lane] += tail[i, lane] * col[_U(whole) + lane]
+                        col = cols[U(min(k0 + j, K - 1))]
+                        for lane in range(U(16)):
+                            acc[4 * i + j, lane] += tail[i, lane] * col[U(whole) + lane]
             # Each accumulator's 16 lanes added pairwise, 8 then 4, 2, 1 apart, two
             # accumulators' halves to a vector so that every step is one vector add (and
             # two shuffles): sums[0, q] = the total of acc[q].

@@ -1,4 +1,4 @@
-"""CuPy twins of the hot loops, for CuPy arrays (kernels/registry.py picks them by the array).
+"""CuPy twins of the hot loops, for CuPy arrays (kernels/dispatch.py picks them by the array).
 
 Each function has the signature and result of the readable body it replaces (named in its
 docstring) and is tested equal to it on a GPU (tests/test_gpu.py, skipped without one).
@@ -9,9 +9,10 @@ the readable body's (i, j) order, with no atomics and no duplicate-index loss (p
 fancy-index ``+=`` on CuPy drops duplicates; cupyx.scatter_add would not, but is
 nondeterministic in its sum order).
 
-Not here, so the readable body runs on the GPU: the convolution's GEMMs (CuPy's matmul is
-cuBLAS already), ReLU, dropout, softmax, the FC layers. This module imports cupy: import
-it only where a CuPy array exists (kernels/registry.py does).
+Not here, so the readable body runs on the GPU: ReLU, dropout, softmax, the FC layers. The
+convolution is the readable body with this file's im2col and col2im (its GEMMs are cuBLAS
+already). This module imports cupy: import it only where a CuPy array exists
+(kernels/dispatch.py does).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 import cupy as cp
 
 from tinyalex.kernels.shapes import conv_output_size, pool_output_size
+from tinyalex.layers import conv as readable_conv
 
 # Index arithmetic in long long: paper conv2's columns for 128 images hold 2.2e8 entries.
 _IM2COL = cp.ElementwiseKernel(
@@ -229,3 +231,14 @@ def sgd_update(w, v, g, lr, momentum, weight_decay):
     """Twin of optim.sgd_update, in place: v <- m*v - wd*lr*w - lr*g; w <- w + v."""
     t = w.dtype.type
     _SGD_UPDATE(g, t(lr), t(momentum), t(weight_decay * lr), w, v)
+
+
+def conv_forward(x, W, b, stride, pad, groups):
+    """layers.conv.conv_forward with this file's im2col: (N, C, H, W) -> (N, F, OH, OW)."""
+    return readable_conv.conv_forward(x, W, b, stride, pad, groups, im2col=im2col)
+
+
+def conv_backward(x, W, dout, stride, pad, groups, need_input_grad=True):
+    """layers.conv.conv_backward with this file's im2col and col2im: (dW, db, dx)."""
+    return readable_conv.conv_backward(x, W, dout, stride, pad, groups, need_input_grad,
+                                       im2col=im2col, col2im=col2im)

@@ -7,9 +7,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from .conv import _U  # unsigned indices: kernels/conv.py says why
+from .jit import JIT, U
 from .shapes import pool_output_size
-from .threads import JIT
 
 
 @numba.njit(**JIT)
@@ -35,21 +34,19 @@ def _maxpool_forward(x, y, argmax, window, stride):
 # The paper's 3x3 windows (§3.4), written out: the loop above compares each value with the
 # best so far, a chain of 9 dependent compare-and-branch steps whose branch the CPU cannot
 # predict on real data. Here the maximum is a tree of independent max()es, and the argmax
-# the first of the nine equal to it, a chain of selects without branches. Measured (2-core
-# EPYC, batch 128, stride 2): 96 x 28 x 28 8.1 -> 5.6 ms, 96 x 55 x 55 34 -> 23 ms, 256 x
-# 27 x 27 22 -> 15 ms. Indices unsigned, as in kernels/conv.py.
+# the first of the nine equal to it, a chain of selects without branches.
 @numba.njit(**JIT)
 def _maxpool3_forward(x, y, argmax, stride):
     N, C, H, W = x.shape
     OH, OW = y.shape[2], y.shape[3]
     xf, yf, af = x.reshape(-1), y.reshape(-1), argmax.reshape(-1)
     for plane in numba.prange(N * C):
-        src, dst = _U(plane * H * W), _U(plane * OH * OW)
-        for oh in range(_U(OH)):
-            for ow in range(_U(OW)):
-                r0 = src + _U(oh * stride * W + ow * stride)
-                r1 = r0 + _U(W)
-                r2 = r1 + _U(W)
+        src, dst = U(plane * H * W), U(plane * OH * OW)
+        for oh in range(U(OH)):
+            for ow in range(U(OW)):
+                r0 = src + U(oh * stride * W + ow * stride)
+                r1 = r0 + U(W)
+                r2 = r1 + U(W)
                 v0, v1, v2 = xf[r0], xf[r0 + 1], xf[r0 + 2]
                 v3, v4, v5 = xf[r1], xf[r1 + 1], xf[r1 + 2]
                 v6, v7, v8 = xf[r2], xf[r2 + 1], xf[r2 + 2]
@@ -64,8 +61,8 @@ def _maxpool3_forward(x, y, argmax, stride):
                 k = 2 if v2 == best else k
                 k = 1 if v1 == best else k
                 k = 0 if v0 == best else k
-                yf[dst + _U(oh * OW + ow)] = best
-                af[dst + _U(oh * OW + ow)] = k
+                yf[dst + U(oh * OW + ow)] = best
+                af[dst + U(oh * OW + ow)] = k
 
 
 def maxpool_forward(x, window, stride):
@@ -83,21 +80,20 @@ def maxpool_forward(x, window, stride):
 
 @numba.njit(**JIT)
 def _maxpool_backward(dout, argmax, dx, window, stride):
-    # flat planes and unsigned indices (kernels/conv.py says why): 96 x 55 x 55 at batch
-    # 128 15.6 -> 12.4 ms
+    # flat planes and unsigned indices (kernels/jit.py says why)
     N, C, OH, OW = dout.shape
     H, W = dx.shape[2], dx.shape[3]
     df, af, xf = dout.reshape(-1), argmax.reshape(-1), dx.reshape(-1)
     for plane in numba.prange(N * C):
-        dst, src = _U(plane * H * W), _U(plane * OH * OW)
-        for p in range(_U(H * W)):
+        dst, src = U(plane * H * W), U(plane * OH * OW)
+        for p in range(U(H * W)):
             xf[dst + p] = 0
-        for oh in range(_U(OH)):
-            for ow in range(_U(OW)):
-                o = src + _U(oh * OW + ow)
+        for oh in range(U(OH)):
+            for ow in range(U(OW)):
+                o = src + U(oh * OW + ow)
                 k = af[o]
                 i, j = k // window, k % window
-                xf[dst + _U((oh * stride + i) * W + ow * stride + j)] += df[o]
+                xf[dst + U((oh * stride + i) * W + ow * stride + j)] += df[o]
 
 
 def maxpool_backward(dout, argmax, x_shape, window, stride):

@@ -1,12 +1,12 @@
 """Numba twins of layers/activations.py's ReLU: one pass each way, on every core or (the
-``_serial`` ones, below ELEMENTWISE_MIN_PARALLEL elements: kernels/registry.py) on one."""
+``_serial`` ones, below ELEMENTWISE_MIN_PARALLEL elements: kernels/dispatch.py) on one."""
 
 from __future__ import annotations
 
 import numba
 import numpy as np
 
-from .threads import JIT, serial_twin
+from .jit import JIT, serial_twin
 
 
 @numba.njit(**JIT)

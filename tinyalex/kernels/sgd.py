@@ -1,13 +1,13 @@
 """Numba twin of optim.py's SGD update: one pass over w, v and g instead of four, bitwise
 equal to the readable body; on every core, or (the ``_serial`` one, below
-ELEMENTWISE_MIN_PARALLEL elements: kernels/registry.py) on one."""
+ELEMENTWISE_MIN_PARALLEL elements: kernels/dispatch.py) on one."""
 
 from __future__ import annotations
 
 import numba
 import numpy as np
 
-from .threads import JIT, serial_twin
+from .jit import JIT, serial_twin
 
 
 @numba.njit(**JIT)

@@ -24,7 +24,7 @@ no sums).
 Where it pays: the paper's conv1 at batch 128, forward 179-196 -> 136-143 ms and
 backward (dW) 209-220 -> 160-176 ms (best and median of 9, interleaved with im2col; 2-core
 AVX-512 EPYC). The small net's conv1 (5x5 stride 2, 3*2*2 = 12 channels) ran 1.5x slower
-this way (its GEMMs' inner dimension is 12): kernels/registry.py sends a strided
+this way (its GEMMs' inner dimension is 12): kernels/dispatch.py sends a strided
 convolution here only with at least MIN_CHANNELS channels a group.
 
 The reorderings below are the readable bodies: the convolution of xs by Ws (any body)
@@ -52,7 +52,7 @@ def phases(kernel_size: int, stride: int) -> int:
 
 def applies(C: int, kh: int, kw: int, stride: int, groups: int) -> bool:
     """A strided square convolution whose phases make a 3x3 one (F(2x2, 3x3)) of at least
-    MIN_CHANNELS channels a group (kernels/registry.py asks it)."""
+    MIN_CHANNELS channels a group (kernels/dispatch.py asks it)."""
     return (stride > 1 and kh == kw and phases(kh, stride) == 3
             and C // groups * stride * stride >= MIN_CHANNELS)
 

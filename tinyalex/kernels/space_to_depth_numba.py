@@ -1,8 +1,8 @@
 """A strided convolution by Winograd F(2x2, 3x3) on its space-to-depth maps
-(kernels/space_to_depth.py says how), batch-parallel: kernels/winograd_numba.py's drivers,
+(kernels/space_to_depth.py says how), batch-parallel: kernels/winograd/batch.py's drivers,
 with input transforms that read x through space-to-depth in the plane they fill anyway,
 so xs is never stored. ``conv_forward`` and ``conv_backward`` have the signature and
-result of the readable Conv2D bodies (layers/conv.py); kernels/registry.py sends a strided
+result of the readable Conv2D bodies (layers/conv.py); kernels/dispatch.py sends a strided
 convolution here where space_to_depth.applies.
 """
 
@@ -11,9 +11,10 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from . import winograd_numba as wn
 from .space_to_depth import filters_from_depth, filters_to_depth, geometry
-from .winograd_numba import _plane_to_tiles, _tiles_to_plane
+from .winograd import batch as wn
+from .winograd.f2x2_3x3 import TRANSFORMS as F2X2_3X3
+from .winograd.f2x2_3x3 import plane_to_tiles, tiles_to_plane
 
 
 @numba.njit(nogil=True, cache=True)
@@ -35,7 +36,7 @@ def _input(x, V, s, pad, th, tw):
                         for v in range(cols):
                             w = s * v + q - pad
                             plane[u, v] = x[n, c, h, w] if inside and 0 <= w < W else zero
-                    _plane_to_tiles(plane, V, (c * s + p) * s + q, n * th * tw, th, tw)
+                    plane_to_tiles(plane, V, (c * s + p) * s + q, n * th * tw, th, tw)
 
 
 @numba.njit(nogil=True, cache=True)
@@ -51,7 +52,7 @@ def _input_grad(dV, dx, s, pad, th, tw, SH, SW):
             for p in range(s):
                 for q in range(s):
                     plane[:] = 0
-                    _tiles_to_plane(dV, (c * s + p) * s + q, n * th * tw, th, tw, plane)
+                    tiles_to_plane(dV, (c * s + p) * s + q, n * th * tw, th, tw, plane)
                     for u in range(SH):
                         h = s * u + p - pad
                         if h < 0 or h >= H:
@@ -78,7 +79,7 @@ def plan(x, W, stride: int, pad: int) -> wn.Plan:
     def input_grad(dV, dx_part):
         _input_grad(dV, dx_part, stride, pad, th, tw, SH, SW)
 
-    tf = wn.TRANSFORMS[3]._replace(input=input_transform, input_grad=input_grad)
+    tf = F2X2_3X3._replace(input=input_transform, input_grad=input_grad)
     return wn.Plan(tf, C * stride * stride, OH, OW)
 
 

@@ -8,18 +8,16 @@ than with the saturating tanh, which is here for that experiment.
 from __future__ import annotations
 
 from ..backend import get_array_module
-from ..kernels import registry
+from ..kernels import dispatch
 from .base import Layer
 
 
-@registry.RELU_FORWARD.readable
 def relu_forward(x):
     """y = max(0, x), elementwise (NaN passes through, as np.maximum's)."""
     xp = get_array_module(x)
     return xp.maximum(x, 0)
 
 
-@registry.RELU_BACKWARD.readable
 def relu_backward(dout, y):
     """dx = dout * [y > 0]: the gradient passes where the unit was active."""
     return dout * (y > 0)
@@ -32,12 +30,14 @@ class ReLU(Layer):
     """
 
     def forward(self, x, train=True):
-        out = relu_forward(x)
+        forward = dispatch.relu_forward(x) or relu_forward  # a Numba pass, or the above
+        out = forward(x)
         self.cache = out
         return out
 
     def backward(self, dout):
-        return relu_backward(dout, self.cache)
+        backward = dispatch.relu_backward(dout, self.cache) or relu_backward
+        return backward(dout, self.cache)
 
     def flops(self, input_shape):
         return int(_size(input_shape))

@@ -19,11 +19,10 @@ each group is its own product over a contiguous block of rows of cols.
 Memory stays bounded as in Caffe: the columns are built for a chunk of the batch at a time
 (``COLUMN_BUDGET_BYTES``), and rebuilt in backward instead of cached.
 
-The fast path (kernels/conv.py, kernels/winograd_numba.py: Winograd for the 3x3 and 5x5
-stride-1 ones, and kernels/space_to_depth_numba.py for the paper's 11x11 stride-4 conv1;
-kernels/registry.py picks it)
-computes the same products image by image on each core in parallel, with no transposes;
-the bodies below are the reference it is tested against.
+The fast variants (kernels/: im2col, few-taps, Winograd for the 3x3 and 5x5 stride-1 ones,
+space-to-depth for the paper's 11x11 stride-4 conv1; kernels/dispatch.py picks one in
+Conv2D.forward's first line) compute the same products image by image on each core in
+parallel; the bodies below are the reference they are tested against.
 """
 
 from __future__ import annotations
@@ -31,7 +30,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..backend import get_array_module
-from ..kernels import registry
+from ..kernels import dispatch
 from ..kernels.shapes import conv_output_size  # OH above; net.py imports it from here
 from .base import Layer
 
@@ -39,7 +38,6 @@ COLUMN_BUDGET_BYTES = 64 * 2**20  # the largest im2col buffer one chunk of the b
 GPU_COLUMN_BUDGET_BYTES = 2**30   # on a GPU: fewer, larger cuBLAS products
 
 
-@registry.IM2COL.readable
 def im2col(x, kh: int, kw: int, stride: int, pad: int):
     """Receptive fields as columns.
 
@@ -57,7 +55,6 @@ def im2col(x, kh: int, kw: int, stride: int, pad: int):
     return cols.reshape(C * kh * kw, N * OH * OW)
 
 
-@registry.COL2IM.readable
 def col2im(cols, x_shape: tuple, kh: int, kw: int, stride: int, pad: int):
     """The transpose of im2col: add every column entry back onto the pixel it came from.
 
@@ -87,12 +84,12 @@ def _budget(xp) -> int:
     return COLUMN_BUDGET_BYTES if xp is np else GPU_COLUMN_BUDGET_BYTES
 
 
-@registry.CONV_FORWARD.readable
-def conv_forward(x, W, b, stride: int, pad: int, groups: int):
+def conv_forward(x, W, b, stride: int, pad: int, groups: int, im2col=im2col):
     """out = the grouped products W_g @ cols_g of the module docstring, plus b.
 
     x (N, C, H, W), W (F, C/G, kh, kw), b (F,) -> out (N, F, OH, OW). W is read as G
     matrices of shape (F/G, K/G), K = C*kh*kw; the batch goes in chunks (batch_chunks).
+    ``im2col``: the one above (kernels/gpu.py passes its CuPy kernel).
     """
     xp = get_array_module(x)
     N, _, H, Wd = x.shape
@@ -112,8 +109,8 @@ def conv_forward(x, W, b, stride: int, pad: int, groups: int):
     return out
 
 
-@registry.CONV_BACKWARD.readable
-def conv_backward(x, W, dout, stride: int, pad: int, groups: int, need_input_grad: bool):
+def conv_backward(x, W, dout, stride: int, pad: int, groups: int, need_input_grad: bool = True,
+                  im2col=im2col, col2im=col2im):
     """(dW, db, dx) of conv_forward: dW = dout_r @ cols.T and dx = col2im(W.T @ dout_r) per
     group, db = dout summed over n, oh, ow; dx is None when not need_input_grad.
 
@@ -186,13 +183,14 @@ class Conv2D(Layer):
     def forward(self, x, train=True):
         self.output_shape(x.shape[1:])  # checks the channels
         self.cache = x
-        return conv_forward(x, self.params["W"], self.params["b"], self.stride, self.padding,
-                            self.groups)
+        W, b, s, p, g = self.params["W"], self.params["b"], self.stride, self.padding, self.groups
+        forward = dispatch.conv_forward(x, W, s, p, g) or conv_forward  # a fast variant, or above
+        return forward(x, W, b, s, p, g)
 
     def backward(self, dout):
-        self.grads["W"], self.grads["b"], dx = conv_backward(
-            self.cache, self.params["W"], dout, self.stride, self.padding, self.groups,
-            self.need_input_grad)
+        x, W, s, p, g = self.cache, self.params["W"], self.stride, self.padding, self.groups
+        backward = dispatch.conv_backward(x, W, dout, s, p, g) or conv_backward
+        self.grads["W"], self.grads["b"], dx = backward(x, W, dout, s, p, g, self.need_input_grad)
         return dx
 
     def __repr__(self):

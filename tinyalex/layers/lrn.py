@@ -19,7 +19,7 @@ The forward's s is cached and reused; the transposed window is i = j - (n-1)//2 
 from __future__ import annotations
 
 from ..backend import get_array_module
-from ..kernels import registry
+from ..kernels import dispatch
 from .base import Layer
 
 
@@ -35,14 +35,12 @@ def channel_window_sum(v, before: int, after: int):
     return total
 
 
-@registry.LRN_FORWARD.readable
 def lrn_forward(x, size: int, a: float, beta: float, k: float):
     """x (N, C, H, W) -> (y, s), both (N, C, H, W); a is the coefficient on the sum."""
     s = k + a * channel_window_sum(x * x, size // 2, (size - 1) // 2)
     return x * s ** (-beta), s
 
 
-@registry.LRN_BACKWARD.readable
 def lrn_backward(dout, x, y, s, size: int, a: float, beta: float):
     """dout, x, y, s: (N, C, H, W) -> dx (N, C, H, W), reusing the forward's s."""
     back = channel_window_sum(dout * y / s, (size - 1) // 2, size // 2)
@@ -69,13 +67,15 @@ class LocalResponseNorm(Layer):
         return self.alpha if self.convention == "paper" else self.alpha / self.size
 
     def forward(self, x, train=True):
-        y, s = lrn_forward(x, self.size, self.coefficient, self.beta, self.k)
+        forward = dispatch.lrn_forward(x) or lrn_forward  # Numba, CuPy, or the above
+        y, s = forward(x, self.size, self.coefficient, self.beta, self.k)
         self.cache = (x, y, s)
         return y
 
     def backward(self, dout):
         x, y, s = self.cache
-        return lrn_backward(dout, x, y, s, self.size, self.coefficient, self.beta)
+        backward = dispatch.lrn_backward(dout) or lrn_backward
+        return backward(dout, x, y, s, self.size, self.coefficient, self.beta)
 
     def flops(self, input_shape):
         n = 1

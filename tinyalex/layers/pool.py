@@ -12,12 +12,11 @@ up where overlapping windows picked the same pixel.
 from __future__ import annotations
 
 from ..backend import get_array_module
-from ..kernels import registry
+from ..kernels import dispatch
 from ..kernels.shapes import pool_output_size  # OH above; net.py imports it from here
 from .base import Layer
 
 
-@registry.MAXPOOL_FORWARD.readable
 def maxpool_forward(x, window: int, stride: int):
     """x (N, C, H, W) -> (y (N, C, OH, OW), argmax (N, C, OH, OW) int32 in [0, z*z))."""
     xp = get_array_module(x)
@@ -29,7 +28,6 @@ def maxpool_forward(x, window: int, stride: int):
     return xp.take_along_axis(candidates, argmax[None], axis=0)[0], argmax
 
 
-@registry.MAXPOOL_BACKWARD.readable
 def maxpool_backward(dout, argmax, x_shape: tuple, window: int, stride: int):
     """dout, argmax (N, C, OH, OW) -> dx x_shape: dout added at each window's winner."""
     xp = get_array_module(dout)
@@ -54,13 +52,15 @@ class MaxPool2D(Layer):
         self.window, self.stride = window, stride
 
     def forward(self, x, train=True):
-        y, argmax = maxpool_forward(x, self.window, self.stride)
+        forward = dispatch.maxpool_forward(x) or maxpool_forward  # Numba, CuPy, or the above
+        y, argmax = forward(x, self.window, self.stride)
         self.cache = (argmax, x.shape)
         return y
 
     def backward(self, dout):
         argmax, x_shape = self.cache
-        return maxpool_backward(dout, argmax, x_shape, self.window, self.stride)
+        backward = dispatch.maxpool_backward(dout) or maxpool_backward
+        return backward(dout, argmax, x_shape, self.window, self.stride)
 
     def output_shape(self, input_shape):
         C, H, W = input_shape

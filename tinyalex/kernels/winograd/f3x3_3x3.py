@@ -1,15 +1,12 @@
-"""Numba twins of kernels/winograd.py's transforms for F(3x3, 3x3) (``winograd.F3_3``):
-3x3 output tiles from 5x5 patches, 25 products per tile where F(2x2, 3x3) does 16 per 2x2
-tile, 1.44x fewer multiplications on the small net's 6x6 maps (2x2 tiles of 3x3 fit them
-exactly) and 1.25x on the paper net's 13x13. kernels/winograd_numba.py runs them
-batch-parallel as its other transforms; tests/test_winograd.py proves each equal to its
-readable twin.
+"""F(3x3, 3x3) (``readable.F3_3``) for the 3x3 stride-1 pad-1 convolutions on small maps
+(the small net's conv3-5, 6x6): 3x3 output tiles from 5x5 patches, 25 products per tile
+where F(2x2, 3x3) does 16 per 2x2 tile: 1.44x fewer multiplications on 6x6 maps (2x2 tiles
+of 3x3 fit them exactly). batch.py takes it where it does the fewest multiplications.
 
-They run channels-last, as kernels/winograd5_numba.py's (which says how and why): every
-1-D pass of a transform is a few loops over the C (or F) channels of a row, with
-winograd.F3_3's matrices written out and their zeros skipped (``k``, the arrays' own float
-type, keeps k(2) * v in float32 there too). The frequency arrays are
-(25, G, tiles, C/G or F/G).
+Channels-last, as F(3x3, 5x5)'s (transforms.py says how and why): every 1-D pass is a few
+loops over the C (or F) channels of a row, readable.F3_3's matrices written out and their
+zeros skipped. The frequency arrays are (25, G, tiles, C/G or F/G). tests/test_winograd.py
+proves each transform equal to its readable twin.
 """
 
 from __future__ import annotations
@@ -17,16 +14,16 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from .conv import _U  # unsigned indices: kernels/conv.py says why
-from .winograd5_numba import _from_hwc, _to_hwc
+from ..jit import U
+from . import readable
+from .transforms import Transforms, from_hwc, to_hwc
+
 
 # The filter's transforms run once a call on the weights: float64 constants.
-
-
 @numba.njit(inline="always")
 def _g_rows(w0, w1, w2, o0, o1, o2, o3, o4, n):
     """o = G w on rows: the filter transform, one direction (3 -> 5), n channels."""
-    for e in range(_U(n)):
+    for e in range(U(n)):
         o0[e] = w0[e] / 2
         o1[e] = (w0[e] + w1[e] + w2[e]) / 2
         o2[e] = (w0[e] - w1[e] + w2[e]) / 6
@@ -37,14 +34,14 @@ def _g_rows(w0, w1, w2, o0, o1, o2, o3, o4, n):
 @numba.njit(inline="always")
 def _gt_rows(u0, u1, u2, u3, u4, o0, o1, o2, n):
     """o = G^T u on rows: the filter gradient's transform, one direction (5 -> 3)."""
-    for e in range(_U(n)):
+    for e in range(U(n)):
         o0[e] = u0[e] / 2 + u1[e] / 2 + u2[e] / 6 + u3[e] / 6
         o1[e] = u1[e] / 2 - u2[e] / 6 + u3[e] / 3
         o2[e] = u1[e] / 2 + u2[e] / 6 + u3[e] * (2 / 3) + u4[e]
 
 
 @numba.njit(nogil=True, cache=True)
-def _filter(W, U, f0, f1):
+def filter_transform(W, U, f0, f1):
     """U[5i + j, f, c] = (G g G^T)[i, j]: W (F, C, 3, 3) -> U (25, F, C), filters f0..f1."""
     C = W.shape[1]
     taps = np.empty((9, C), dtype=U.dtype)     # g[a, b] of every channel: row 3a + b
@@ -62,7 +59,7 @@ def _filter(W, U, f0, f1):
 
 
 @numba.njit(nogil=True, cache=True)
-def _filter_grad(dU, dW, f0, f1):
+def filter_gradient(dU, dW, f0, f1):
     """dW = G^T dU G per filter: dU (25, F, C) -> dW (F, C, 3, 3), filters f0..f1."""
     C = dW.shape[1]
     half = np.empty((15, C), dtype=dW.dtype)   # G^T dU: row 5a + j
@@ -82,15 +79,15 @@ def _filter_grad(dU, dW, f0, f1):
 def _bt_rows(s0, s1, s2, s3, s4, o0, o1, o2, o3, o4, n):
     """o = B^T s on rows: o_k[e] = sum_i B^T[k, i] s_i[e], e < n (the input transform)."""
     k = o0.dtype.type
-    for e in range(_U(n)):
+    for e in range(U(n)):
         o0[e] = k(2) * (s0[e] - s2[e]) - s1[e] + s3[e]
-    for e in range(_U(n)):
+    for e in range(U(n)):
         o1[e] = k(2) * s1[e] + s2[e] - s3[e]
-    for e in range(_U(n)):
+    for e in range(U(n)):
         o2[e] = k(2) * (s2[e] - s1[e]) + s2[e] - s3[e]
-    for e in range(_U(n)):
+    for e in range(U(n)):
         o3[e] = s3[e] - s1[e]
-    for e in range(_U(n)):
+    for e in range(U(n)):
         o4[e] = k(2) * (s1[e] - s3[e]) - s2[e] + s4[e]
 
 
@@ -98,19 +95,19 @@ def _bt_rows(s0, s1, s2, s3, s4, o0, o1, o2, o3, o4, n):
 def _b_rows(v0, v1, v2, v3, v4, o0, o1, o2, o3, o4, n, add):
     """o = B v on rows (the input gradient's transform), or o += B v when add."""
     k = o0.dtype.type
-    for e in range(_U(n)):
+    for e in range(U(n)):
         w = k(2) * v0[e]
         o0[e] = o0[e] + w if add else w
-    for e in range(_U(n)):
+    for e in range(U(n)):
         w = k(2) * (v1[e] - v2[e] + v4[e]) - v0[e] - v3[e]
         o1[e] = o1[e] + w if add else w
-    for e in range(_U(n)):
+    for e in range(U(n)):
         w = k(2) * (v2[e] - v0[e]) + v1[e] + v2[e] - v4[e]
         o2[e] = o2[e] + w if add else w
-    for e in range(_U(n)):
+    for e in range(U(n)):
         w = v0[e] - v1[e] - v2[e] + v3[e] - k(2) * v4[e]
         o3[e] = o3[e] + w if add else w
-    for e in range(_U(n)):
+    for e in range(U(n)):
         o4[e] = o4[e] + v4[e] if add else v4[e]
 
 
@@ -118,11 +115,11 @@ def _b_rows(v0, v1, v2, v3, v4, o0, o1, o2, o3, o4, n, add):
 def _at_rows(m0, m1, m2, m3, m4, y0, y1, y2, n):
     """y = A^T m on rows: 5 -> 3 (the output transform)."""
     k = y0.dtype.type
-    for e in range(_U(n)):
+    for e in range(U(n)):
         y0[e] = m0[e] + m1[e] + m2[e] + m3[e]
-    for e in range(_U(n)):
+    for e in range(U(n)):
         y1[e] = m1[e] - m2[e] + k(2) * m3[e]
-    for e in range(_U(n)):
+    for e in range(U(n)):
         y2[e] = m1[e] + m2[e] + k(4) * m3[e] + m4[e]
 
 
@@ -130,20 +127,20 @@ def _at_rows(m0, m1, m2, m3, m4, y0, y1, y2, n):
 def _a_rows(u0, u1, u2, o0, o1, o2, o3, o4, n):
     """o = A u on rows: 3 -> 5 (the output gradient's transform)."""
     k = o0.dtype.type
-    for e in range(_U(n)):
+    for e in range(U(n)):
         o0[e] = u0[e]
-    for e in range(_U(n)):
+    for e in range(U(n)):
         o1[e] = u0[e] + u1[e] + u2[e]
-    for e in range(_U(n)):
+    for e in range(U(n)):
         o2[e] = u0[e] - u1[e] + u2[e]
-    for e in range(_U(n)):
+    for e in range(U(n)):
         o3[e] = u0[e] + k(2) * u1[e] + k(4) * u2[e]
-    for e in range(_U(n)):
+    for e in range(U(n)):
         o4[e] = u2[e]
 
 
 @numba.njit(nogil=True, cache=True)
-def _input(x, VT):
+def input_transform(x, VT):
     """VT[5i + j, g, t, c] = (B^T d_t B)[i, j] of channel g C/G + c: x (n, C, H, W) ->
     VT (25, G, n*th*tw, C/G)."""
     N, C, H, W = x.shape
@@ -152,7 +149,7 @@ def _input(x, VT):
     hwc = np.zeros((3 * th + 2, (3 * tw + 2) * C), dtype=x.dtype)  # pad 1, zeros stay
     half = np.empty((5, 5 * C), dtype=x.dtype)  # B^T d: (k, (j, c))
     for n in range(N):
-        _to_hwc(x[n], hwc, 1)
+        to_hwc(x[n], hwc, 1)
         t = n * th * tw
         for ty in range(th):
             r = 3 * ty
@@ -174,7 +171,7 @@ def _input(x, VT):
 
 
 @numba.njit(nogil=True, cache=True)
-def _output(MT, out, b):
+def output_transform(MT, out, b):
     """out[n, f] = A^T m_t A per tile, cropped, plus b[f]: MT (25, G, n*th*tw, F/G) -> out
     (n, F, H, W)."""
     N, F, H, W = out.shape
@@ -198,11 +195,11 @@ def _output(MT, out, b):
                         _at_rows(h[0], h[1], h[2], h[3], h[4], row[a:a + Fg],
                                  row[a + F:a + F + Fg], row[a + 2 * F:a + 2 * F + Fg], Fg)
                 t += 1
-        _from_hwc(hwf, out[n], 0, b)
+        from_hwc(hwf, out[n], 0, b)
 
 
 @numba.njit(nogil=True, cache=True)
-def _output_grad(dout, ZT):
+def output_gradient_transform(dout, ZT):
     """ZT[5i + j, g, t, f] = (A dY_t A^T)[i, j] of filter g F/G + f, dY_t the 3x3 tile
     (zeros past the edge): dout (n, F, H, W) -> ZT (25, G, n*th*tw, F/G)."""
     N, F, H, W = dout.shape
@@ -211,7 +208,7 @@ def _output_grad(dout, ZT):
     hwf = np.zeros((3 * th, 3 * tw * F), dtype=dout.dtype)  # zeros past the edge stay
     rows = np.empty((3, 5, Fg), dtype=dout.dtype)  # A along each row of dY: (p, j, f)
     for n in range(N):
-        _to_hwc(dout[n], hwf, 0)
+        to_hwc(dout[n], hwf, 0)
         t = n * th * tw
         for ty in range(th):
             for tx in range(tw):
@@ -231,7 +228,7 @@ def _output_grad(dout, ZT):
 
 
 @numba.njit(nogil=True, cache=True)
-def _input_grad(dVT, dx):
+def input_gradient_transform(dVT, dx):
     """dx[n] = the patches dd_t = B dV_t B^T added back where they were read:
     dVT (25, G, n*th*tw, C/G) -> dx (n, C, H, W) (overwritten)."""
     N, C, H, W = dx.shape
@@ -261,4 +258,8 @@ def _input_grad(dVT, dx):
                             row[a:a + C], row[a + C:a + 2 * C], row[a + 2 * C:a + 3 * C],
                             row[a + 3 * C:a + 4 * C], row[a + 4 * C:a + 5 * C], C, True)
                 t += 1
-        _from_hwc(hwc, dx[n], 1, zero)
+        from_hwc(hwc, dx[n], 1, zero)
+
+TRANSFORMS = Transforms(readable.F3_3, filter_transform, filter_gradient, input_transform,
+                        input_gradient_transform, output_transform, output_gradient_transform,
+                        channels_last=True)

@@ -3,10 +3,10 @@ in fewer multiplications (Lavin & Gray, "Fast Algorithms for Convolutional Neura
 Networks", 2015). Five of them are here: F(2x2, 3x3), F(3x3, 3x3) and F(5x5, 3x3) for
 conv3-5 (§3.5), F(2x2, 5x5) and F(3x3, 5x5) for conv2, whose 5x5 filters make it the
 net's costliest layer. This file is the readable body (F(2x2, r x r) by default: the
-smallest matrices); kernels/winograd_numba.py (F(2x2, 3x3)), winograd33_numba.py (F(3x3,
-3x3)), winograd53_numba.py (F(5x5, 3x3)) and winograd5_numba.py (F(3x3, 5x5)) are its
-Numba twins, the fast path's choice. Conv2D's readable body (im2col, layers/conv.py) stays the reference, and
-tests/test_winograd.py proves this file equal to it in float64.
+smallest matrices); the modules beside it, one per algorithm (f2x2_3x3.py, f3x3_3x3.py,
+f5x5_3x3.py, f3x3_5x5.py), are its Numba twins, run batch-parallel by batch.py. Conv2D's
+readable body (im2col, layers/conv.py) stays the reference, and tests/test_winograd.py
+proves this file equal to it in float64.
 
 The output is cut into m x m tiles; tile t reads the a x a patch d_t (a = m + r - 1) of
 the padded input under it (neighbouring patches overlap by r - 1). Each filter g (r x r)
@@ -183,7 +183,7 @@ ALGORITHMS = {3: F2_3, 5: F2_5}  # the readable body's, by filter size
 
 def applies(kh: int, kw: int, stride: int, pad: int) -> bool:
     """The convolutions computed here: 3x3 pad 1 or 5x5 pad 2, stride 1 (same-size output).
-    The one test of it: kernels/registry.py asks it before sending a convolution here."""
+    The one test of it: kernels/dispatch.py asks it before sending a convolution here."""
     return kh == kw and kh in ALGORITHMS and stride == 1 and pad == kh // 2
 
 

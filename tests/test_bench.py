@@ -7,6 +7,8 @@ import sys
 import numpy as np
 import pytest
 
+from tinyalex.kernels import dispatch
+
 
 def test_bench_step_prints_layers_step_and_ratios():
     pytest.importorskip("torch", reason="--compare-torch needs PyTorch (pip install torch==2.13.0)")
@@ -48,11 +50,17 @@ def test_bench_device_gpu_without_a_gpu_says_why():
     assert r.stderr.startswith("error: --device gpu:") and "Traceback" not in r.stderr
 
 
-def test_least_times_and_textbook_bounds(monkeypatch):
+@pytest.fixture
+def fast_winograd():
+    """The fast variants on, Winograd included, whatever the environment says."""
+    with dispatch.settings(fast=True, winograd=True, batch_parallel_conv=True):
+        yield
+
+
+def test_least_times_and_textbook_bounds(fast_winograd):
     """Least time: products at the sgemm rate (Winograd's fewer at the layer's size: F(2x2,
     3x3) on 6x6 2.25x, F(3x3, 5x5) on 13x13 3.45x, its 25 tiles of 9 for 169 outputs),
     bytes at the streaming rate; the textbook bound is the twin's time / it."""
-    monkeypatch.delenv("TINYALEX_NO_WINOGRAD", raising=False)
     from tinyalex.checks.bench import layer_gemm_flops, least_times, textbook_bounds
     from tinyalex.net import build
 
@@ -63,7 +71,7 @@ def test_least_times_and_textbook_bounds(monkeypatch):
     least = least_times(net, 4, sgemm_rate=10.0, memory_rate=2.0)
     bounds = textbook_bounds(rows, least)
     by_name = {name: (layer, i) for i, (name, layer, _, _) in enumerate(shapes)}
-    layer, i = by_name["conv1"]  # 5x5 stride 2: im2col
+    layer, i = by_name["conv1"]  # 5x5 stride 2: im2col (few taps)
     assert flops[i] == 2 * layer.flops(shapes[i][2]) * 4  # the first layer computes no dx
     assert least[i] == pytest.approx(flops[i] / 10e9)
     assert bounds[i] == pytest.approx(2.0 / (flops[i] / 10e9))
@@ -80,11 +88,10 @@ def test_least_times_and_textbook_bounds(monkeypatch):
     assert least[by_name["flatten"][1]] is None and bounds[by_name["flatten"][1]] is None
 
 
-def test_least_time_of_a_conv_by_space_to_depth(monkeypatch):
+def test_least_time_of_a_conv_by_space_to_depth(fast_winograd):
     """The paper's conv1 (11x11 stride 4 on 227 px) goes to Winograd on its 48 phase maps:
     its least time counts 16 * 4^2 multiplications per 2x2 tile of 55x55 outputs (28x28
     tiles) against 11^2 per output, 1.82x fewer; its reason names the method."""
-    monkeypatch.delenv("TINYALEX_NO_WINOGRAD", raising=False)
     from tinyalex.checks.bench import (
         FAR_FROM_BOUND,
         far_from_bound_reason,
@@ -100,13 +107,13 @@ def test_least_time_of_a_conv_by_space_to_depth(monkeypatch):
     assert least_times(net, 4, sgemm_rate=10.0, memory_rate=2.0)[0] == pytest.approx(
         flops / fewer / 10e9)
     assert far_from_bound_reason(net.layers[0][1]) == FAR_FROM_BOUND["space-to-depth"]
-    monkeypatch.setenv("TINYALEX_NO_WINOGRAD", "1")
-    assert least_times(net, 4, sgemm_rate=10.0, memory_rate=2.0)[0] == pytest.approx(
-        flops / 10e9)
-    assert far_from_bound_reason(net.layers[0][1]) == FAR_FROM_BOUND["im2col"]
+    with dispatch.settings(winograd=False):
+        assert least_times(net, 4, sgemm_rate=10.0, memory_rate=2.0)[0] == pytest.approx(
+            flops / 10e9)
+        assert far_from_bound_reason(net.layers[0][1]) == FAR_FROM_BOUND["im2col"]
 
 
-def test_layers_far_from_their_bound_get_a_reason():
+def test_layers_far_from_their_bound_get_a_reason(fast_winograd):
     from tinyalex.checks.bench import (
         FAR_FROM_BOUND,
         SHORT_REASON,
@@ -117,7 +124,7 @@ def test_layers_far_from_their_bound_get_a_reason():
 
     net = build("alexnet-mini", 10)
     layers = dict(net.layers)
-    assert far_from_bound_reason(layers["conv1"]) == FAR_FROM_BOUND["im2col"]
+    assert far_from_bound_reason(layers["conv1"]) == FAR_FROM_BOUND["few-taps"]
     assert far_from_bound_reason(layers["conv3"]) == FAR_FROM_BOUND["winograd"]
     assert far_from_bound_reason(layers["drop6"]) == FAR_FROM_BOUND["Dropout"]
     ours = [(name, 1.0, 1.0) for name, _ in net.layers]

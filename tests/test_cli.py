@@ -10,7 +10,7 @@ from tinyalex.commands import cli
 COMMANDS = ["tinyalex.commands.train", "tinyalex.commands.evaluate",
             "tinyalex.commands.predict", "tinyalex.commands.figures", "tinyalex.commands.summary",
             "tinyalex.checks.bench", "tinyalex.checks.twin", "tinyalex.data.__main__",
-            "tinyalex.checks.experiments"]
+            "tinyalex.learning.experiments"]
 #: The short names the README gives (python -m tinyalex.X): shims over the modules above.
 SHORT_NAMES = ["train", "evaluate", "predict", "figures", "summary", "bench", "experiments"]
 
@@ -76,5 +76,6 @@ def test_short_names_run_the_command(name):
     assert run.returncode == 0, run.stderr
     assert f"python -m tinyalex.{name}" in run.stdout
     module = importlib.import_module(f"tinyalex.{name}")
-    assert module.__name__.startswith(("tinyalex.commands.", "tinyalex.checks."))
+    assert module.__name__.startswith(("tinyalex.commands.", "tinyalex.checks.",
+                                       "tinyalex.learning."))
     assert hasattr(module, "main")

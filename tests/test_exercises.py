@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tinyalex.checks import exercises
+from tinyalex.learning import exercises
 
 ROOT = Path(__file__).resolve().parents[1]
 

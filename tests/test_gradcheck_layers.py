@@ -41,7 +41,7 @@ error 0.29, bar 1e-06)" (dW, db: the parameters'), followed by "Likely cause: ..
 test can tell (a missing cross-channel term of LRN, a gradient off by a constant factor).
 Each case also carries a description and, where the case targets one thing, its likely
 cause (``@layer_test(...)`` on a test, ``case(...)`` for a parametrized value; both end up
-in the junit report as properties). ``tinyalex.checks.exercises.check_layer`` prints them
+in the junit report as properties). ``tinyalex.learning.exercises.check_layer`` prints them
 as a table of every failing case.
 """
 

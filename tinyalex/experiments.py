@@ -1,9 +1,9 @@
-"""``python -m tinyalex.experiments``: the command lives in tinyalex/checks/experiments.py; this file keeps the short
+"""``python -m tinyalex.experiments``: the command lives in tinyalex/learning/experiments.py; this file keeps the short
 name (importing tinyalex.experiments gives that module itself)."""
 
 import sys
 
-from .checks import experiments as _command
+from .learning import experiments as _command
 
 if __name__ == "__main__":
     raise SystemExit(_command.cli.run(_command.main))

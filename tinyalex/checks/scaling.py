@@ -86,7 +86,7 @@ def layer_bytes(net) -> dict[str, int]:
 def measure_layers(arch: str, num_classes: int, batch: int, repeats: int):
     """(layers as step_seconds wants them, SGD update seconds) measured in this process."""
     from ..optim import SGD
-    from .bench import batch_for, layer_times, median_time
+    from .timing import batch_for, layer_times, median_time
 
     net = build(arch, num_classes)
     x, _ = batch_for(net, batch, num_classes)
@@ -127,7 +127,7 @@ def child(arch: str, num_classes: int, batch: int, steps: int,
     from ..layers import SoftmaxCrossEntropy
     from ..loop import train_step
     from ..optim import SGD
-    from .bench import batch_for
+    from .timing import batch_for
 
     comm = distributed.world()
     distributed.share_cores(comm.size)
@@ -217,7 +217,7 @@ def main(argv=None) -> int:
         if out is not None:
             print(json.dumps(out))
         return 0
-    from .bench import blas_info, cpu_name
+    from .timing import blas_info, cpu_name
 
     print(f"CPU: {cpu_name()} ({os.cpu_count()} cores); BLAS: {blas_info()}")
     print(f"net: {args.arch}, {args.num_classes} classes, global batch {args.batch_size}, "

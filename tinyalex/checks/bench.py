@@ -527,33 +527,35 @@ def far_from_bound_lines(net, ours, least, limit: float = 2.0) -> list[str]:
     return lines
 
 
-def main(argv=None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
-    if "twin" in argv:  # its own options: see tinyalex/checks/twin.py
-        from . import twin
+# ------------------------------------------------------------------------- command line
 
-        argv.remove("twin")
-        return twin.main(argv)
-    if argv[:1] == ["scaling"]:  # its own options: see tinyalex/checks/scaling.py
-        from . import scaling
+#: The subcommands: name -> (help, where its options and its run(args) are). ``step`` is
+#: the default (``python -m tinyalex.bench --compare-torch`` is ``... bench step ...``);
+#: ``_step`` is the child that run_step_in_child starts, left out of --help.
+SUBCOMMANDS = {
+    "step": "time each layer's forward and backward, then the whole training step (the "
+            "default)",
+    "loader": "the data loader's img/s against the training step's",
+    "twin": "train tinyalex and its PyTorch twin on the same batches, compare val error "
+            "and time per epoch (tinyalex/checks/twin.py)",
+    "scaling": "1 process against 2 MPI ranks, and the step modelled on 1-64 machines "
+               "(tinyalex/checks/scaling.py)",
+    "_step": None,
+}
 
-        return scaling.main(argv[1:])
-    p = cli.parser("python -m tinyalex.bench", "Time each layer and the whole training step.")
-    p.add_argument("what", nargs="?", default="step",
-                   choices=["step", "loader", "twin", "scaling", "_step"],
-                   help="step: layers + training step; loader: the data loader's img/s "
-                        "against the training step's; twin: train tinyalex and its PyTorch "
-                        "twin on the same batches, compare val error and time per epoch; "
-                        "scaling: 1 process against 2 MPI ranks, and the step modelled on "
-                        "1-64 machines (twin and scaling have their own options: python -m "
-                        "tinyalex.bench twin --help; the _step form is internal)")
+
+def add_step_arguments(p, layers: bool = True) -> None:
+    """The options of one training step's timing (``step``, ``_step``); with layers, also
+    those of the per-layer table."""
     p.add_argument("--arch", default="alexnet", choices=sorted(ARCHITECTURES),
                    help="the net whose layers and step are timed")
     p.add_argument("--batch-size", type=int, default=128, help="images per step (§5: 128)")
     p.add_argument("--num-classes", type=int, default=100, help="outputs of fc8")
-    p.add_argument("--repeats", type=int, default=3, help="timings per layer (median)")
     p.add_argument("--steps", type=int, default=3,
                    help=f"timed training steps (median), after {WARMUP_STEPS} untimed ones")
+    if not layers:
+        return
+    p.add_argument("--repeats", type=int, default=3, help="timings per layer (median)")
     p.add_argument("--compare-torch", action="store_true",
                    help="also time PyTorch CPU on the same layers and step")
     p.add_argument("--no-layers", action="store_true", help="skip the per-layer table")
@@ -564,22 +566,80 @@ def main(argv=None) -> int:
                    help="batch on which the textbook NumPy layers (tinyalex/checks/textbook.py) are "
                         "timed, scaled to --batch-size (default: --batch-size; a smaller one "
                         "is quicker but fits in cache); 0 skips them")
+
+
+def add_loader_arguments(p) -> None:
+    p.add_argument("--batch-size", type=int, default=128, help="images per step (§5: 128)")
+    p.add_argument("--num-classes", type=int, default=100, help="outputs of fc8")
+    p.add_argument("--steps", type=int, default=3,
+                   help=f"timed training steps (median), after {WARMUP_STEPS} untimed ones")
+
+
+def add_child_arguments(p) -> None:
+    add_step_arguments(p, layers=False)
     p.add_argument("--framework", default="tinyalex", choices=["tinyalex", "torch"],
                    help=argparse_hidden())
-    args = p.parse_args(argv)
-    if args.textbook_batch is None:
-        args.textbook_batch = args.batch_size
-    if args.batch_size < 1 or args.steps < 1 or args.repeats < 1 or args.textbook_batch < 0:
+
+
+def build_parser():
+    from . import scaling, twin
+
+    p = cli.parser("python -m tinyalex.bench",
+                   "Time each layer and the whole training step (step, the default), the "
+                   "data loader (loader), the PyTorch twin's training (twin) or data "
+                   "parallelism (scaling). Each has its own --help: python -m tinyalex.bench "
+                   "twin --help.")
+    sub = p.add_subparsers(dest="what", metavar="COMMAND")
+    routes = {"step": (add_step_arguments, run_step),
+              "loader": (add_loader_arguments, run_loader),
+              "twin": (twin.add_arguments, twin.run),
+              "scaling": (scaling.add_arguments, scaling.run),
+              "_step": (add_child_arguments, run_step_child)}
+    descriptions = {"twin": twin.DESCRIPTION, "scaling": scaling.DESCRIPTION}
+    for name, help_ in SUBCOMMANDS.items():
+        add_arguments, run = routes[name]
+        listed = {} if help_ is None else {"help": help_}  # without help=, not in --help
+        q = sub.add_parser(name, description=descriptions.get(name, help_),
+                           formatter_class=cli.HelpFormatter, **listed)
+        add_arguments(q)
+        q.set_defaults(run=run)
+    return p
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or (argv[0] not in SUBCOMMANDS and argv[0] not in ("-h", "--help")):
+        argv = ["step", *argv]  # no subcommand: the step, as python -m tinyalex.bench always did
+    args = build_parser().parse_args(argv)
+    return args.run(args)
+
+
+def check_step_numbers(args) -> None:
+    repeats, textbook_batch = getattr(args, "repeats", 1), getattr(args, "textbook_batch", 0)
+    if args.batch_size < 1 or args.steps < 1 or repeats < 1 or textbook_batch < 0:
         raise cli.UserError("--batch-size, --steps and --repeats must be at least 1, "
                             "--textbook-batch at least 0")
 
-    if args.what == "_step":
-        print(json.dumps(step_child(args.framework, args.arch, args.batch_size,
-                                    args.num_classes, args.steps)))
-        return 0
 
-    if args.what == "loader":
-        return loader_report(args)
+def run_step_child(args) -> int:
+    """``bench _step``: one framework's step (step_child), its result as one JSON line."""
+    check_step_numbers(args)
+    print(json.dumps(step_child(args.framework, args.arch, args.batch_size,
+                                args.num_classes, args.steps)))
+    return 0
+
+
+def run_loader(args) -> int:
+    check_step_numbers(args)
+    return loader_report(args)
+
+
+def run_step(args) -> int:
+    """``bench step``: the per-layer table and the training step (or, with --device gpu,
+    the step on CuPy)."""
+    if args.textbook_batch is None:
+        args.textbook_batch = args.batch_size
+    check_step_numbers(args)
 
     if args.device == "gpu":
         return gpu_step_report(args)

@@ -738,5 +738,11 @@ def argparse_hidden():
     return argparse.SUPPRESS
 
 
+def run_command(argv=None) -> int:
+    """The command line (``python -m``, the ``tinyalex-bench`` script): main, with a user error
+    as one line and exit 2."""
+    return cli.run(main, argv)
+
+
 if __name__ == "__main__":
-    raise SystemExit(cli.run(main))
+    raise SystemExit(run_command())

@@ -529,9 +529,9 @@ def far_from_bound_lines(net, ours, least, limit: float = 2.0) -> list[str]:
 
 # ------------------------------------------------------------------------- command line
 
-#: The subcommands: name -> (help, where its options and its run(args) are). ``step`` is
-#: the default (``python -m tinyalex.bench --compare-torch`` is ``... bench step ...``);
-#: ``_step`` is the child that run_step_in_child starts, left out of --help.
+#: The subcommands: name -> its line in --help. ``step`` is the default (``python -m
+#: tinyalex.bench --compare-torch`` is ``... bench step --compare-torch``); ``_step`` is the
+#: child that run_step_in_child starts, left out of --help (None).
 SUBCOMMANDS = {
     "step": "time each layer's forward and backward, then the whole training step (the "
             "default)",
@@ -544,17 +544,22 @@ SUBCOMMANDS = {
 }
 
 
-def add_step_arguments(p, layers: bool = True) -> None:
-    """The options of one training step's timing (``step``, ``_step``); with layers, also
-    those of the per-layer table."""
-    p.add_argument("--arch", default="alexnet", choices=sorted(ARCHITECTURES),
-                   help="the net whose layers and step are timed")
+def add_batch_arguments(p) -> None:
+    """The options of a timed training step (step, loader, _step)."""
     p.add_argument("--batch-size", type=int, default=128, help="images per step (§5: 128)")
     p.add_argument("--num-classes", type=int, default=100, help="outputs of fc8")
     p.add_argument("--steps", type=int, default=3,
                    help=f"timed training steps (median), after {WARMUP_STEPS} untimed ones")
-    if not layers:
-        return
+
+
+def add_arch_argument(p) -> None:
+    p.add_argument("--arch", default="alexnet", choices=sorted(ARCHITECTURES),
+                   help="the net whose layers and step are timed")
+
+
+def add_step_arguments(p) -> None:
+    add_arch_argument(p)
+    add_batch_arguments(p)
     p.add_argument("--repeats", type=int, default=3, help="timings per layer (median)")
     p.add_argument("--compare-torch", action="store_true",
                    help="also time PyTorch CPU on the same layers and step")
@@ -568,15 +573,9 @@ def add_step_arguments(p, layers: bool = True) -> None:
                         "is quicker but fits in cache); 0 skips them")
 
 
-def add_loader_arguments(p) -> None:
-    p.add_argument("--batch-size", type=int, default=128, help="images per step (§5: 128)")
-    p.add_argument("--num-classes", type=int, default=100, help="outputs of fc8")
-    p.add_argument("--steps", type=int, default=3,
-                   help=f"timed training steps (median), after {WARMUP_STEPS} untimed ones")
-
-
 def add_child_arguments(p) -> None:
-    add_step_arguments(p, layers=False)
+    add_arch_argument(p)
+    add_batch_arguments(p)
     p.add_argument("--framework", default="tinyalex", choices=["tinyalex", "torch"],
                    help=argparse_hidden())
 
@@ -591,7 +590,7 @@ def build_parser():
                    "twin --help.")
     sub = p.add_subparsers(dest="what", metavar="COMMAND")
     routes = {"step": (add_step_arguments, run_step),
-              "loader": (add_loader_arguments, run_loader),
+              "loader": (add_batch_arguments, run_loader),
               "twin": (twin.add_arguments, twin.run),
               "scaling": (scaling.add_arguments, scaling.run),
               "_step": (add_child_arguments, run_step_child)}

@@ -136,3 +136,29 @@ def test_layers_far_from_their_bound_get_a_reason(fast_winograd):
     assert lines[1] == f"  lrn1 at 4.0x its least: {FAR_FROM_BOUND['LocalResponseNorm']}"
     assert lines[2].startswith("  pool1 at 4.0x") and lines[3].startswith("  conv2 at 4.0x")
     assert "relu2 at 4.0x its least: no reason written down yet" in "\n".join(lines)
+
+
+@pytest.mark.parametrize("command", ["step", "loader", "twin", "scaling", "_step"])
+def test_each_subcommand_has_its_help(command, capsys):
+    """python -m tinyalex.bench COMMAND --help: argparse subcommands, each with its options."""
+    from tinyalex.checks.bench import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main([command, "--help"])
+    assert exit_.value.code == 0
+    assert f"python -m tinyalex.bench {command}" in capsys.readouterr().out
+
+
+def test_no_subcommand_is_the_step_and_the_child_is_not_listed(capsys):
+    from tinyalex.checks.bench import build_parser, main
+
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    listed = capsys.readouterr().out
+    assert all(name in listed for name in ("step", "loader", "twin", "scaling"))
+    assert "_step" not in listed
+    args = build_parser().parse_args(["step", "--arch", "alexnet-mini"])
+    assert args.what == "step" and args.arch == "alexnet-mini"
+    with pytest.raises(SystemExit):      # options before a subcommand name are the step's
+        main(["--arch", "alexnet-mini", "--help"])
+    assert "python -m tinyalex.bench step" in capsys.readouterr().out

@@ -10,7 +10,7 @@ from tinyalex.commands import cli
 COMMANDS = ["tinyalex.commands.train", "tinyalex.commands.evaluate",
             "tinyalex.commands.predict", "tinyalex.commands.figures", "tinyalex.commands.summary",
             "tinyalex.checks.bench", "tinyalex.checks.twin", "tinyalex.data.__main__",
-            "tinyalex.checks.experiments"]
+            "tinyalex.learning.experiments"]
 #: The short names the README gives (python -m tinyalex.X): shims over the modules above.
 SHORT_NAMES = ["train", "evaluate", "predict", "figures", "summary", "bench", "experiments"]
 
@@ -66,8 +66,8 @@ def test_help_shows_a_default_once():
 
 @pytest.mark.parametrize("name", SHORT_NAMES)
 def test_short_names_run_the_command(name):
-    """python -m tinyalex.X (the README's spelling) runs the command in commands/ or checks/,
-    and importing tinyalex.X gives that very module (so patching it patches the command)."""
+    """python -m tinyalex.X (the README's spelling) runs the command in commands/, checks/
+    or learning/: tinyalex.X is a plain module that re-exports its main and run_command."""
     import subprocess
     import sys
 
@@ -76,5 +76,29 @@ def test_short_names_run_the_command(name):
     assert run.returncode == 0, run.stderr
     assert f"python -m tinyalex.{name}" in run.stdout
     module = importlib.import_module(f"tinyalex.{name}")
-    assert module.__name__.startswith(("tinyalex.commands.", "tinyalex.checks."))
-    assert hasattr(module, "main")
+    command = importlib.import_module(module.main.__module__)
+    assert command.__name__.startswith(("tinyalex.commands.", "tinyalex.checks.",
+                                        "tinyalex.learning."))
+    assert module.main is command.main and module.run_command is command.run_command
+
+
+def _scripts() -> dict:
+    """pyproject's [project.scripts] (read by hand: tomllib is Python 3.11+)."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "pyproject.toml").read_text()
+    section = text.split("[project.scripts]\n", 1)[1].split("\n[", 1)[0]
+    return dict(re.findall(r'^([\w-]+) = "([\w.:]+)"$', section, re.MULTILINE))
+
+
+@pytest.mark.parametrize("script", sorted(_scripts()))
+def test_each_script_is_a_command_that_returns_its_exit_status(script, capsys):
+    """Every [project.scripts] entry is a command's entry point (a function of argv; its
+    --help exits 0) named for a short name the README gives."""
+    module_name, function = _scripts()[script].split(":")
+    run = getattr(importlib.import_module(module_name), function)
+    with pytest.raises(SystemExit) as exit_:
+        run(["--help"])
+    assert exit_.value.code == 0 and "usage:" in capsys.readouterr().out
+    assert script.removeprefix("tinyalex-") in SHORT_NAMES + ["data"]

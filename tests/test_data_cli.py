@@ -196,7 +196,7 @@ def test_the_repository_data_folder_is_found_from_any_folder(tiny_prepared, tmp_
     notebooks' and experiments' (find_kind), and the log says where it came from."""
     import shutil
 
-    from tinyalex.checks import experiments
+    from tinyalex.learning import experiments
 
     repo_data = tmp_path / "repo" / "data"
     repo_data.mkdir(parents=True)

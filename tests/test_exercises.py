@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tinyalex.checks import exercises
+from tinyalex.learning import exercises
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -146,3 +146,25 @@ def test_the_table_leaves_out_causes_when_the_plainest_case_fails():
     assert "the stride" not in table
     assert "conv2d, stride 2  dx, dW    0.5, 1" in table
     assert "The plainest case (conv2d, plain) fails too" in table
+
+
+def test_every_layer_class_is_an_exercise():
+    import tinyalex.layers as layers
+
+    classes = {name for name in layers.__all__
+               if isinstance(getattr(layers, name), type) and name != "Layer"}
+    assert classes == set(exercises.LAYER_TESTS)
+
+
+@pytest.mark.parametrize("name", sorted(exercises.LAYER_TESTS))
+def test_pytest_k_with_the_class_name_selects_its_tests(name):
+    """The README's `pytest tests/test_gradcheck_layers.py -k ReLU` works for every class,
+    whatever its tests are named (test_lrn for LocalResponseNorm): pytest exits 5 without a
+    word when -k selects nothing."""
+    env = {k: v for k, v in os.environ.items() if k != "TINYALEX_EXERCISE"}
+    run = subprocess.run([sys.executable, "-m", "pytest", "tests/test_gradcheck_layers.py",
+                          "-k", name, "--collect-only", "-q", "-p", "no:cacheprovider"],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    selected = [line for line in run.stdout.splitlines() if "::" in line]
+    assert selected, f"-k {name} selected no test"

@@ -5,9 +5,9 @@ import json
 import numpy as np
 import pytest
 
-from tinyalex.checks import experiments as ex
 from tinyalex.commands.cli import UserError
 from tinyalex.data.cache import open_prepared
+from tinyalex.learning import experiments as ex
 from tinyalex.net import alexnet_mini, alexnet_small
 
 FAST = dict(arch="alexnet-mini", crop=46, batch_size=8, steps=6, window=2, lr=0.01,

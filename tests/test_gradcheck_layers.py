@@ -18,8 +18,9 @@ suite at it:
 
 Every class your module defines replaces tinyalex's; the ones it does not define fall back
 to tinyalex's, so you can do the layers one at a time (start with ReLU and Linear, end with
-Conv2D with groups and LRN). ``pytest -k Conv2D`` runs one family. The module must be
-importable: put it in the folder you run ``python -m pytest`` from, or give a file path.
+Conv2D with groups and LRN). ``pytest -k Conv2D`` (any of the class names) runs one
+family. The module must be importable: put it in the folder you run ``python -m pytest``
+from, or give a file path.
 
 What a gradient check is
 ------------------------
@@ -41,7 +42,7 @@ error 0.29, bar 1e-06)" (dW, db: the parameters'), followed by "Likely cause: ..
 test can tell (a missing cross-channel term of LRN, a gradient off by a constant factor).
 Each case also carries a description and, where the case targets one thing, its likely
 cause (``@layer_test(...)`` on a test, ``case(...)`` for a parametrized value; both end up
-in the junit report as properties). ``tinyalex.checks.exercises.check_layer`` prints them
+in the junit report as properties). ``tinyalex.learning.exercises.check_layer`` prints them
 as a table of every failing case.
 """
 
@@ -141,7 +142,12 @@ def layer_test(layer: str | None, says: str, cause: str | None = None,
     """
     def mark(fn):
         fn = pytest.mark.says(says, cause=cause, baseline=baseline)(fn)
-        return pytest.mark.layer(layer)(fn) if layer else fn
+        if not layer:
+            return fn
+        # pytest -k also matches names assigned to the test function, so the class name
+        # selects the layer's tests whatever they are called: -k LocalResponseNorm, test_lrn
+        setattr(fn, layer, True)
+        return pytest.mark.layer(layer)(fn)
     return mark
 
 

@@ -1,4 +1,4 @@
-"""tinyalex.checks.notebook (what every chapter shares) and the figure marks it relies on:
+"""tinyalex.learning.notebook (what every chapter shares) and the figure marks it relies on:
 the first output names the data, CI-budget figures say they are a smoke run, suggested
 commands run in-process with the CI budget's extra arguments, progress bars stay quiet off a
 terminal, class names are cut at a word."""
@@ -12,9 +12,9 @@ import pytest
 
 matplotlib.use("Agg")
 
-from tinyalex.checks import notebook  # noqa: E402
 from tinyalex.commands import cli, figures  # noqa: E402
 from tinyalex.data import find  # noqa: E402
+from tinyalex.learning import notebook  # noqa: E402
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from tinyalex.checks import exercises
+from tinyalex.learning import exercises
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]-*.ipynb"))

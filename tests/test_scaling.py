@@ -66,3 +66,14 @@ def test_bad_arguments_are_one_line_errors():
 
     with pytest.raises(cli.UserError, match="--batch-size must be at least 2"):
         scaling.main(["--batch-size", "1", "--no-ranks"])
+
+
+def test_scaling_does_not_import_the_bench():
+    """bench.py routes ``bench scaling`` to scaling.py; what both time with is in timing.py,
+    so the imports go one way (bench -> scaling -> timing), never back."""
+    import ast
+    import inspect
+
+    tree = ast.parse(inspect.getsource(scaling))
+    imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    assert "bench" not in imported and "tinyalex.checks.bench" not in imported

@@ -345,3 +345,11 @@ def test_the_default_command_on_the_synthetic_set(tiny_prepared, tmp_path, monke
     assert "python -m tinyalex.data download tiny-imagenet" in text
     cfg = json.loads((out / "config.json").read_text())
     assert (cfg["arch"], cfg["epochs"], cfg["warmup_steps"]) == ("alexnet-mini", 1, 2)
+
+
+def test_the_synthetic_runs_banner_gives_the_readmes_minutes():
+    """The banner's time is the README's (the run then says its own after its first steps)."""
+    from tinyalex.commands import train
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert f"in {train.SYNTHETIC_MINUTES} of training on 2 cores" in " ".join(readme.split())

@@ -1,10 +1,10 @@
-"""``python -m tinyalex.bench``: the command lives in tinyalex/checks/bench.py; this file keeps the short
-name (importing tinyalex.bench gives that module itself)."""
+"""``python -m tinyalex.bench`` and the ``tinyalex-bench`` script: the command is
+tinyalex/checks/bench.py (``main(argv)``; ``run_command`` adds the exit status of a user
+error)."""
 
-import sys
+from .checks.bench import main, run_command
 
-from .checks import bench as _command
+__all__ = ["main", "run_command"]
 
 if __name__ == "__main__":
-    raise SystemExit(_command.cli.run(_command.main))
-sys.modules[__name__] = _command
+    raise SystemExit(run_command())

@@ -1,10 +1,10 @@
-"""``python -m tinyalex.evaluate``: the command lives in tinyalex/commands/evaluate.py; this file keeps the short
-name (importing tinyalex.evaluate gives that module itself)."""
+"""``python -m tinyalex.evaluate`` and the ``tinyalex-evaluate`` script: the command is
+tinyalex/commands/evaluate.py (``main(argv)``; ``run_command`` adds the exit status of a user
+error)."""
 
-import sys
+from .commands.evaluate import main, run_command
 
-from .commands import evaluate as _command
+__all__ = ["main", "run_command"]
 
 if __name__ == "__main__":
-    raise SystemExit(_command.cli.run(_command.main))
-sys.modules[__name__] = _command
+    raise SystemExit(run_command())

@@ -1,10 +1,10 @@
-"""``python -m tinyalex.experiments``: the command lives in tinyalex/checks/experiments.py; this file keeps the short
-name (importing tinyalex.experiments gives that module itself)."""
+"""``python -m tinyalex.experiments`` and the ``tinyalex-experiments`` script: the command is
+tinyalex/learning/experiments.py (``main(argv)``; ``run_command`` adds the exit status of a user
+error)."""
 
-import sys
+from .learning.experiments import main, run_command
 
-from .checks import experiments as _command
+__all__ = ["main", "run_command"]
 
 if __name__ == "__main__":
-    raise SystemExit(_command.cli.run(_command.main))
-sys.modules[__name__] = _command
+    raise SystemExit(run_command())

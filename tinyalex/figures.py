@@ -1,10 +1,10 @@
-"""``python -m tinyalex.figures``: the command lives in tinyalex/commands/figures.py; this file keeps the short
-name (importing tinyalex.figures gives that module itself)."""
+"""``python -m tinyalex.figures`` and the ``tinyalex-figures`` script: the command is
+tinyalex/commands/figures.py (``main(argv)``; ``run_command`` adds the exit status of a user
+error)."""
 
-import sys
+from .commands.figures import main, run_command
 
-from .commands import figures as _command
+__all__ = ["main", "run_command"]
 
 if __name__ == "__main__":
-    raise SystemExit(_command.cli.run(_command.main))
-sys.modules[__name__] = _command
+    raise SystemExit(run_command())

@@ -1,6 +1,6 @@
 """The loop of §5: one SGD step and one pass of evaluation, the same for every tool.
 
-``python -m tinyalex.train``, the ablations (checks/experiments.py) and the PyTorch twin
+``python -m tinyalex.train``, the ablations (learning/experiments.py) and the PyTorch twin
 (checks/twin.py) all step through ``train_step`` and measure through ``evaluate``; they
 keep only their own bookkeeping (logs, checkpoints, tables). A step, in this order:
 

@@ -1,10 +1,10 @@
-"""``python -m tinyalex.predict``: the command lives in tinyalex/commands/predict.py; this file keeps the short
-name (importing tinyalex.predict gives that module itself)."""
+"""``python -m tinyalex.predict`` and the ``tinyalex-predict`` script: the command is
+tinyalex/commands/predict.py (``main(argv)``; ``run_command`` adds the exit status of a user
+error)."""
 
-import sys
+from .commands.predict import main, run_command
 
-from .commands import predict as _command
+__all__ = ["main", "run_command"]
 
 if __name__ == "__main__":
-    raise SystemExit(_command.cli.run(_command.main))
-sys.modules[__name__] = _command
+    raise SystemExit(run_command())

@@ -1,10 +1,10 @@
-"""``python -m tinyalex.summary``: the command lives in tinyalex/commands/summary.py; this file keeps the short
-name (importing tinyalex.summary gives that module itself)."""
+"""``python -m tinyalex.summary`` and the ``tinyalex-summary`` script: the command is
+tinyalex/commands/summary.py (``main(argv)``; ``run_command`` adds the exit status of a user
+error)."""
 
-import sys
+from .commands.summary import main, run_command
 
-from .commands import summary as _command
+__all__ = ["main", "run_command"]
 
 if __name__ == "__main__":
-    raise SystemExit(_command.cli.run(_command.main))
-sys.modules[__name__] = _command
+    raise SystemExit(run_command())

@@ -1,10 +1,10 @@
-"""``python -m tinyalex.train``: the command lives in tinyalex/commands/train.py; this file keeps the short
-name (importing tinyalex.train gives that module itself)."""
+"""``python -m tinyalex.train`` and the ``tinyalex-train`` script: the command is
+tinyalex/commands/train.py (``main(argv)``; ``run_command`` adds the exit status of a user
+error and runs each rank of an mpiexec job)."""
 
-import sys
+from .commands.train import main, run_command
 
-from .commands import train as _command
+__all__ = ["main", "run_command"]
 
 if __name__ == "__main__":
-    raise SystemExit(_command.run_command())
-sys.modules[__name__] = _command
+    raise SystemExit(run_command())

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -27,29 +26,7 @@ from ..layers import SoftmaxCrossEntropy
 from ..loop import forward_backward
 from ..net import ARCHITECTURES, build
 from ..optim import SGD
-
-
-def blas_info() -> str:
-    try:
-        from threadpoolctl import threadpool_info
-    except ImportError:
-        return "threadpoolctl not installed (pip install threadpoolctl to see the BLAS kernel)"
-    parts = []
-    for pool in threadpool_info():
-        if pool.get("user_api") == "blas":
-            parts.append(f"{pool.get('internal_api')} {pool.get('version')} "
-                         f"kernel={pool.get('architecture')} threads={pool.get('num_threads')}")
-    return "; ".join(parts) or "no BLAS found by threadpoolctl"
-
-
-def cpu_name() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
+from .timing import batch_for, blas_info, cpu_name, layer_times, median_time
 
 
 def peak_rss_bytes() -> int:
@@ -64,77 +41,7 @@ def peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
 
 
-def median_time(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
-
-
-def batch_for(net, batch_size: int, num_classes: int, seed: int = 0):
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal((batch_size,) + net.input_shape, dtype=np.float32)
-    y = rng.integers(0, num_classes, batch_size).astype(np.int32)
-    return x, y
-
-
 # ---------------------------------------------------------------------------- per layer
-
-def layer_times(net, x, repeats: int, compare_torch: bool = False):
-    """(ours, PyTorch's or None): (name, forward s, backward s) per layer, each on its real
-    input from the layer before. With compare_torch each layer's PyTorch twin is timed right
-    after it, on the same input and output gradient, so that a slow spell of a shared
-    machine falls on both sides of a row's ratio (timing the whole net one framework after
-    the other put a minute or two between the sides)."""
-    rows, torch_rows = [], []
-    rng = np.random.default_rng(1)
-    for index, (name, layer) in enumerate(net.layers):
-        if hasattr(layer, "need_input_grad"):
-            layer.need_input_grad = index > 0
-        layer.forward(x, True)  # warm up (compiles kernels on first use)
-        fwd = median_time(lambda: layer.forward(x, True), repeats)  # noqa: B023
-        out = layer.forward(x, True)
-        dout = rng.standard_normal(out.shape, dtype=np.float32)
-        layer.backward(dout)
-        bwd = median_time(lambda: layer.backward(dout), repeats)  # noqa: B023
-        rows.append((name, fwd, bwd))
-        if compare_torch:
-            torch_rows.append((name, *torch_layer_time(layer, index, x, dout, repeats)))
-        x = out
-    return rows, (torch_rows if compare_torch else None)
-
-
-def torch_layer_time(layer, index: int, x, dout, repeats: int) -> tuple[float, float]:
-    """(forward s, backward s) of PyTorch's module for a tinyalex layer, its parameters
-    copied, on x and dout; a first layer's input takes no gradient, as in tinyalex."""
-    import torch
-
-    from .interop import torch_module
-
-    module = torch_module(layer)
-    if layer.params:
-        module.load_state_dict({"weight": torch.from_numpy(layer.params["W"]),
-                                "bias": torch.from_numpy(layer.params["b"])})
-    xt = torch.from_numpy(np.ascontiguousarray(x)).requires_grad_(index > 0)
-    dout = torch.from_numpy(dout)
-
-    def fwd_once():
-        return module(xt)
-
-    fwd_once()
-    fwd = median_time(fwd_once, repeats)
-
-    def bwd_once():
-        y = module(xt)
-        start = time.perf_counter()
-        y.backward(dout)
-        return time.perf_counter() - start
-
-    bwd_once()
-    return fwd, float(np.median([bwd_once() for _ in range(repeats)]))
-
 
 def textbook_layer_times(net, x, scale: float) -> list[tuple[str, float, float] | None]:
     """(name, forward s, backward s) per layer of the textbook NumPy twins
@@ -628,33 +535,40 @@ def far_from_bound_lines(net, ours, least, limit: float = 2.0) -> list[str]:
     return lines
 
 
-def main(argv=None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
-    if "twin" in argv:  # its own options: see tinyalex/checks/twin.py
-        from . import twin
+# ------------------------------------------------------------------------- command line
 
-        argv.remove("twin")
-        return twin.main(argv)
-    if argv[:1] == ["scaling"]:  # its own options: see tinyalex/checks/scaling.py
-        from . import scaling
+#: The subcommands: name -> its line in --help. ``step`` is the default (``python -m
+#: tinyalex.bench --compare-torch`` is ``... bench step --compare-torch``); ``_step`` is the
+#: child that run_step_in_child starts, left out of --help (None).
+SUBCOMMANDS = {
+    "step": "time each layer's forward and backward, then the whole training step (the "
+            "default)",
+    "loader": "the data loader's img/s against the training step's",
+    "twin": "train tinyalex and its PyTorch twin on the same batches, compare val error "
+            "and time per epoch (tinyalex/checks/twin.py)",
+    "scaling": "1 process against 2 MPI ranks, and the step modelled on 1-64 machines "
+               "(tinyalex/checks/scaling.py)",
+    "_step": None,
+}
 
-        return scaling.main(argv[1:])
-    p = cli.parser("python -m tinyalex.bench", "Time each layer and the whole training step.")
-    p.add_argument("what", nargs="?", default="step",
-                   choices=["step", "loader", "twin", "scaling", "_step"],
-                   help="step: layers + training step; loader: the data loader's img/s "
-                        "against the training step's; twin: train tinyalex and its PyTorch "
-                        "twin on the same batches, compare val error and time per epoch; "
-                        "scaling: 1 process against 2 MPI ranks, and the step modelled on "
-                        "1-64 machines (twin and scaling have their own options: python -m "
-                        "tinyalex.bench twin --help; the _step form is internal)")
-    p.add_argument("--arch", default="alexnet", choices=sorted(ARCHITECTURES),
-                   help="the net whose layers and step are timed")
+
+def add_batch_arguments(p) -> None:
+    """The options of a timed training step (step, loader, _step)."""
     p.add_argument("--batch-size", type=int, default=128, help="images per step (§5: 128)")
     p.add_argument("--num-classes", type=int, default=100, help="outputs of fc8")
-    p.add_argument("--repeats", type=int, default=3, help="timings per layer (median)")
     p.add_argument("--steps", type=int, default=3,
                    help=f"timed training steps (median), after {WARMUP_STEPS} untimed ones")
+
+
+def add_arch_argument(p) -> None:
+    p.add_argument("--arch", default="alexnet", choices=sorted(ARCHITECTURES),
+                   help="the net whose layers and step are timed")
+
+
+def add_step_arguments(p) -> None:
+    add_arch_argument(p)
+    add_batch_arguments(p)
+    p.add_argument("--repeats", type=int, default=3, help="timings per layer (median)")
     p.add_argument("--compare-torch", action="store_true",
                    help="also time PyTorch CPU on the same layers and step")
     p.add_argument("--no-layers", action="store_true", help="skip the per-layer table")
@@ -665,22 +579,74 @@ def main(argv=None) -> int:
                    help="batch on which the textbook NumPy layers (tinyalex/checks/textbook.py) are "
                         "timed, scaled to --batch-size (default: --batch-size; a smaller one "
                         "is quicker but fits in cache); 0 skips them")
+
+
+def add_child_arguments(p) -> None:
+    add_arch_argument(p)
+    add_batch_arguments(p)
     p.add_argument("--framework", default="tinyalex", choices=["tinyalex", "torch"],
                    help=argparse_hidden())
-    args = p.parse_args(argv)
-    if args.textbook_batch is None:
-        args.textbook_batch = args.batch_size
-    if args.batch_size < 1 or args.steps < 1 or args.repeats < 1 or args.textbook_batch < 0:
+
+
+def build_parser():
+    from . import scaling, twin
+
+    p = cli.parser("python -m tinyalex.bench",
+                   "Time each layer and the whole training step (step, the default), the "
+                   "data loader (loader), the PyTorch twin's training (twin) or data "
+                   "parallelism (scaling). Each has its own --help: python -m tinyalex.bench "
+                   "twin --help.")
+    sub = p.add_subparsers(dest="what", metavar="COMMAND")
+    routes = {"step": (add_step_arguments, run_step),
+              "loader": (add_batch_arguments, run_loader),
+              "twin": (twin.add_arguments, twin.run),
+              "scaling": (scaling.add_arguments, scaling.run),
+              "_step": (add_child_arguments, run_step_child)}
+    descriptions = {"twin": twin.DESCRIPTION, "scaling": scaling.DESCRIPTION}
+    for name, help_ in SUBCOMMANDS.items():
+        add_arguments, run = routes[name]
+        listed = {} if help_ is None else {"help": help_}  # without help=, not in --help
+        q = sub.add_parser(name, description=descriptions.get(name, help_),
+                           formatter_class=cli.HelpFormatter, **listed)
+        add_arguments(q)
+        q.set_defaults(run=run)
+    return p
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or (argv[0] not in SUBCOMMANDS and argv[0] not in ("-h", "--help")):
+        argv = ["step", *argv]  # no subcommand: the step, as python -m tinyalex.bench always did
+    args = build_parser().parse_args(argv)
+    return args.run(args)
+
+
+def check_step_numbers(args) -> None:
+    repeats, textbook_batch = getattr(args, "repeats", 1), getattr(args, "textbook_batch", 0)
+    if args.batch_size < 1 or args.steps < 1 or repeats < 1 or textbook_batch < 0:
         raise cli.UserError("--batch-size, --steps and --repeats must be at least 1, "
                             "--textbook-batch at least 0")
 
-    if args.what == "_step":
-        print(json.dumps(step_child(args.framework, args.arch, args.batch_size,
-                                    args.num_classes, args.steps)))
-        return 0
 
-    if args.what == "loader":
-        return loader_report(args)
+def run_step_child(args) -> int:
+    """``bench _step``: one framework's step (step_child), its result as one JSON line."""
+    check_step_numbers(args)
+    print(json.dumps(step_child(args.framework, args.arch, args.batch_size,
+                                args.num_classes, args.steps)))
+    return 0
+
+
+def run_loader(args) -> int:
+    check_step_numbers(args)
+    return loader_report(args)
+
+
+def run_step(args) -> int:
+    """``bench step``: the per-layer table and the training step (or, with --device gpu,
+    the step on CuPy)."""
+    if args.textbook_batch is None:
+        args.textbook_batch = args.batch_size
+    check_step_numbers(args)
 
     if args.device == "gpu":
         return gpu_step_report(args)
@@ -781,5 +747,11 @@ def argparse_hidden():
     return argparse.SUPPRESS
 
 
+def run_command(argv=None) -> int:
+    """The command line (``python -m``, the ``tinyalex-bench`` script): main, with a user error
+    as one line and exit 2."""
+    return cli.run(main, argv)
+
+
 if __name__ == "__main__":
-    raise SystemExit(cli.run(main))
+    raise SystemExit(run_command())

@@ -86,7 +86,7 @@ def layer_bytes(net) -> dict[str, int]:
 def measure_layers(arch: str, num_classes: int, batch: int, repeats: int):
     """(layers as step_seconds wants them, SGD update seconds) measured in this process."""
     from ..optim import SGD
-    from .bench import batch_for, layer_times, median_time
+    from .timing import batch_for, layer_times, median_time
 
     net = build(arch, num_classes)
     x, _ = batch_for(net, batch, num_classes)
@@ -127,7 +127,7 @@ def child(arch: str, num_classes: int, batch: int, steps: int,
     from ..layers import SoftmaxCrossEntropy
     from ..loop import train_step
     from ..optim import SGD
-    from .bench import batch_for
+    from .timing import batch_for
 
     comm = distributed.world()
     distributed.share_cores(comm.size)
@@ -187,12 +187,21 @@ def mpi_missing() -> str | None:
 
 # ------------------------------------------------------------------------------ command
 
+DESCRIPTION = ("Data parallelism over MPI: 1 process against 2 ranks here, the bytes a step "
+               "moves, and the step time modelled at 1-64 machines on 10 and 100 Gbit/s, "
+               "without and with per-layer overlap of communication and backward.")
+
+
 def build_parser():
-    p = cli.parser("python -m tinyalex.bench scaling",
-                   "Data parallelism over MPI: 1 process against 2 ranks here, the bytes a "
-                   "step moves, and the step time modelled at 1-64 machines on 10 and 100 "
-                   "Gbit/s, without and with per-layer overlap of communication and backward.")
-    p.add_argument("--arch", default="alexnet", choices=sorted(ARCHITECTURES))
+    p = cli.parser("python -m tinyalex.bench scaling", DESCRIPTION)
+    add_arguments(p)
+    return p
+
+
+def add_arguments(p) -> None:
+    """The options of ``bench scaling``, on its own parser or on the bench's subcommand."""
+    p.add_argument("--arch", default="alexnet", choices=sorted(ARCHITECTURES),
+                   help="the net whose step is measured and modelled")
     p.add_argument("--num-classes", type=int, default=1000,
                    help="outputs of fc8 (1000: the paper's 60,965,224 parameters)")
     p.add_argument("--batch-size", type=int, default=128, help="the global batch (§5: 128)")
@@ -204,11 +213,13 @@ def build_parser():
                    help="skip the 1-process / 2-rank measurement (the model only)")
     p.add_argument("--child", action="store_true", help=cli.argparse.SUPPRESS)
     p.add_argument("--overlap", action="store_true", help=cli.argparse.SUPPRESS)
-    return p
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    return run(build_parser().parse_args(argv))
+
+
+def run(args) -> int:
     if args.batch_size < 2 or args.steps < 1 or args.repeats < 1 or args.num_classes < 1:
         raise cli.UserError("--batch-size must be at least 2, --steps, --repeats and "
                             "--num-classes at least 1")
@@ -217,7 +228,7 @@ def main(argv=None) -> int:
         if out is not None:
             print(json.dumps(out))
         return 0
-    from .bench import blas_info, cpu_name
+    from .timing import blas_info, cpu_name
 
     print(f"CPU: {cpu_name()} ({os.cpu_count()} cores); BLAS: {blas_info()}")
     print(f"net: {args.arch}, {args.num_classes} classes, global batch {args.batch_size}, "

@@ -463,13 +463,21 @@ def _jsonable(value):
 
 # --------------------------------------------------------------------------------- CLI
 
+DESCRIPTION = ("Train tinyalex and its PyTorch twin (same initial weights, same loader "
+               "batches, SGD momentum 0.9, weight decay 5e-4) and compare validation error "
+               "and training time per epoch.")
+
+
 def build_parser():
+    p = cli.parser("python -m tinyalex.bench twin", DESCRIPTION)
+    add_arguments(p)
+    return p
+
+
+def add_arguments(p) -> None:
+    """The options of ``bench twin``, on its own parser or on the bench's subcommand."""
     from ..data.find import add_data_arguments
 
-    p = cli.parser("python -m tinyalex.bench twin",
-                   "Train tinyalex and its PyTorch twin (same initial weights, same loader "
-                   "batches, SGD momentum 0.9, weight decay 5e-4) and compare validation "
-                   "error and training time per epoch.")
     add_data_arguments(p)
     p.add_argument("--arch", choices=sorted(ARCHITECTURES), default=None,
                    help="default: alexnet for 256-px images, alexnet-small for smaller")
@@ -503,11 +511,13 @@ def build_parser():
                    help="save both nets here after every epoch; the same command later "
                         "continues from the last finished epoch")
     p.add_argument("--no-progress", action="store_true", help="no tqdm bars")
-    return p
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    return run(build_parser().parse_args(argv))
+
+
+def run(args) -> int:
     for key in ("epochs", "batch_size", "max_per_class", "val_max_images", "size"):
         value = getattr(args, key)
         if value is not None and value < 1:

@@ -440,5 +440,11 @@ def main(argv=None) -> int:
     return 0
 
 
+def run_command(argv=None) -> int:
+    """The command line (``python -m``, the ``tinyalex-experiments`` script): main, with a user error
+    as one line and exit 2."""
+    return cli.run(main, argv)
+
+
 if __name__ == "__main__":
-    raise SystemExit(cli.run(main))
+    raise SystemExit(run_command())

@@ -21,6 +21,7 @@ import time
 
 import numpy as np
 
+from .. import tuning
 from ..commands import cli
 from ..layers import SoftmaxCrossEntropy
 from ..loop import forward_backward
@@ -618,6 +619,8 @@ def main(argv=None) -> int:
     if not argv or (argv[0] not in SUBCOMMANDS and argv[0] not in ("-h", "--help")):
         argv = ["step", *argv]  # no subcommand: the step, as python -m tinyalex.bench always did
     args = build_parser().parse_args(argv)
+    if args.what != "twin":  # the twin runs PyTorch beside tinyalex: its process as it is
+        tuning.tune()
     return args.run(args)
 
 
@@ -750,7 +753,7 @@ def argparse_hidden():
 def run_command(argv=None) -> int:
     """The command line (``python -m``, the ``tinyalex-bench`` script): main, with a user error
     as one line and exit 2."""
-    return cli.run(main, argv)
+    return cli.run(main, argv, tune=False)  # main tunes, but for the twin
 
 
 if __name__ == "__main__":

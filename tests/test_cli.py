@@ -10,9 +10,10 @@ from tinyalex.commands import cli
 COMMANDS = ["tinyalex.commands.train", "tinyalex.commands.evaluate",
             "tinyalex.commands.predict", "tinyalex.commands.figures", "tinyalex.commands.summary",
             "tinyalex.checks.bench", "tinyalex.checks.twin", "tinyalex.data.__main__",
-            "tinyalex.checks.experiments"]
+            "tinyalex.checks.experiments", "tinyalex.commands.weights"]
 #: The short names the README gives (python -m tinyalex.X): shims over the modules above.
-SHORT_NAMES = ["train", "evaluate", "predict", "figures", "summary", "bench", "experiments"]
+SHORT_NAMES = ["train", "evaluate", "predict", "figures", "summary", "bench", "experiments",
+               "weights"]
 
 
 class _Caught(Exception):

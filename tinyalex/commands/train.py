@@ -37,7 +37,7 @@ from ..backend import to_numpy
 from ..layers import SoftmaxCrossEntropy
 from ..loop import Diverged, evaluate, train_step
 from ..metrics import topk_correct
-from ..net import ARCHITECTURES, INITS, build
+from ..net import ARCHITECTURES, INITS, LRN_CONVENTIONS, build
 from ..optim import SGD, BudgetSchedule, PlateauSchedule, warmup_lr
 from . import cli
 
@@ -94,8 +94,8 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
                    help="weight init: 'paper' is §5 exactly (it stalls at chance on these "
                         "subsets, see README); 'paper-bias0' is §5's weights with zero "
                         "biases; 'pytorch' is fan-in scaled")
-    g.add_argument("--lrn-convention", choices=["paper", "alpha/n"],
-                   default=d("lrn_convention"), help="LRN formula (§3.3)")
+    g.add_argument("--lrn-convention", choices=LRN_CONVENTIONS,
+                   default=d("lrn_convention"), help="LRN formula (§3.3; caffe: alpha/n with k=1, as bvlc_alexnet)")
     g.add_argument("--epochs", type=int, default=d("epochs"),
                    help="passes over the training set (10: about 1 h for Tiny-100 on 2 "
                         "cores; the lr schedule is planned over them)")

@@ -1,0 +1,215 @@
+"""torchvision's AlexNet in tinyalex (tinyalex.pretrained, net.alexnet_owt): its state_dict
+imported under tinyalex's names gives the same logits and the same backward, layer by layer.
+
+torchvision itself is not needed (its wheel does not import here, and no weights can be
+downloaded): ``TorchvisionAlexNet`` rebuilds torchvision/models/alexnet.py's module tree in
+torch.nn, with the same keys in the same order, and random weights stand in for the trained.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tinyalex import pretrained
+from tinyalex.gradcheck import rel_error
+from tinyalex.net import AdaptiveAvgPool2D, adaptive_bins, build
+
+torch = pytest.importorskip("torch", reason="PyTorch (CPU) is the oracle of these tests; "
+                                            "pip install torch==2.13.0")
+nn = torch.nn
+
+
+class TorchvisionAlexNet(nn.Module):
+    """torchvision.models.AlexNet's structure (features / avgpool / classifier), verbatim
+    in its layer order, so that its state_dict keys are torchvision's."""
+
+    def __init__(self, num_classes: int = 1000, dropout: float = 0.5):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 64, kernel_size=11, stride=4, padding=2), nn.ReLU(inplace=True),
+            nn.MaxPool2d(kernel_size=3, stride=2),
+            nn.Conv2d(64, 192, kernel_size=5, padding=2), nn.ReLU(inplace=True),
+            nn.MaxPool2d(kernel_size=3, stride=2),
+            nn.Conv2d(192, 384, kernel_size=3, padding=1), nn.ReLU(inplace=True),
+            nn.Conv2d(384, 256, kernel_size=3, padding=1), nn.ReLU(inplace=True),
+            nn.Conv2d(256, 256, kernel_size=3, padding=1), nn.ReLU(inplace=True),
+            nn.MaxPool2d(kernel_size=3, stride=2),
+        )
+        self.avgpool = nn.AdaptiveAvgPool2d((6, 6))
+        self.classifier = nn.Sequential(
+            nn.Dropout(p=dropout), nn.Linear(256 * 6 * 6, 4096), nn.ReLU(inplace=True),
+            nn.Dropout(p=dropout), nn.Linear(4096, 4096), nn.ReLU(inplace=True),
+            nn.Linear(4096, num_classes),
+        )
+
+    def forward(self, x):
+        x = self.avgpool(self.features(x))
+        return self.classifier(torch.flatten(x, 1))
+
+
+def torchvision_model(dtype=torch.float32, seed=0):
+    torch.manual_seed(seed)
+    return TorchvisionAlexNet().to(dtype).eval()
+
+
+@pytest.fixture(scope="module")
+def pth32(tmp_path_factory):
+    """A float32 torchvision AlexNet with random weights and its saved .pth."""
+    model = torchvision_model(torch.float32)
+    path = tmp_path_factory.mktemp("tv") / "alexnet-owt-random.pth"
+    torch.save(model.state_dict(), path)
+    return model, path
+
+
+def test_owt_has_torchvisions_layers_and_count():
+    net = build("alexnet-owt", 1000)
+    assert net.num_params() == 61_100_840
+    assert net.num_params() == sum(p.numel() for p in TorchvisionAlexNet().parameters())
+    assert list(pretrained.to_torchvision(net)) == list(TorchvisionAlexNet().state_dict())
+
+
+def compare(model, net, x, tol):
+    """Logits, every layer's output (by torch's module order) and the backward of a random
+    dlogits: every parameter's gradient and the input's, within relative ``tol``."""
+    xt = torch.from_numpy(x).requires_grad_(True)
+    outs, h = [], xt
+    for module in [*model.features, model.avgpool, nn.Flatten(), *model.classifier]:
+        h = module(h)
+        outs.append(h.detach().clone())  # ReLU(inplace=True) overwrites h later
+    dlogits = np.random.default_rng(1).standard_normal(tuple(h.shape)).astype(x.dtype)
+    h.backward(torch.from_numpy(dlogits))
+    logits = net.forward(x, train=False)
+    assert rel_error(logits, h.detach().numpy()) < tol
+    ours = [(name, layer) for name, layer in net.layers if not name.startswith("drop")]
+    torch_outs = [o for o, m in zip(outs, [*model.features, model.avgpool, nn.Flatten(),
+                                           *model.classifier]) if not isinstance(m, nn.Dropout)]
+    a = x
+    for (name, layer), o in zip(ours, torch_outs, strict=True):
+        a = layer.forward(a, False)
+        assert rel_error(a, o.numpy()) < tol, name
+    dx = net.backward(dlogits)
+    assert rel_error(dx, xt.grad.numpy()) < tol
+    grads = {pretrained.torchvision_key(k): v for k, v in net.grads.items()}
+    for key, p in model.named_parameters():
+        assert rel_error(grads[key], p.grad.numpy()) < tol, key
+    return float(np.abs(logits - h.detach().numpy()).max())
+
+
+@pytest.mark.parametrize("size", [224, 256])
+def test_float64_logits_and_backward_match(tmp_path, size):
+    """float64: the same function and the same gradients to 1e-10; 256 px exercises the
+    adaptive pool (pool5 7x7 -> 6x6 with overlapping bins), 224 px its identity."""
+    model = torchvision_model(torch.float64, seed=2)
+    path = tmp_path / "tv64.pth"
+    torch.save(model.state_dict(), path)
+    net = pretrained.from_torchvision(pretrained.read_pth(path), dtype=np.float64)
+    if size != 224:  # the same weights in a net built for another input size
+        other = build("alexnet-owt", 1000, input_size=size, dtype=np.float64)
+        other.load_params(net.params)
+        net = other
+    x = np.random.default_rng(0).standard_normal((2, 3, size, size))
+    compare(model, net, x, 1e-10)
+
+
+def test_float32_import_command_matches(pth32, tmp_path):
+    """The command's checkpoint (float32) computes torchvision's logits and backward to 1e-5."""
+    from tinyalex import checkpoint
+    from tinyalex.commands.weights import main
+
+    model, path = pth32
+    out = tmp_path / "owt.npz"
+    assert main(["import-torchvision", str(path), str(out)]) == 0
+    ckpt = checkpoint.load(out)
+    assert ckpt.meta["data"]["preprocessing"] == "torchvision"
+    assert ckpt.meta["classes"][0] == "n01440764" and ckpt.meta["names"][0] == "tench"
+    net = checkpoint.build_net(ckpt)
+    x = np.random.default_rng(0).standard_normal((2, 3, 224, 224)).astype(np.float32)
+    compare(model, net, x, 1e-5)
+
+
+def test_export_round_trip_is_exact(pth32, tmp_path):
+    from tinyalex.commands.weights import main
+
+    model, path = pth32
+    out, back = tmp_path / "owt.npz", tmp_path / "back.pth"
+    assert main(["import-torchvision", str(path), str(out)]) == 0
+    assert main(["export-torchvision", str(out), str(back)]) == 0
+    again = TorchvisionAlexNet()
+    again.load_state_dict(torch.load(back, weights_only=True))
+    for (k, a), (k2, b) in zip(model.state_dict().items(), again.state_dict().items(),
+                               strict=True):
+        assert k == k2 and torch.equal(a, b), k
+
+
+def test_preprocessing_is_torchvisions(pth32, tmp_path):
+    """(pixel / 255 - m) / s, centre 224 of 256: the checkpoint's augmenter gives it."""
+    from tinyalex import checkpoint
+    from tinyalex.commands.weights import main
+
+    out = tmp_path / "owt.npz"
+    main(["import-torchvision", str(pth32[1]), str(out)])
+    aug = pretrained.augmenter(checkpoint.load(out))
+    img = np.random.default_rng(0).integers(0, 256, (1, 256, 256, 3), dtype=np.uint8)
+    m, s = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
+    want = ((img[:, 16:240, 16:240] / 255.0 - m) / s).transpose(0, 3, 1, 2)
+    np.testing.assert_allclose(aug.center(img), want, rtol=1e-5, atol=1e-5)
+    assert aug.ten_crop(img).shape == (10, 1, 3, 224, 224)
+
+
+def test_refuses_what_is_not_a_state_dict_of_tensors(tmp_path, capsys):
+    from tinyalex.commands import cli
+    from tinyalex.commands.weights import main
+
+    path = tmp_path / "mixed.pth"
+    torch.save({"features.0.weight": torch.zeros(1), "note": "hello"}, path)
+    assert cli.run(main, ["import-torchvision", str(path), str(tmp_path / "o.npz")]) == 2
+    assert "not a tensor: note" in capsys.readouterr().err
+
+    from fractions import Fraction
+
+    evil = tmp_path / "evil.pth"
+    torch.save({"x": Fraction(1, 3)}, evil)  # any class but tensors: weights_only refuses
+    assert cli.run(main, ["import-torchvision", str(evil), str(tmp_path / "o.npz")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "not a weights-only state_dict" in err
+    assert err.count("\n") == 1
+
+    wrong = tmp_path / "wrong.pth"
+    torch.save({"fc.weight": torch.zeros(2, 2)}, wrong)
+    assert cli.run(main, ["import-torchvision", str(wrong), str(tmp_path / "o.npz")]) == 2
+    assert "missing keys ['classifier.1.bias'" in capsys.readouterr().err
+
+
+def test_adaptive_bins_are_pytorchs():
+    """Bins by PyTorch's rule, and the layer equals nn.AdaptiveAvgPool2d for 5, 6, 7, 13 px."""
+    assert adaptive_bins(6, 6) == [(i, i + 1) for i in range(6)]
+    assert adaptive_bins(7, 6)[:2] == [(0, 2), (1, 3)]
+    rng = np.random.default_rng(0)
+    for side in (5, 6, 7, 13):
+        x = rng.standard_normal((2, 3, side, side))
+        layer, ref = AdaptiveAvgPool2D(6), nn.AdaptiveAvgPool2d(6)
+        xt = torch.from_numpy(x).requires_grad_(True)
+        yt = ref(xt)
+        dy = rng.standard_normal(yt.shape)
+        yt.backward(torch.from_numpy(dy))
+        assert rel_error(layer.forward(x), yt.detach().numpy()) < 1e-12
+        assert rel_error(layer.backward(dy), xt.grad.numpy()) < 1e-12
+
+
+def test_predict_prints_imagenet_names(pth32, tmp_path, real_data, capsys):
+    """predict on a full-size ImageNet photo with the imported checkpoint: one line of five
+    ImageNet-1k names (random weights, so which names is meaningless)."""
+    from tinyalex.commands import predict
+    from tinyalex.commands.weights import main
+    from tinyalex.data.subsets import imagenet_classes
+
+    out = tmp_path / "owt.npz"
+    main(["import-torchvision", str(pth32[1]), str(out)])
+    photo = sorted((real_data / "imagenet-samples-100").glob("*.JPEG"))[0]
+    capsys.readouterr()
+    assert predict.main([str(out), str(photo)]) == 0
+    line = capsys.readouterr().out.strip()
+    names = {name for _, name in imagenet_classes().values()}
+    shown = [part.split("% ", 1)[1] for part in line.split(": ", 1)[1].split(" | ")]
+    assert len(shown) == 5 and set(shown) <= names

@@ -98,7 +98,7 @@ def read_pth(path) -> dict:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
-        raise ValueError(f"no file {path}") from None
+        raise ValueError("no such file") from None
     except Exception as err:  # noqa: BLE001 - torch raises UnpicklingError, RuntimeError, ...
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ValueError(f"{path} is not a weights-only state_dict ({first})") from None

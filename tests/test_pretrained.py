@@ -213,3 +213,20 @@ def test_predict_prints_imagenet_names(pth32, tmp_path, real_data, capsys):
     names = {name for _, name in imagenet_classes().values()}
     shown = [part.split("% ", 1)[1] for part in line.split(": ", 1)[1].split(" | ")]
     assert len(shown) == 5 and set(shown) <= names
+
+
+def test_trained_weights_are_found_the_data_way(pth32, tmp_path, monkeypatch):
+    """A downloaded alexnet-owt*.pth in $TINYALEX_DATA is found by the data lookup
+    (find_kind("weights"), as notebook 12 does) and imported once into a work folder."""
+    from tinyalex.data.find import find_kind
+
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "alexnet-owt-7be5be79.pth").symlink_to(pth32[1])
+    monkeypatch.setenv("TINYALEX_DATA", str(data))
+    found = find_kind("weights", log=lambda _: None)
+    assert found == data / "alexnet-owt-7be5be79.pth"
+    ckpt = pretrained.open_trained(found, tmp_path / "work")
+    assert ckpt.meta["source"]["kind"] == "torchvision"
+    stamp = ckpt.path.stat().st_mtime_ns
+    assert pretrained.open_trained(found, tmp_path / "work").path.stat().st_mtime_ns == stamp

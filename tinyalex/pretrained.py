@@ -128,9 +128,10 @@ def imagenet_labels(num_classes: int) -> tuple[list, list]:
     return [w for w, _ in table], [name for _, (_, name) in table]
 
 
-def save_imported(path, net, arch: str, preprocessing: str, source: dict, kwargs=None,
-                  mean=None):
-    """Write an imported net as a checkpoint that evaluate/predict/figures/export take.
+def imported_checkpoint(net, arch: str, preprocessing: str, source: dict, kwargs=None,
+                        mean=None, path="imported.npz"):
+    """An imported net as an in-memory ``checkpoint.Checkpoint`` that evaluate, predict,
+    figures and export take (``save_imported`` writes it).
 
     meta["data"]["preprocessing"] names the source's preprocessing (``PREPROCESSING``);
     data/mean is its per-channel mean (or ``mean``, an (S, S, 3) RGB mean image),
@@ -147,8 +148,55 @@ def save_imported(path, net, arch: str, preprocessing: str, source: dict, kwargs
             "classes": classes, "names": names, "source": source,
             "data": {"kind": "imported", "preprocessing": preprocessing, "size": spec["size"],
                      "crop": spec["crop"],
-                     "mean_mode": "pixel" if data["mean"].ndim == 3 else "channel"}}
-    return ckpt_mod.save(path, net.params, meta, data=data)
+                     "mean_mode": "pixel" if data["mean"].ndim == 3 else "channel"},
+            "format": ckpt_mod.FORMAT}
+    return ckpt_mod.Checkpoint(path, dict(net.params), {}, data, meta)
+
+
+def save_imported(path, net, arch: str, preprocessing: str, source: dict, kwargs=None,
+                  mean=None):
+    """Write ``imported_checkpoint(...)`` to path (atomically); returns the path."""
+    ckpt = imported_checkpoint(net, arch, preprocessing, source, kwargs, mean, path)
+    return ckpt_mod.save(path, ckpt.params, ckpt.meta, data=ckpt.data)
+
+
+def import_torchvision(src, out):
+    """FILE.pth (a torchvision AlexNet state_dict) -> an alexnet-owt checkpoint at out.
+    ImportError without torch; KeyError/ValueError for a file that is not one."""
+    from pathlib import Path
+
+    net = from_torchvision(read_pth(src))
+    return save_imported(out, net, "alexnet-owt", "torchvision",
+                         {"kind": "torchvision", "file": Path(src).name},
+                         kwargs={"input_size": 224})
+
+
+def import_caffe(src, out, mean=None):
+    """bvlc_alexnet.caffemodel (and optionally its mean .binaryproto) -> a checkpoint of
+    the paper's net with Caffe's LRN (k = 1, alpha/n) at out."""
+    from pathlib import Path
+
+    from . import caffemodel
+
+    net = caffemodel.read_alexnet(src)
+    mean_image = caffemodel.read_mean(mean) if mean is not None else None
+    return save_imported(out, net, "alexnet", "caffe", {"kind": "caffe", "file": Path(src).name},
+                         kwargs={"lrn_convention": "caffe"}, mean=mean_image)
+
+
+def open_trained(path, workdir):
+    """A trained checkpoint from a file the data lookup found (``find_kind("weights")``):
+    a tinyalex .npz as it is, a torchvision .pth or a .caffemodel imported once into
+    workdir (reused when it is there)."""
+    from pathlib import Path
+
+    path, workdir = Path(path), Path(workdir)
+    if path.suffix == ".npz":
+        return ckpt_mod.load(path)
+    out = workdir / f"{path.stem}.npz"
+    if not out.is_file():
+        (import_caffe if path.suffix == ".caffemodel" else import_torchvision)(path, out)
+    return ckpt_mod.load(out)
 
 
 class Normalized:

@@ -19,15 +19,11 @@ from . import cli
 def import_torchvision(src, out) -> Path:
     """FILE.pth (a torchvision AlexNet state_dict) -> an alexnet-owt checkpoint at out."""
     try:
-        state = pretrained.read_pth(src)
-        net = pretrained.from_torchvision(state)
+        return pretrained.import_torchvision(src, out)
     except ImportError as err:
         raise cli.UserError(str(err)) from None
     except (KeyError, ValueError) as err:
         raise cli.UserError(f"{src}: {err.args[0] if err.args else err}") from None
-    return pretrained.save_imported(out, net, "alexnet-owt", "torchvision",
-                                    {"kind": "torchvision", "file": Path(src).name},
-                                    kwargs={"input_size": 224})
 
 
 def export_torchvision(ckpt_path, out) -> Path:
@@ -50,16 +46,10 @@ def export_torchvision(ckpt_path, out) -> Path:
 def import_caffe(src, out, mean=None) -> Path:
     """bvlc_alexnet.caffemodel (and optionally its mean .binaryproto) -> a checkpoint of
     the paper's net with Caffe's LRN (k = 1, alpha/n)."""
-    from .. import caffemodel
-
     try:
-        net = caffemodel.read_alexnet(src)
-        mean_image = caffemodel.read_mean(mean) if mean is not None else None
+        return pretrained.import_caffe(src, out, mean)
     except (OSError, KeyError, ValueError) as err:
         raise cli.UserError(f"{err.args[0] if err.args else err}") from None
-    return pretrained.save_imported(out, net, "alexnet", "caffe",
-                                    {"kind": "caffe", "file": Path(src).name},
-                                    kwargs={"lrn_convention": "caffe"}, mean=mean_image)
 
 
 def main(argv=None) -> int:

@@ -230,3 +230,30 @@ def test_trained_weights_are_found_the_data_way(pth32, tmp_path, monkeypatch):
     assert ckpt.meta["source"]["kind"] == "torchvision"
     stamp = ckpt.path.stat().st_mtime_ns
     assert pretrained.open_trained(found, tmp_path / "work").path.stat().st_mtime_ns == stamp
+
+
+def test_evaluate_takes_an_imported_checkpoint(pth32, tmp_path):
+    """evaluate on a (tiny) ImageNet-1k prepared folder: the errors are those of
+    torchvision's model on torchvision's preprocessing of the same images."""
+    from tinyalex.commands.evaluate import evaluate_checkpoint
+    from tinyalex.commands.weights import main
+    from tinyalex.data.cache import write_prepared
+
+    model, path = pth32
+    out = tmp_path / "owt.npz"
+    main(["import-torchvision", str(path), str(out)])
+    wnids, names = pretrained.imagenet_labels(1000)
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (6, 256, 256, 3), dtype=np.uint8)
+    x = (images[:, 16:240, 16:240] / 255.0 - [0.485, 0.456, 0.406]) / [0.229, 0.224, 0.225]
+    with torch.no_grad():
+        logits = model(torch.from_numpy(x.transpose(0, 3, 1, 2).astype(np.float32))).numpy()
+    top5 = np.argsort(-logits, axis=1)[:, :5]
+    labels = np.array([top5[0, 0], top5[1, 3], 7, 8, top5[4, 0], 9])  # 2 top-1, 3 top-5 hits
+    prepared = write_prepared(tmp_path / "prep", images, labels, images, labels,
+                              {"classes": wnids, "names": names, "kind": "test",
+                               "source": "tests", "subset": "all"})
+    result = evaluate_checkpoint(out, data=str(prepared), progress=False, log=lambda _: None)
+    hit5 = np.mean([labels[i] in top5[i] for i in range(6)])
+    assert result["centre"]["top1_err"] == pytest.approx(1 - np.mean(top5[:, 0] == labels))
+    assert result["centre"]["top5_err"] == pytest.approx(1 - hit5)

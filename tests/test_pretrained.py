@@ -70,30 +70,37 @@ def test_owt_has_torchvisions_layers_and_count():
 
 
 def compare(model, net, x, tol):
-    """Logits, every layer's output (by torch's module order) and the backward of a random
-    dlogits: every parameter's gradient and the input's, within relative ``tol``."""
+    """Logits, every layer's output and, for a random dlogits, the gradient reaching every
+    layer's input (layer by layer, as torch's autograd and tinyalex's backward give them),
+    every parameter's gradient and the input's, within relative ``tol``."""
+    for m in model.modules():
+        if isinstance(m, nn.ReLU):
+            m.inplace = False  # keep each layer's output, to read its gradient
+    modules = [m for m in [*model.features, model.avgpool, nn.Flatten(), *model.classifier]
+               if not isinstance(m, nn.Dropout)]  # eval mode: dropout is the identity
+    ours = [(name, layer) for name, layer in net.layers if not name.startswith("drop")]
+    assert len(ours) == len(modules)
     xt = torch.from_numpy(x).requires_grad_(True)
-    outs, h = [], xt
-    for module in [*model.features, model.avgpool, nn.Flatten(), *model.classifier]:
+    hs, h = [xt], xt
+    for module in modules:
         h = module(h)
-        outs.append(h.detach().clone())  # ReLU(inplace=True) overwrites h later
+        h.retain_grad()
+        hs.append(h)
     dlogits = np.random.default_rng(1).standard_normal(tuple(h.shape)).astype(x.dtype)
     h.backward(torch.from_numpy(dlogits))
-    logits = net.forward(x, train=False)
-    assert rel_error(logits, h.detach().numpy()) < tol
-    ours = [(name, layer) for name, layer in net.layers if not name.startswith("drop")]
-    torch_outs = [o for o, m in zip(outs, [*model.features, model.avgpool, nn.Flatten(),
-                                           *model.classifier]) if not isinstance(m, nn.Dropout)]
-    a = x
-    for (name, layer), o in zip(ours, torch_outs, strict=True):
-        a = layer.forward(a, False)
-        assert rel_error(a, o.numpy()) < tol, name
-    dx = net.backward(dlogits)
-    assert rel_error(dx, xt.grad.numpy()) < tol
+    # the whole net: logits, then one backward from dlogits to every parameter and the input
+    assert rel_error(net.forward(x, train=False), h.detach().numpy()) < tol
+    assert rel_error(net.backward(dlogits), xt.grad.numpy()) < tol
     grads = {pretrained.torchvision_key(k): v for k, v in net.grads.items()}
     for key, p in model.named_parameters():
         assert rel_error(grads[key], p.grad.numpy()) < tol, key
-    return float(np.abs(logits - h.detach().numpy()).max())
+    # layer by layer: each layer's forward on torch's input to it, and its backward of
+    # torch's gradient at its output against torch's gradient at its input
+    for (name, layer), t_in, t_out in zip(ours, hs[:-1], hs[1:], strict=True):
+        y = layer.forward(t_in.detach().numpy(), False)
+        assert rel_error(y, t_out.detach().numpy()) < tol, name
+        dx = layer.backward(t_out.grad.numpy())
+        assert rel_error(dx, t_in.grad.numpy()) < tol, f"{name} backward"
 
 
 @pytest.mark.parametrize("size", [224, 256])
@@ -257,3 +264,18 @@ def test_evaluate_takes_an_imported_checkpoint(pth32, tmp_path):
     hit5 = np.mean([labels[i] in top5[i] for i in range(6)])
     assert result["centre"]["top1_err"] == pytest.approx(1 - np.mean(top5[:, 0] == labels))
     assert result["centre"]["top5_err"] == pytest.approx(1 - hit5)
+
+
+def test_without_torch_says_so(tmp_path, monkeypatch, capsys):
+    """Reading a .pth needs torch: without it, one line that says how to get it, exit 2."""
+    import sys
+
+    from tinyalex.commands import cli
+    from tinyalex.commands.weights import main
+
+    monkeypatch.setitem(sys.modules, "torch", None)  # import torch now raises ImportError
+    pth = tmp_path / "alexnet-owt.pth"
+    pth.write_bytes(b"x")
+    assert cli.run(main, ["import-torchvision", str(pth), str(tmp_path / "o.npz")]) == 2
+    err = capsys.readouterr().err
+    assert "needs PyTorch" in err and "whl/cpu" in err and err.count("\n") == 1

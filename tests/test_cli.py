@@ -10,9 +10,11 @@ from tinyalex.commands import cli
 COMMANDS = ["tinyalex.commands.train", "tinyalex.commands.evaluate",
             "tinyalex.commands.predict", "tinyalex.commands.figures", "tinyalex.commands.summary",
             "tinyalex.checks.bench", "tinyalex.checks.twin", "tinyalex.data.__main__",
-            "tinyalex.learning.experiments"]
+            "tinyalex.learning.experiments", "tinyalex.commands.weights",
+            "tinyalex.commands.export"]
 #: The short names the README gives (python -m tinyalex.X): shims over the modules above.
-SHORT_NAMES = ["train", "evaluate", "predict", "figures", "summary", "bench", "experiments"]
+SHORT_NAMES = ["train", "evaluate", "predict", "figures", "summary", "bench", "experiments",
+               "weights", "export"]
 
 
 class _Caught(Exception):

@@ -185,3 +185,13 @@ def test_build_names_match():
     model = to_torch(build("alexnet-mini", 10, input_size=40))
     keys = list(model.state_dict())
     assert keys[0] == "conv1.weight" and keys[-1] == "fc8.bias" and len(keys) == 16
+
+
+def test_to_torch_of_alexnet_owt_with_its_adaptive_pool():
+    """alexnet-owt at 160 px (pool5 4x4, spread over 6x6 by the adaptive pool) has a twin
+    whose logits are tinyalex's in float64."""
+    net = build("alexnet-owt", 10, input_size=160, init="pytorch", dtype=np.float64)
+    model = to_torch(net).eval()
+    x = np.random.default_rng(0).standard_normal((2, 3, 160, 160))
+    ref = model(torch.from_numpy(x)).detach().numpy()
+    assert rel_error(net.forward(x, train=False), ref) < 1e-10

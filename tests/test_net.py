@@ -173,3 +173,35 @@ def test_float32_by_default_and_float64_on_request():
     assert net.forward(x, train=False).dtype == np.float32
     net.astype(np.float64)
     assert net.forward(x.astype(np.float64), train=False).dtype == np.float64
+
+
+def test_caffe_lrn_is_caffes_formula():
+    """alexnet(lrn_convention="caffe") is bvlc_alexnet's LRN: Caffe's LRNLayer
+    (ACROSS_CHANNELS) with its LRNParameter defaults k = 1 and local_size 5, alpha 1e-4,
+    beta 0.75 from deploy.prototxt, written out here from Caffe's definition:
+    scale_c = k + alpha / n * sum_{c' = c - (n-1)/2}^{c + (n-1)/2} x_{c'}^2 (channels outside
+    are zero padding), y_c = x_c * scale_c^(-beta)."""
+    net = alexnet(10, lrn_convention="caffe", dtype=np.float64)
+    x = np.random.default_rng(0).uniform(0, 40, (2, 96, 3, 3))
+    n, alpha, beta, k = 5, 1e-4, 0.75, 1.0
+    want = np.empty_like(x)
+    for c in range(x.shape[1]):
+        lo, hi = max(0, c - (n - 1) // 2), min(x.shape[1] - 1, c + (n - 1) // 2)
+        scale = k + alpha / n * (x[:, lo:hi + 1] ** 2).sum(axis=1)
+        want[:, c] = x[:, c] * scale ** (-beta)
+    for name in ("lrn1", "lrn2"):
+        np.testing.assert_allclose(net[name].forward(x, False), want, rtol=1e-13)
+    with pytest.raises(ValueError, match="unknown lrn_convention"):
+        alexnet(10, lrn_convention="caffee")
+
+
+def test_caffe_init():
+    """Caffe's bvlc_alexnet fillers: biases 0.1 in conv2, conv4, conv5, fc6, fc7, else 0;
+    weight std 0.005 in fc6, fc7, 0.01 elsewhere."""
+    net = alexnet(1000, init="caffe", lrn_convention="caffe")
+    p = net.params
+    for name in ("conv1", "conv3", "fc8"):
+        assert not p[f"{name}.b"].any()
+    for name in ("conv2", "conv4", "conv5", "fc6", "fc7"):
+        assert np.all(p[f"{name}.b"] == np.float32(0.1))
+    assert abs(p["fc7.W"].std() - 0.005) < 1e-4 and abs(p["conv3.W"].std() - 0.01) < 1e-4

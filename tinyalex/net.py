@@ -199,7 +199,28 @@ def init_paper_bias0(net: Sequential, seed=0) -> Sequential:
     return net
 
 
-INITS = {"paper": init_paper, "paper-bias0": init_paper_bias0, "pytorch": init_pytorch}
+#: Caffe's bvlc_alexnet (models/bvlc_alexnet/train_val.prototxt): biases 0.1 where §5 says 1
+#: ("initialization to 1 gave flat loss", its readme), 0 elsewhere.
+CAFFE_BIAS = {"conv2": 0.1, "conv4": 0.1, "conv5": 0.1, "fc6": 0.1, "fc7": 0.1}
+
+#: Caffe's weight std per layer: 0.005 in fc6 and fc7, 0.01 elsewhere (train_val.prototxt).
+CAFFE_STD = {"fc6": 0.005, "fc7": 0.005}
+
+
+def init_caffe(net: Sequential, seed=0) -> Sequential:
+    """Caffe's bvlc_alexnet init: W ~ N(0, std^2) with std 0.005 in fc6, fc7 and 0.01
+    elsewhere; biases 0.1 in conv2, conv4, conv5, fc6, fc7, else 0 (§5 with 0.1 for 1)."""
+    rng = np.random.default_rng(seed)
+    for name, layer in net.layers:
+        if "W" in layer.params:
+            W = layer.params["W"]
+            W[...] = CAFFE_STD.get(name, 0.01) * rng.standard_normal(W.shape, dtype=W.dtype)
+            layer.params["b"][...] = CAFFE_BIAS.get(name, 0.0)
+    return net
+
+
+INITS = {"paper": init_paper, "paper-bias0": init_paper_bias0, "pytorch": init_pytorch,
+         "caffe": init_caffe}
 
 
 #: The paper's widths (§3.5): conv1..conv5 kernels and the hidden FC units.
@@ -258,8 +279,19 @@ def _alexnet_layers(conv1_kernel: tuple, input_size: int, num_classes: int, widt
     ]
 
 
+#: The LRN conventions a net can be built with: the paper's (§3.3, a = alpha, k = 2),
+#: "alpha/n" (a = alpha / n, k = 2: PyTorch's formula with the paper's k) and "caffe"
+#: (a = alpha / n, k = 1: Caffe's LRNParameter defaults, as bvlc_alexnet runs).
+LRN_CONVENTIONS = ("paper", "alpha/n", "caffe")
+
+
 def _lrn(convention: str) -> dict:
-    """§3.3's constants: k=2, n=5, alpha=1e-4, beta=0.75."""
+    """§3.3's constants n=5, alpha=1e-4, beta=0.75; k=2 (the paper's) or 1 (Caffe's)."""
+    if convention not in LRN_CONVENTIONS:
+        raise ValueError(f"unknown lrn_convention {convention!r}; choose one of "
+                         f"{', '.join(LRN_CONVENTIONS)}")
+    if convention == "caffe":
+        return dict(size=5, alpha=1e-4, beta=0.75, k=1.0, convention="alpha/n")
     return dict(size=5, alpha=1e-4, beta=0.75, k=2.0, convention=convention)
 
 
@@ -272,6 +304,9 @@ def alexnet(num_classes: int = 1000, seed=0, lrn_convention: str = "paper",
     groups 2 -> pool (256x6x6); fc6 9216->4096, fc7 4096->4096 (ReLU, dropout 0.5 each);
     fc8 4096->num_classes. 60,965,224 parameters for 1000 classes. (The paper's "224x224"
     input only adds up with 227, as in Caffe.)
+
+    ``lrn_convention="caffe"`` with ``init="caffe"`` is Caffe's bvlc_alexnet exactly
+    (models/bvlc_alexnet/deploy.prototxt): LRN k = 1 with alpha/n, biases 0.1, fc std 0.005.
     """
     layers = _alexnet_layers((11, 4, 0), 227, num_classes, PAPER_WIDTHS,
                              _lrn(lrn_convention), dropout, dtype)
@@ -316,7 +351,106 @@ def alexnet_mini(num_classes: int = 100, input_size: int = 56, **kwargs) -> Sequ
     return alexnet_small(num_classes, input_size, width=0.25, **kwargs)
 
 
-ARCHITECTURES = {"alexnet": alexnet, "alexnet-small": alexnet_small, "alexnet-mini": alexnet_mini}
+# ------------------------------------------------------- torchvision's AlexNet ("one weird trick")
+
+
+def adaptive_bins(size: int, out: int) -> list[tuple[int, int]]:
+    """The (start, stop) rows of each of ``out`` bins over ``size`` rows, as PyTorch's
+    adaptive pooling: start = floor(i * size / out), stop = ceil((i + 1) * size / out).
+    Bins overlap when size % out != 0 and repeat rows when size < out."""
+    return [(i * size // out, -(-(i + 1) * size // out)) for i in range(out)]
+
+
+class AdaptiveAvgPool2D(Layer):
+    """torchvision's AdaptiveAvgPool2d: (N, C, H, W) -> (N, C, out, out), each output the
+    mean of its bin, bins from ``adaptive_bins``. The identity when H = W = out (224-px
+    inputs of alexnet-owt give 6x6 maps); cache: the input shape.
+
+        y[n, c, i, j] = mean(x[n, c, h0(i):h1(i), w0(j):w1(j)])
+        dx[n, c, h, w] = sum over the bins (i, j) holding (h, w) of dy[n, c, i, j] / |bin|
+    """
+
+    def __init__(self, out: int = 6):
+        super().__init__()
+        self.out = int(out)
+
+    def forward(self, x, train=True):
+        self.cache = x.shape
+        H, W = x.shape[2:]
+        if (H, W) == (self.out, self.out):
+            return x
+        xp = get_array_module(x)
+        y = xp.empty(x.shape[:2] + (self.out, self.out), x.dtype)
+        for i, (h0, h1) in enumerate(adaptive_bins(H, self.out)):
+            for j, (w0, w1) in enumerate(adaptive_bins(W, self.out)):
+                y[:, :, i, j] = x[:, :, h0:h1, w0:w1].mean(axis=(2, 3))
+        return y
+
+    def backward(self, dout):
+        shape = self.cache
+        H, W = shape[2:]
+        if (H, W) == (self.out, self.out):
+            return dout
+        xp = get_array_module(dout)
+        dx = xp.zeros(shape, dout.dtype)
+        for i, (h0, h1) in enumerate(adaptive_bins(H, self.out)):
+            for j, (w0, w1) in enumerate(adaptive_bins(W, self.out)):
+                count = (h1 - h0) * (w1 - w0)
+                dx[:, :, h0:h1, w0:w1] += (dout[:, :, i, j] / count)[:, :, None, None]
+        return dx
+
+    def output_shape(self, input_shape):
+        return (input_shape[0], self.out, self.out)
+
+    def __repr__(self):
+        return f"AdaptiveAvgPool2D({self.out})"
+
+
+#: torchvision's widths: conv1..conv5 kernels and the hidden FC units (models/alexnet.py).
+OWT_WIDTHS = (64, 192, 384, 256, 256, 4096)
+
+
+def alexnet_owt(num_classes: int = 1000, input_size: int = 224, seed=0, dropout: float = 0.5,
+                init: str = "pytorch", lrn_convention=None, dtype=np.float32) -> Sequential:
+    """torchvision's AlexNet (models/alexnet.py), the one-column net of Krizhevsky's "One
+    weird trick" (2014), not the paper's: 61,100,840 parameters for 1000 classes.
+
+    conv1 64x11x11/4 pad 2 -> ReLU, pool 3/2; conv2 192x5x5 pad 2 -> ReLU, pool; conv3
+    384x3x3; conv4 256x3x3; conv5 256x3x3 -> ReLU, pool (256x6x6 at 224 px); the adaptive
+    average pool to 6x6 (the identity at 224 px, torchvision's answer at other sizes); then
+    dropout, fc6 9216->4096, ReLU, dropout, fc7, ReLU, fc8. Against §3.5: no LRN, no groups
+    (one GPU), other widths, and dropout before fc6 and fc7 where the paper has it after fc6
+    and fc7 (drop5 feeds fc6, drop6 feeds fc7). ``lrn_convention`` is ignored (no LRN).
+    Import torchvision's trained weights with ``python -m tinyalex.weights``.
+    """
+    c1, c2, c3, c4, c5, fc = OWT_WIDTHS
+    side = conv_output_size(input_size, 11, 4, 2)
+    for _ in range(3):
+        side = pool_output_size(side, 3, 2)
+    if side < 1:
+        raise ValueError(f"input_size {input_size} is too small for this net")
+
+    def conv(*a, **kw):
+        return Conv2D(*a, dtype=dtype, **kw)
+
+    layers = [
+        ("conv1", conv(3, c1, 11, stride=4, padding=2)), ("relu1", ReLU()),
+        ("pool1", MaxPool2D(3, 2)),
+        ("conv2", conv(c1, c2, 5, padding=2)), ("relu2", ReLU()), ("pool2", MaxPool2D(3, 2)),
+        ("conv3", conv(c2, c3, 3, padding=1)), ("relu3", ReLU()),
+        ("conv4", conv(c3, c4, 3, padding=1)), ("relu4", ReLU()),
+        ("conv5", conv(c4, c5, 3, padding=1)), ("relu5", ReLU()), ("pool5", MaxPool2D(3, 2)),
+        ("avgpool", AdaptiveAvgPool2D(6)), ("flatten", Flatten()),
+        ("drop5", Dropout(dropout)), ("fc6", Linear(c5 * 6 * 6, fc, dtype=dtype)),
+        ("relu6", ReLU()),
+        ("drop6", Dropout(dropout)), ("fc7", Linear(fc, fc, dtype=dtype)), ("relu7", ReLU()),
+        ("fc8", Linear(fc, num_classes, dtype=dtype)),
+    ]
+    return _init(Sequential(layers, (3, input_size, input_size)), init, seed)
+
+
+ARCHITECTURES = {"alexnet": alexnet, "alexnet-small": alexnet_small, "alexnet-mini": alexnet_mini,
+                 "alexnet-owt": alexnet_owt}
 
 
 def build(arch: str, num_classes: int, **kwargs) -> Sequential:

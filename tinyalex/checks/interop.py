@@ -31,6 +31,7 @@ from ..layers import (
     ReLU,
     Tanh,
 )
+from ..net import AdaptiveAvgPool2D
 
 _TORCH_NAMES = {"W": "weight", "b": "bias"}
 
@@ -60,6 +61,8 @@ def torch_module(layer):
         return nn.Dropout(layer.p)
     if isinstance(layer, Flatten):
         return nn.Flatten()
+    if isinstance(layer, AdaptiveAvgPool2D):
+        return nn.AdaptiveAvgPool2d(layer.out)
     raise TypeError(f"no PyTorch twin for {layer!r}")
 
 

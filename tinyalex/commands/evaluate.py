@@ -20,6 +20,7 @@ from dataclasses import replace
 import numpy as np
 
 from .. import checkpoint as ckpt_mod
+from .. import pretrained
 from ..data.cache import Prepared, is_prepared, open_prepared
 from ..loop import evaluate
 from . import cli
@@ -150,7 +151,7 @@ def evaluate_checkpoint(ckpt_path, data=None, ten_crop: bool = False, batch_size
     if n == 0:
         raise cli.UserError(f"the dataset at {prepared.path} has no {split} images")
     net = load_net(ckpt)
-    aug = ckpt_mod.augmenter(ckpt)
+    aug = pretrained.augmenter(ckpt)
     result = {"checkpoint": str(ckpt.path), "data": str(prepared.path), "split": split, "n": n}
     modes = [("centre", False)] + ([("ten_crop", True)] if ten_crop else [])
     for key, ten in modes:

@@ -507,7 +507,7 @@ def make_all(ckpt_path, out_dir=None, data=None, queries: int = 6, neighbours: i
 
     out_dir defaults to ``<run folder>/figures``. Raises cli.UserError for a bad checkpoint.
     """
-    from .. import checkpoint as ckpt_mod
+    from .. import pretrained
     from ..data.errors import DataError
     from .evaluate import dataset_for_checkpoint, load_checkpoint, load_net
 
@@ -528,10 +528,10 @@ def make_all(ckpt_path, out_dir=None, data=None, queries: int = 6, neighbours: i
         log(f"no nearest-neighbour figure: {err}")
         return written
     written["predictions"] = plot_predictions(net, prepared, out / "predictions.png",
-                                              count=8, augmenter=ckpt_mod.augmenter(ckpt))
+                                              count=8, augmenter=pretrained.augmenter(ckpt))
     written["neighbours"] = nearest_neighbours(
         net, prepared, out / "neighbours.png", queries=queries, neighbours=neighbours,
-        max_train=max_train, augmenter=ckpt_mod.augmenter(ckpt), progress=True)
+        max_train=max_train, augmenter=pretrained.augmenter(ckpt), progress=True)
     return written
 
 

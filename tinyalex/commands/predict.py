@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import checkpoint as ckpt_mod
+from .. import pretrained
 from ..backend import to_numpy
 from ..layers.loss import softmax
 from . import cli
@@ -86,7 +86,7 @@ def predict_images(ckpt_path, paths, top: int = 5, ten_crop: bool = False) -> li
         except ValueError as err:
             results.append({"path": str(path), "error": str(err)})
     if arrays:
-        net, aug = load_net(ckpt), ckpt_mod.augmenter(ckpt)
+        net, aug = load_net(ckpt), pretrained.augmenter(ckpt)
         probs = class_probabilities(net, aug, np.stack(arrays), ten_crop=ten_crop)
         k = min(top, probs.shape[1])
         for i, p in zip(good, probs, strict=True):

@@ -37,7 +37,7 @@ from ..backend import to_numpy
 from ..layers import SoftmaxCrossEntropy
 from ..loop import Diverged, evaluate, train_step
 from ..metrics import topk_correct
-from ..net import ARCHITECTURES, INITS, build
+from ..net import ARCHITECTURES, INITS, LRN_CONVENTIONS, build
 from ..optim import SGD, BudgetSchedule, PlateauSchedule, warmup_lr
 from . import cli
 
@@ -89,13 +89,14 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
     g = p.add_argument_group("model and optimisation")
     g.add_argument("--arch", choices=sorted(ARCHITECTURES), default=d("arch"),
                    help="default: alexnet for 256-px images, alexnet-small for smaller; "
-                        "alexnet-mini is alexnet-small at 1/4 width, for quick runs")
+                        "alexnet-mini is alexnet-small at 1/4 width, for quick runs; "
+                        "alexnet-owt is torchvision's one-column AlexNet")
     g.add_argument("--init", choices=sorted(INITS), default=d("init"),
                    help="weight init: 'paper' is §5 exactly (it stalls at chance on these "
                         "subsets, see README); 'paper-bias0' is §5's weights with zero "
                         "biases; 'pytorch' is fan-in scaled")
-    g.add_argument("--lrn-convention", choices=["paper", "alpha/n"],
-                   default=d("lrn_convention"), help="LRN formula (§3.3)")
+    g.add_argument("--lrn-convention", choices=LRN_CONVENTIONS,
+                   default=d("lrn_convention"), help="LRN formula (§3.3; caffe: alpha/n with k=1, as bvlc_alexnet)")
     g.add_argument("--epochs", type=int, default=d("epochs"),
                    help="passes over the training set (10: about 1 h for Tiny-100 on 2 "
                         "cores; the lr schedule is planned over them)")
@@ -289,6 +290,9 @@ def truncate_metrics(path: Path, step: int) -> None:
 def net_kwargs(arch: str, crop: int, **extra) -> dict:
     """build() keyword arguments for an arch fed crop-px images (UserError if it can't be)."""
     kwargs = dict(extra)
+    if arch == "alexnet-owt" and crop < 63:  # pool5 would be empty below 63 px
+        raise cli.UserError(f"--arch alexnet-owt needs crops of at least 63 px (torchvision "
+                            f"trains on 224); this data gives {crop}-px crops (use --size 256)")
     if arch != "alexnet":
         kwargs["input_size"] = crop
     elif crop != 227:

@@ -43,7 +43,10 @@ REPO_DATA = Path(__file__).resolve().parents[2] / DEFAULT_DIR
 #: Names that tell one kind of dataset from another in a folder holding several.
 KIND_PATTERNS = {"tiny": ("tiny-imagenet-*.zip", "tiny-imagenet-*"),
                  "imagenette": ("imagenette2*.tgz", "imagenette2*"),
-                 "samples": ("imagenet-samples-*",)}
+                 "samples": ("imagenet-samples-*",),
+                 # trained ImageNet weights (docs/weights.md): imported, or as downloaded
+                 "weights": ("alexnet-owt*.npz", "bvlc_alexnet*.npz", "alexnet-owt*.pth",
+                             "bvlc_alexnet*.caffemodel")}
 SYNTHETIC_SIZE = 64
 
 
@@ -102,8 +105,8 @@ def default_places() -> list[tuple[Path, str]]:
 
 
 def find_kind(kind: str, log=print) -> Path | None:
-    """The first dataset of one kind ("tiny", "imagenette" or "samples", by name:
-    KIND_PATTERNS) in $TINYALEX_DATA (a folder) or the default places, or None."""
+    """The first dataset of one kind ("tiny", "imagenette", "samples" or "weights": trained
+    ImageNet weights, by name: KIND_PATTERNS) in $TINYALEX_DATA (a folder) or the default places, or None."""
     places = default_places()
     if env := flags.value(DATA_ENV):
         places.insert(0, (Path(env).expanduser(), f"${DATA_ENV}"))

@@ -750,10 +750,7 @@ def argparse_hidden():
     return argparse.SUPPRESS
 
 
-def run_command(argv=None) -> int:
-    """The command line (``python -m``, the ``tinyalex-bench`` script): main, with a user error
-    as one line and exit 2."""
-    return cli.run(main, argv, tune=False)  # main tunes, but for the twin
+run_command = cli.command(main, tune=False)  # python -m, and the script's entry  # main tunes, but for the twin
 
 
 if __name__ == "__main__":

@@ -30,6 +30,16 @@ def run(main, argv=None, tune: bool = True) -> int:
         return 2
 
 
+def command(main, tune: bool = True):
+    """The command line of ``main`` (for ``python -m`` and the ``[project.scripts]`` entry):
+    run_command(argv=None) -> exit status, through ``run`` (a user error as one line, exit 2)."""
+    def run_command(argv=None) -> int:
+        return run(main, argv, tune=tune)
+
+    run_command.__doc__ = f"{main.__module__}'s command line: main through cli.run."
+    return run_command
+
+
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Shows an option's default, unless its help already says it or there is none to show
     (None, or False for a switch)."""

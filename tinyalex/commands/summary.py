@@ -59,10 +59,7 @@ def main(argv=None) -> int:
     return 0
 
 
-def run_command(argv=None) -> int:
-    """The command line (``python -m``, the ``tinyalex-summary`` script): main, with a user error
-    as one line and exit 2."""
-    return cli.run(main, argv)
+run_command = cli.command(main)  # python -m, and the script's entry
 
 
 if __name__ == "__main__":

@@ -550,3 +550,90 @@ def test_sigterm_during_validation_stops_at_once(tiny_prepared, straight_run, tm
     same = [r for r in straight if r["kind"] == "epoch"][0]
     assert first["train_loss"] == pytest.approx(same["train_loss"])
     assert first["val_loss"] == pytest.approx(same["val_loss"])
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 70 MiB filesystem of its own: a tmpfs mounted for the test when running as root
+    (CI), else None (the test then makes the disk full by monkeypatch)."""
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    mounted = os.geteuid() == 0 and subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=70m", "tmpfs", str(mnt)],
+        capture_output=True).returncode == 0
+    yield mnt if mounted else None
+    if mounted:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+def fill(folder: Path, leave: int) -> Path:
+    """A file that takes all of folder's free space but ``leave`` bytes."""
+    import shutil
+
+    filler = folder / "filler"
+    with open(filler, "wb") as fh:
+        left = shutil.disk_usage(folder).free - leave
+        while left > 0:
+            fh.write(bytes(min(left, 2**20)))
+            left -= 2**20
+    return filler
+
+
+def test_a_full_disk_ends_the_run_in_one_line(tiny_prepared, tmp_path, small_disk,
+                                              monkeypatch, capsys):
+    """A run whose checkpoints (11 MiB each here) cannot all fit says so before training,
+    exit 2. A disk that fills during the run ends it with one line (the path, the free
+    space, the size needed), exit 1: the last checkpoint reads as it was, no temporary file
+    is left, and the run resumes once there is room. On a real 70 MiB tmpfs (as root),
+    else with os.fsync raising ENOSPC."""
+    if small_disk is None:
+        from tinyalex import checkpoint as ckpt_mod
+        from tinyalex.commands import cli, train
+
+        real_fsync, calls = os.fsync, []
+
+        def fsync_then_full(fd):
+            calls.append(fd)
+            if len(calls) > 2:
+                raise OSError(28, "No space left on device")
+            real_fsync(fd)
+
+        out = tmp_path / "run"
+        monkeypatch.setattr(ckpt_mod.os, "fsync", fsync_then_full)
+        code = cli.run(train.main, train_cmd(tiny_prepared, out, "--epochs", "2",
+                                             "--checkpoint-every", "2")[3:])
+        err = capsys.readouterr().err
+        step = 2
+    else:
+        out = small_disk / "run"
+        filler = fill(small_disk, 30 * 2**20)                   # 30 MiB: not enough
+        r = run(train_cmd(tiny_prepared, out, "--epochs", "2"))
+        assert r.returncode == 2
+        line = one_line_error(r.stderr)
+        assert f"the run folder {out} has " in line and "MiB free; the run needs about" in line
+        assert not (out / "last.npz").exists()
+        filler.unlink()
+
+        proc = subprocess.Popen(train_cmd(tiny_prepared, out, "--epochs", "2",
+                                          "--checkpoint-every", "2"),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.time() + 300
+        while time.time() < deadline and not (out / "last.npz").is_file():
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGSTOP)     # no write of the run's races the filler
+        filler = fill(small_disk, 2**20)                         # 1 MiB left
+        proc.send_signal(signal.SIGCONT)
+        _, err = proc.communicate(timeout=300)
+        code = proc.returncode
+        step = checkpoint.load(out / "last.npz").meta["step"]
+    assert code == 1, err
+    line = one_line_error(err)
+    assert f"no space left on the disk of {out}: writing last.npz needs about 11." in line
+    assert " free; the previous last.npz is kept as it was" in line
+    assert "error: no space left on the disk" in line
+    assert step >= 2 and checkpoint.load(out / "last.npz").meta["step"] == step
+    assert not [p.name for p in out.iterdir() if ".tmp" in p.name or ".link" in p.name]
+    if small_disk is not None:
+        filler.unlink()
+    r = run(train_cmd(tiny_prepared, out, "--resume", str(out), "--max-steps", str(step + 1)))
+    assert r.returncode == 0, r.stderr

@@ -50,6 +50,9 @@ class CheckpointError(ValueError):
 class DiskFull(OSError):
     """A write ran out of space; the message is one line: the path, free and needed bytes."""
 
+    def __str__(self):
+        return self.strerror   # the message alone, without "[Errno 28]"
+
 
 def format_bytes(n: float) -> str:
     for unit in ("bytes", "KiB", "MiB", "GiB"):

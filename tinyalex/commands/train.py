@@ -256,15 +256,14 @@ def resolve_resume(value: str) -> list[Path]:
     candidates = [path]
     if not path.stem.endswith(".prev"):
         candidates.append(checkpoint.previous_path(path))
-    found = [p for p in candidates if p.is_file()]
-    if not found:
+    if not any(p.is_file() for p in candidates):
         raise cli.UserError(f"--resume: no checkpoint at {path}")
-    return found
+    return candidates   # a missing last.npz beside a last.prev.npz is said when skipped
 
 
-def load_for_resume(candidates: list[Path], log) -> tuple:
-    """(Checkpoint, path) of the first candidate that reads and holds a training state;
-    each one skipped is said with why. UserError when none does."""
+def load_for_resume(candidates: list[Path]) -> tuple:
+    """(Checkpoint, path, skipped) of the first candidate that reads and holds a training
+    state; skipped: a line for each one before it, with why. UserError when none does."""
     why = []
     for path in candidates:
         try:
@@ -272,9 +271,7 @@ def load_for_resume(candidates: list[Path], log) -> tuple:
         except (FileNotFoundError, ValueError) as err:
             why.append(str(err))
             continue
-        for reason in why:
-            log(f"skipping a checkpoint that does not read: {reason}")
-        return ckpt, path
+        return ckpt, path, [f"skipping a checkpoint that does not read: {r}" for r in why]
     raise cli.UserError("--resume: no checkpoint of this run reads: " + "; ".join(why))
 
 
@@ -867,13 +864,14 @@ def divergence_message(err: Diverged, trainer: Trainer) -> str:
 def train_command(args, explicit: dict, comm, log: Log, stop: StopFlag) -> int:
     """main's body: the run's config, its folder (locked), its data, the Trainer."""
     ckpt = path = lock = None
+    skipped = []
     if "resume" in explicit:
         if comm.is_root:
             # --resume with no path and --out DIR: that run, not the latest under runs/
             candidates = resolve_resume(explicit["out"] if explicit["resume"] == "latest"
                                         and "out" in explicit else explicit["resume"])
             lock = lock_run_folder(candidates[0].parent)
-            ckpt, path = load_for_resume(candidates, log)
+            ckpt, path, skipped = load_for_resume(candidates)
         ckpt, path = comm.broadcast_object((ckpt, path))   # the run folder is rank 0's
         cfg = dict(ckpt.meta["config"])
         for key in RESUMABLE:
@@ -928,6 +926,8 @@ def train_command(args, explicit: dict, comm, log: Log, stop: StopFlag) -> int:
         log.path = out / "train.log"
     try:
         if ckpt is not None:
+            for line in skipped:   # said here, where train.log keeps it too
+                log(line)
             log(f"resuming {path} at epoch {ckpt.meta['epoch'] + 1}, step {ckpt.meta['step']}"
                 + (f" (ignoring {', '.join(ignored)}: fixed by the run)" if ignored else ""))
             if comm.is_root:

@@ -111,3 +111,19 @@ def test_a_full_disk_is_one_line_and_keeps_the_old_file(net, tmp_path, monkeypat
     assert checkpoint.load(last).meta["step"] == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.npz", "last.prev.npz"]
     assert json.loads(str(np.load(last)["meta"]))["step"] == 1
+
+
+def test_keep_previous_copies_where_there_are_no_hard_links(net, tmp_path, monkeypatch):
+    """A filesystem without hard links (os.link: EPERM, as on FAT): the previous file is
+    copied instead, and nothing else is left beside the two."""
+    import os
+
+    def no_links(src, dst):
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_links)
+    last = tmp_path / "last.npz"
+    write(last, net, step=1, keep_previous=True)
+    write(last, net, step=2, keep_previous=True)
+    assert checkpoint.load(checkpoint.previous_path(last)).meta["step"] == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.npz", "last.prev.npz"]

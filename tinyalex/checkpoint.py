@@ -135,6 +135,26 @@ def file_size(arrays: dict) -> int:
     return sum(a.nbytes + 300 for a in arrays.values()) + 22
 
 
+def keep(path: Path, prev: Path) -> None:
+    """prev becomes the file at path, atomically: a hard link (no copy, no moment without
+    either), or a copy where the filesystem has no hard links (FAT, some network mounts)."""
+    link = prev.with_name(f".{prev.name}.link-{os.getpid()}")
+    link.unlink(missing_ok=True)
+    try:
+        try:
+            os.link(path, link)
+        except OSError as err:
+            if err.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            shutil.copyfile(path, link)
+        os.replace(link, prev)
+    except OSError as err:
+        link.unlink(missing_ok=True)
+        if err.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise DiskFull(err.errno, disk_full_message(prev, path.stat().st_size)) from None
+        raise
+
+
 def save(path, params: dict, meta: dict, velocity: dict | None = None,
          data: dict | None = None, keep_previous: bool = False) -> Path:
     """Write a checkpoint atomically; returns its path. keep_previous: the file it replaces,
@@ -142,11 +162,7 @@ def save(path, params: dict, meta: dict, velocity: dict | None = None,
     path = Path(path)
     arrays = arrays_of(params, meta, velocity, data)
     if keep_previous and path.is_file() and reads(path):
-        prev = previous_path(path)
-        link = prev.with_name(f".{prev.name}.link-{os.getpid()}")
-        link.unlink(missing_ok=True)
-        os.link(path, link)
-        os.replace(link, prev)
+        keep(path, previous_path(path))
     return atomic_write(path, lambda fh: np.savez(fh, **arrays), size=file_size(arrays))
 
 

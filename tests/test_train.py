@@ -637,3 +637,22 @@ def test_a_full_disk_ends_the_run_in_one_line(tiny_prepared, tmp_path, small_dis
         filler.unlink()
     r = run(train_cmd(tiny_prepared, out, "--resume", str(out), "--max-steps", str(step + 1)))
     assert r.returncode == 0, r.stderr
+
+
+def test_stop_flag_waits_for_the_step_but_not_inside_at_once():
+    """SIGTERM between steps is a flag (the step under way ends); inside at_once() (data
+    preparation, validation, figures) it raises Stopped at once, and a request made
+    before at_once() is entered raises on entry."""
+    from tinyalex.commands.train import StopFlag, Stopped
+
+    before = signal.getsignal(signal.SIGTERM)
+    with StopFlag() as stop:
+        with pytest.raises(Stopped), stop.at_once():
+            signal.raise_signal(signal.SIGTERM)
+            time.sleep(5)                              # not reached
+    with StopFlag() as stop:
+        signal.raise_signal(signal.SIGTERM)
+        assert stop.requested                          # a flag: no exception here
+        with pytest.raises(Stopped), stop.at_once():
+            pass
+    assert signal.getsignal(signal.SIGTERM) is before          # put back on exit

@@ -656,3 +656,39 @@ def test_stop_flag_waits_for_the_step_but_not_inside_at_once():
         with pytest.raises(Stopped), stop.at_once():
             pass
     assert signal.getsignal(signal.SIGTERM) is before          # put back on exit
+
+
+#: python -c: train with the curves figure 30 s slow, a marker file (argv[1]) written when
+#: it begins; the rest of argv is the command line.
+SLOW_FIGURES = """
+import sys, time
+from pathlib import Path
+from tinyalex.commands import figures, train
+def slow(*args, **kw):
+    Path(sys.argv[1]).write_text("drawing")
+    time.sleep(30)
+figures.plot_curves = slow
+sys.exit(train.run_command(sys.argv[2:]))
+"""
+
+
+def test_sigterm_during_the_figures_stops_at_once(tiny_prepared, tmp_path):
+    """SIGTERM while the epoch's figures are drawn (made 30 s slow) ends the run within
+    seconds; last.npz is the validated end of epoch 1 and its epoch line is written."""
+    out, marker = tmp_path / "run", tmp_path / "drawing"
+    cmd = [c for c in train_cmd(tiny_prepared, out, *BOUNDARY_ARGS) if c != "--no-figures"]
+    proc = subprocess.Popen([sys.executable, "-c", SLOW_FIGURES, str(marker), *cmd[3:]],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and not marker.is_file():
+        time.sleep(0.02)
+    t0 = time.time()
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert time.time() - t0 < 5, "the stop waited for the figures"
+    assert proc.returncode == 130 and "Traceback" not in stderr, stderr
+    assert "stopped during the figures at step 8" in stdout + stderr
+    meta = checkpoint.load(out / "last.npz").meta
+    assert (meta["epoch"], meta["batch"], meta["step"]) == (1, 0, 8)
+    kinds = [json.loads(line)["kind"] for line in open(out / "metrics.jsonl")]
+    assert kinds.count("epoch") == 1

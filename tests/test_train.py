@@ -692,3 +692,24 @@ def test_sigterm_during_the_figures_stops_at_once(tiny_prepared, tmp_path):
     assert (meta["epoch"], meta["batch"], meta["step"]) == (1, 0, 8)
     kinds = [json.loads(line)["kind"] for line in open(out / "metrics.jsonl")]
     assert kinds.count("epoch") == 1
+
+
+def test_sigterm_during_data_preparation_stops_at_once(real_data, tmp_path):
+    """SIGTERM while Tiny ImageNet is decoded into the cache (some 15 s in all): exit 130
+    within seconds, one line saying nothing was saved, and no half-written cache folder."""
+    cache, out = tmp_path / "cache", tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "tinyalex.train", "--data",
+                             str(real_data / "tiny-imagenet-100.zip"), "--cache", str(cache),
+                             "--arch", "alexnet-mini", "--out", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and not list(cache.rglob(".*.tmp-*")):
+        time.sleep(0.05)
+    time.sleep(1)                                   # well into the decoding
+    t0 = time.time()
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert time.time() - t0 < 5, "the stop waited for the preparation"
+    assert proc.returncode == 130 and "Traceback" not in stderr, stderr[-2000:]
+    assert "stopped before training began: nothing to save yet" in stdout + stderr
+    assert not list(cache.rglob(".*.tmp-*")) and not list(cache.rglob("meta.json"))

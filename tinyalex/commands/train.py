@@ -352,8 +352,11 @@ def truncate_metrics(path: Path, step: int, log=None) -> None:
         log(f"{path}: dropped {torn} torn line{'s' if torn > 1 else ''} (a run stopped "
             "while writing it)")
     tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(line + "\n" for line in keep))
-    os.replace(tmp, path)
+    try:
+        tmp.write_text("".join(line + "\n" for line in keep))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)   # a full disk leaves the old file, not a temporary
 
 
 def net_kwargs(arch: str, crop: int, **extra) -> dict:
@@ -945,14 +948,17 @@ def train_command(args, explicit: dict, comm, log: Log, stop: StopFlag) -> int:
             if comm.is_root:
                 print(f"error: {divergence_message(err, trainer)}", file=sys.stderr)
             return 1
-        except OSError as err:
-            if err.errno not in (errno.ENOSPC, errno.EDQUOT):
-                raise
-            if comm.is_root:
-                print(f"error: {err}" if isinstance(err, checkpoint.DiskFull) else
-                      f"error: {checkpoint.disk_full_message(err.filename or out / 'metrics.jsonl', None)}",
-                      file=sys.stderr)
-            return 1
+    except OSError as err:   # a full disk anywhere in the run folder: one line, exit 1
+        if err.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        if comm.is_root:
+            what = f"writing {Path(err.filename).name}" if err.filename else "writing the run's logs"
+            print(f"error: {err}" if isinstance(err, checkpoint.DiskFull) else
+                  f"error: no space left on the disk of {out}: {what}, "
+                  f"{checkpoint.format_bytes(checkpoint.free_bytes(out))} free; the checkpoints "
+                  "are kept as they were; free some space (or use another folder) and resume",
+                  file=sys.stderr)
+        return 1
     finally:
         if lock is not None:
             lock.release()

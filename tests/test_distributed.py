@@ -273,8 +273,20 @@ def validations(out: Path) -> dict:
             if r["kind"] in ("epoch", "partial")}
 
 
+def parent_pid(pid: int) -> int:
+    """The parent of a process (0 when it is gone): field 4 of /proc/PID/stat, read after
+    the command name, which may hold spaces and parentheses."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0
+    return int(stat.rsplit(")", 1)[1].split()[1])
+
+
 def rank_pid(root_pid: int, rank: int) -> int | None:
-    """The pid of a rank of an mpiexec job: a descendant whose environment says PMI_RANK."""
+    """The pid of a rank of an mpiexec job: a descendant of root_pid whose environment says
+    PMI_RANK (only a descendant: another job on the machine, e.g. another checkout's tests,
+    has ranks of the same number, and killing one of those left this job running)."""
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -284,7 +296,11 @@ def rank_pid(root_pid: int, rank: int) -> int | None:
         except OSError:
             continue
         if f"PMI_RANK={rank}".encode() in environ and b"tinyalex.train" in cmdline:
-            return int(entry.name)
+            pid = int(entry.name)
+            while pid > 1 and pid != root_pid:
+                pid = parent_pid(pid)
+            if pid == root_pid:
+                return int(entry.name)
     return None
 
 

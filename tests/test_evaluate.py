@@ -239,16 +239,24 @@ def test_cli_prints_the_table(trained, capsys):
     assert out.count("%") == 2 and "2 images" in out
 
 
-def test_cli_bad_checkpoints_exit_2(tmp_path, capsys):
-    """A missing file, a corrupt file and an .npz that is no checkpoint: one line, exit 2."""
+def test_cli_bad_checkpoints_exit_2(trained, tmp_path, capsys):
+    """A missing file, a corrupt file, a text file, a checkpoint cut short and an .npz that
+    is no checkpoint: one line that says which, exit 2."""
     corrupt = tmp_path / "corrupt.npz"
     corrupt.write_bytes(b"PK\x03\x04 not really a zip")
     other = tmp_path / "other.npz"
     np.savez(other, a=np.zeros(3))
-    for path in (tmp_path / "missing.npz", corrupt, other):
+    text = tmp_path / "text.npz"
+    text.write_text("a text file\n")
+    cut = tmp_path / "cut.npz"
+    cut.write_bytes(Path(trained["ckpt"]).read_bytes()[:20_000])
+    for path, words in ((tmp_path / "missing.npz", "no checkpoint"), (corrupt, "damaged"),
+                        (other, "not a tinyalex checkpoint"), (text, "not a tinyalex checkpoint"),
+                        (cut, "damaged (20,000 bytes; its end is missing")):
         assert cli.run(main, [str(path)]) == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith("error:") and "\n" not in err and str(path) in err
+        assert words in err and "pickled" not in err, err
 
 
 def test_cli_subprocess_help_and_exit_codes(tmp_path):

@@ -196,9 +196,10 @@ def test_cli(trained, tmp_path, capsys):
     bad = tmp_path / "bad.npz"
     bad.write_bytes(b"\x00" * 100)
     assert cli.run(main, [str(bad)]) == 2
+    assert f"{bad} is not a tinyalex checkpoint (it starts with" in capsys.readouterr().err
     assert cli.run(main, [str(trained["ckpt"]), "--queries", "0"]) == 2
     err = capsys.readouterr().err
-    assert err.count("error:") == 2
+    assert err.count("error:") == 1
 
 
 def test_compare_runs(tmp_path, capsys):

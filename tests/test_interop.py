@@ -195,3 +195,30 @@ def test_to_torch_of_alexnet_owt_with_its_adaptive_pool():
     x = np.random.default_rng(0).standard_normal((2, 3, 160, 160))
     ref = model(torch.from_numpy(x)).detach().numpy()
     assert rel_error(net.forward(x, train=False), ref) < 1e-10
+
+
+def test_a_checkpoint_is_checked_before_it_crosses(tmp_path):
+    """net_from_checkpoint: a training checkpoint gives its net (and to_torch its twin);
+    a file cut short, a text file and another class count are one-line CheckpointErrors."""
+    from tinyalex import checkpoint
+    from tinyalex.checks.interop import net_from_checkpoint
+
+    net = alexnet_mini(num_classes=4, input_size=56, seed=1)
+    meta = {"net": {"arch": "alexnet-mini", "num_classes": 4, "kwargs": {"input_size": 56}},
+            "classes": ["a", "b", "c", "d"]}
+    data = {"mean": np.zeros((64, 64, 3), np.float32), "pca_eigvals": np.ones(3, np.float32),
+            "pca_eigvecs": np.eye(3, dtype=np.float32)}
+    path = checkpoint.save(tmp_path / "c.npz", net.params, meta, data=data)
+    _params_equal(net_from_checkpoint(path).params, net.params)
+    assert to_torch(net_from_checkpoint(path)).state_dict()["fc8.weight"].shape == (4, 1024)
+    cut, text = tmp_path / "cut.npz", tmp_path / "text.npz"
+    cut.write_bytes(path.read_bytes()[:20_000])
+    text.write_text("not weights\n")
+    for bad, words in ((cut, "is damaged"), (text, "is not a tinyalex checkpoint")):
+        with pytest.raises(checkpoint.CheckpointError, match=words):
+            net_from_checkpoint(bad)
+    other = alexnet_mini(num_classes=10, input_size=56)
+    with pytest.raises(checkpoint.CheckpointError,
+                       match=r"holds alexnet-mini weights for 4 classes, not those of the net: "
+                             r"fc8.W \(4, 1024\) where the net has \(10, 1024\)"):
+        net_from_checkpoint(path, other)

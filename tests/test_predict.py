@@ -168,3 +168,9 @@ def test_cli_subprocess(trained, images, tmp_path):
     r = subprocess.run(cmd + [str(tmp_path / "none.npz"), str(files[0])], capture_output=True,
                        text=True, cwd=ROOT)
     assert r.returncode == 2 and r.stderr.strip().startswith("error:") and not r.stdout
+    cut = tmp_path / "cut.npz"          # a checkpoint cut short (a copy interrupted)
+    cut.write_bytes(Path(trained["ckpt"]).read_bytes()[:20_000])
+    r = subprocess.run(cmd + [str(cut), str(files[0])], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 2 and not r.stdout and "Traceback" not in r.stderr
+    assert r.stderr.strip() == (f"error: {cut} is damaged (20,000 bytes; its end is missing: "
+                                "cut short by a copy, a sync or a full disk)")

@@ -353,3 +353,371 @@ def test_the_synthetic_runs_banner_gives_the_readmes_minutes():
 
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     assert f"in {train.SYNTHETIC_MINUTES} of training on 2 cores" in " ".join(readme.split())
+
+
+# ------------------------------------------------------------------ faults (issue 32)
+def one_line_error(text: str) -> str:
+    """The error line of a command's stderr, checked to be the only one and no traceback."""
+    assert "Traceback" not in text, text[-2000:]
+    errors = [line for line in text.splitlines() if "error:" in line]
+    assert len(errors) == 1, text[-2000:]
+    return errors[0]
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage"])
+def test_resume_falls_back_past_a_damaged_checkpoint(tiny_prepared, straight_run, tmp_path,
+                                                     damage):
+    """last.npz cut to 20 kB (a copy cut short) or overwritten with text: --resume says it
+    skips it and why, takes last.prev.npz (step 3, kept when step 5 was written) and ends
+    bit-identical to the uninterrupted run; evaluate refuses the damaged file in one line.
+    With both files damaged, resume refuses in one line, exit 2."""
+    stopped = tmp_path / "stopped"
+    r = run(train_cmd(tiny_prepared, stopped, *BOUNDARY_ARGS, "--checkpoint-every", "3",
+                      "--max-steps", "5"))
+    assert r.returncode == 0, r.stderr
+    last, prev = stopped / "last.npz", stopped / "last.prev.npz"
+    assert checkpoint.load(prev).meta["step"] == 3 and checkpoint.load(last).meta["step"] == 5
+    if damage == "truncated":
+        last.write_bytes(last.read_bytes()[:20_000])
+        why = "is damaged (20,000 bytes; its end is missing"
+    else:
+        last.write_text("rsync: connection reset\n")
+        why = "is not a tinyalex checkpoint (it starts with b'rsyn'"
+    r = run([sys.executable, "-m", "tinyalex.evaluate", str(last)])
+    assert r.returncode == 2 and why in one_line_error(r.stderr)
+
+    r = run(train_cmd(tiny_prepared, stopped, "--resume", str(stopped), "--max-steps", "1000"))
+    assert r.returncode == 0, r.stderr
+    said = r.stdout + r.stderr
+    assert f"skipping a checkpoint that does not read: {last} {why}" in said
+    assert f"resuming {prev} at epoch 1, step 3" in said
+    a, b = final_params(straight_run), final_params(stopped)
+    for name in a:
+        assert np.array_equal(a[name], b[name]), f"{name} differs after the fallback"
+
+    for path in (last, prev):
+        path.write_bytes(b"PK\x03\x04" + bytes(100))
+    r = run(train_cmd(tiny_prepared, stopped, "--resume", str(stopped)))
+    assert r.returncode == 2
+    line = one_line_error(r.stderr)
+    assert "no checkpoint of this run reads" in line and str(prev) in line
+
+
+def test_divergence_names_the_checkpoint_that_exists(tiny_prepared, tmp_path):
+    """--lr 1000: NaN at step 3, before the first checkpoint (due at step 8): the message
+    says none was written; with --checkpoint-every 1 it names last.npz and its step."""
+    out = tmp_path / "none"
+    r = run(train_cmd(tiny_prepared, out, "--lr", "1000"))
+    assert r.returncode == 1
+    line = one_line_error(r.stderr)
+    assert "no checkpoint was written yet (the first was due at step 8)" in line
+    assert "--lr" in line and not (out / "last.npz").exists()
+    out = tmp_path / "some"
+    r = run(train_cmd(tiny_prepared, out, "--lr", "1000", "--checkpoint-every", "1"))
+    assert r.returncode == 1
+    step = checkpoint.load(out / "last.npz").meta["step"]
+    assert f"the last checkpoint, {out / 'last.npz'} (step {step})" in one_line_error(r.stderr)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--momentum", "1.5"], "--momentum must be in [0, 1)"),
+    (["--momentum=-0.1"], "--momentum must be in [0, 1)"),
+    (["--weight-decay=-1e-4"], "--weight-decay must be a finite number, at least 0"),
+    (["--weight-decay", "inf"], "--weight-decay must be a finite number"),
+    (["--lr", "0"], "--lr must be positive"),
+    (["--lr", "inf"], "--lr must be positive (a finite number above 0), not inf"),
+    (["--lr", "nan"], "--lr must be positive"),
+    (["--pca-std=-1"], "--pca-std must be a finite number, at least 0"),
+    (["--hours", "0"], "--hours must be positive"),
+    (["--seed=-1"], "--seed must be at least 0"),
+    (["--patience", "0"], "--patience must be at least 1"),
+    (["--batch-size", "0"], "--batch-size must be at least 1"),
+    (["--max-steps", "0"], "--max-steps must be at least 1"),
+    (["--checkpoint-every", "0"], "--checkpoint-every must be at least 1"),
+    (["--log-every=-3"], "--log-every must be at least 1"),
+    (["--size", "0"], "--size must be at least 1"),
+    (["--max-per-class", "0"], "--max-per-class must be at least 1"),
+    (["--val-max-images", "0"], "--val-max-images must be at least 1"),
+    (["--diagnostics-every=-1"], "--diagnostics-every must be at least 0"),
+    (["--overlap", "--ordered-reduction"], "do not combine"),
+])
+def test_every_option_is_checked_against_its_range(tmp_path, capsys, args, message):
+    """Each value out of range: one line naming the option, its range and the value, exit 2,
+    before any data is read or any folder made."""
+    from tinyalex.commands import cli, train
+
+    out = tmp_path / "o"
+    assert cli.run(train.main, ["--data", str(tmp_path / "nowhere"), "--out", str(out),
+                                *args]) == 2
+    err = capsys.readouterr().err
+    assert message in one_line_error(err) and not out.exists()
+
+
+def test_two_processes_on_one_folder(tiny_prepared, tmp_path):
+    """A second run on a folder in use (a new run, or --resume) stops at once with one line
+    naming the first (its pid); after the first is killed (-9) the lock is gone with it and
+    --resume goes on."""
+    out = tmp_path / "run"
+    first = subprocess.Popen(train_cmd(tiny_prepared, out, "--epochs", "50", "--lr", "0.002"),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and not (out / "last.npz").is_file():
+            time.sleep(0.05)
+        for extra in ((), ("--resume", str(out))):
+            t0 = time.time()
+            r = run(train_cmd(tiny_prepared, out, *extra))
+            assert r.returncode == 2
+            line = one_line_error(r.stderr)
+            assert f"{out} is in use by another run (pid {first.pid} on " in line
+            assert f"kill {first.pid}" in line and "--epochs 50" in line
+            assert time.time() - t0 < 30
+            assert first.poll() is None, "the first run goes on"
+    finally:
+        first.kill()
+        first.wait()
+    r = run(train_cmd(tiny_prepared, out, "--resume", str(out), "--max-steps",
+                      str(checkpoint.load(out / "last.npz").meta["step"] + 1)))
+    assert r.returncode == 0, r.stderr
+
+
+def test_a_torn_metrics_line_is_skipped_and_said(tiny_prepared, tmp_path, capsys):
+    """A run killed while appending to metrics.jsonl leaves half a line: figures' reader
+    skips it and says so; --resume drops it (saying so) and every line is whole again."""
+    from tinyalex.commands.figures import read_metrics
+
+    out = tmp_path / "run"
+    r = run(train_cmd(tiny_prepared, out, "--epochs", "2", "--max-steps", "3"))
+    assert r.returncode == 0, r.stderr
+    metrics = out / "metrics.jsonl"
+    whole = metrics.read_text()
+    metrics.write_text(whole + '{"kind": "train", "epoch": 0, "st')
+    rows = read_metrics(metrics)
+    assert len(rows) == whole.count("\n")
+    assert "skipped a torn last line" in capsys.readouterr().err
+    r = run(train_cmd(tiny_prepared, out, "--resume", str(out), "--max-steps", "5"))
+    assert r.returncode == 0, r.stderr
+    assert "dropped 1 torn line" in r.stdout + r.stderr
+    steps = [json.loads(line)["step"] for line in open(metrics)]   # every line whole
+    assert [s for s in steps if s > 3] == [4, 5, 5]
+
+
+#: python -c: train with each validation batch 4 s slow and a marker file written when the
+#: validation begins (argv[1]); the rest of argv is the command line.
+SLOW_VALIDATION = """
+import sys, time
+from pathlib import Path
+from tinyalex.commands import train
+real = train.evaluate
+def slow(net, batches, **kw):
+    Path(sys.argv[1]).write_text("validating")
+    def each():
+        for batch in batches:
+            time.sleep(4)
+            yield batch
+    return real(net, each(), **kw)
+train.evaluate = slow
+sys.exit(train.run_command(sys.argv[2:]))
+"""
+
+
+def test_sigterm_during_validation_stops_at_once(tiny_prepared, straight_run, tmp_path):
+    """SIGTERM during epoch 1's validation (2 batches of 4 s each here) ends the run within
+    seconds, not after the validation: exit 130, last.npz at the end of epoch 1's steps,
+    no epoch line yet. The resumed run validates first and ends bit-identical to the
+    uninterrupted one, with one epoch line per epoch."""
+    out, marker = tmp_path / "run", tmp_path / "validating"
+    cmd = train_cmd(tiny_prepared, out, *BOUNDARY_ARGS)
+    proc = subprocess.Popen([sys.executable, "-c", SLOW_VALIDATION, str(marker), *cmd[3:]],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and not marker.is_file():
+        time.sleep(0.02)
+    t0 = time.time()
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert time.time() - t0 < 3.5, "the stop waited for the validation (8 s)"
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    assert "stopped during the validation of epoch 1 at step 8" in stdout + stderr
+    meta = checkpoint.load(out / "last.npz").meta
+    assert (meta["epoch"], meta["batch"], meta["step"]) == (0, 8, 8)
+    assert "epoch" not in [json.loads(line)["kind"] for line in open(out / "metrics.jsonl")]
+
+    r = run(train_cmd(tiny_prepared, out, "--resume", str(out)))
+    assert r.returncode == 0, r.stderr
+    a, b = final_params(straight_run), final_params(out)
+    for name in a:
+        assert np.array_equal(a[name], b[name]), f"{name} differs after the stop"
+    epochs = [json.loads(line)["epoch"] for line in open(out / "metrics.jsonl")
+              if json.loads(line)["kind"] == "epoch"]
+    assert epochs == [0, 1]
+    straight = [json.loads(line) for line in open(straight_run / "metrics.jsonl")]
+    resumed = [json.loads(line) for line in open(out / "metrics.jsonl")]
+    first = [r for r in resumed if r["kind"] == "epoch"][0]
+    same = [r for r in straight if r["kind"] == "epoch"][0]
+    assert first["train_loss"] == pytest.approx(same["train_loss"])
+    assert first["val_loss"] == pytest.approx(same["val_loss"])
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 70 MiB filesystem of its own: a tmpfs mounted for the test when running as root
+    (CI), else None (the test then makes the disk full by monkeypatch)."""
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    mounted = os.geteuid() == 0 and subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=70m", "tmpfs", str(mnt)],
+        capture_output=True).returncode == 0
+    yield mnt if mounted else None
+    if mounted:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+def fill(folder: Path, leave: int) -> Path:
+    """A file that takes all of folder's free space but ``leave`` bytes."""
+    import shutil
+
+    filler = folder / "filler"
+    with open(filler, "wb") as fh:
+        left = shutil.disk_usage(folder).free - leave
+        while left > 0:
+            fh.write(bytes(min(left, 2**20)))
+            left -= 2**20
+    return filler
+
+
+def test_a_full_disk_ends_the_run_in_one_line(tiny_prepared, tmp_path, small_disk,
+                                              monkeypatch, capsys):
+    """A run whose checkpoints (11 MiB each here) cannot all fit says so before training,
+    exit 2. A disk that fills during the run ends it with one line (the path, the free
+    space, the size needed), exit 1: the last checkpoint reads as it was, no temporary file
+    is left, and the run resumes once there is room. On a real 70 MiB tmpfs (as root),
+    else with os.fsync raising ENOSPC."""
+    if small_disk is None:
+        from tinyalex import checkpoint as ckpt_mod
+        from tinyalex.commands import cli, train
+
+        real_fsync, calls = os.fsync, []
+
+        def fsync_then_full(fd):
+            calls.append(fd)
+            if len(calls) > 2:
+                raise OSError(28, "No space left on device")
+            real_fsync(fd)
+
+        out = tmp_path / "run"
+        monkeypatch.setattr(ckpt_mod.os, "fsync", fsync_then_full)
+        code = cli.run(train.main, train_cmd(tiny_prepared, out, "--epochs", "2",
+                                             "--checkpoint-every", "2")[3:])
+        err = capsys.readouterr().err
+        step = 2
+    else:
+        out = small_disk / "run"
+        filler = fill(small_disk, 30 * 2**20)                   # 30 MiB: not enough
+        r = run(train_cmd(tiny_prepared, out, "--epochs", "2"))
+        assert r.returncode == 2
+        line = one_line_error(r.stderr)
+        assert f"the run folder {out} has " in line and "MiB free; the run needs about" in line
+        assert not (out / "last.npz").exists()
+        filler.unlink()
+
+        proc = subprocess.Popen(train_cmd(tiny_prepared, out, "--epochs", "2",
+                                          "--checkpoint-every", "2"),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.time() + 300
+        while time.time() < deadline and not (out / "last.npz").is_file():
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGSTOP)     # no write of the run's races the filler
+        filler = fill(small_disk, 2**20)                         # 1 MiB left
+        proc.send_signal(signal.SIGCONT)
+        _, err = proc.communicate(timeout=300)
+        code = proc.returncode
+        step = checkpoint.load(out / "last.npz").meta["step"]
+    assert code == 1, err
+    line = one_line_error(err)
+    assert f"no space left on the disk of {out}: writing last.npz needs about 11." in line
+    assert " free; the previous last.npz is kept as it was" in line
+    assert "error: no space left on the disk" in line
+    assert step >= 2 and checkpoint.load(out / "last.npz").meta["step"] == step
+    assert not [p.name for p in out.iterdir() if ".tmp" in p.name or ".link" in p.name]
+    if small_disk is not None:
+        filler.unlink()
+    r = run(train_cmd(tiny_prepared, out, "--resume", str(out), "--max-steps", str(step + 1)))
+    assert r.returncode == 0, r.stderr
+
+
+def test_stop_flag_waits_for_the_step_but_not_inside_at_once():
+    """SIGTERM between steps is a flag (the step under way ends); inside at_once() (data
+    preparation, validation, figures) it raises Stopped at once, and a request made
+    before at_once() is entered raises on entry."""
+    from tinyalex.commands.train import StopFlag, Stopped
+
+    before = signal.getsignal(signal.SIGTERM)
+    with StopFlag() as stop:
+        with pytest.raises(Stopped), stop.at_once():
+            signal.raise_signal(signal.SIGTERM)
+            time.sleep(5)                              # not reached
+    with StopFlag() as stop:
+        signal.raise_signal(signal.SIGTERM)
+        assert stop.requested                          # a flag: no exception here
+        with pytest.raises(Stopped), stop.at_once():
+            pass
+    assert signal.getsignal(signal.SIGTERM) is before          # put back on exit
+
+
+#: python -c: train with the curves figure 30 s slow, a marker file (argv[1]) written when
+#: it begins; the rest of argv is the command line.
+SLOW_FIGURES = """
+import sys, time
+from pathlib import Path
+from tinyalex.commands import figures, train
+def slow(*args, **kw):
+    Path(sys.argv[1]).write_text("drawing")
+    time.sleep(30)
+figures.plot_curves = slow
+sys.exit(train.run_command(sys.argv[2:]))
+"""
+
+
+def test_sigterm_during_the_figures_stops_at_once(tiny_prepared, tmp_path):
+    """SIGTERM while the epoch's figures are drawn (made 30 s slow) ends the run within
+    seconds; last.npz is the validated end of epoch 1 and its epoch line is written."""
+    out, marker = tmp_path / "run", tmp_path / "drawing"
+    cmd = [c for c in train_cmd(tiny_prepared, out, *BOUNDARY_ARGS) if c != "--no-figures"]
+    proc = subprocess.Popen([sys.executable, "-c", SLOW_FIGURES, str(marker), *cmd[3:]],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and not marker.is_file():
+        time.sleep(0.02)
+    t0 = time.time()
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert time.time() - t0 < 5, "the stop waited for the figures"
+    assert proc.returncode == 130 and "Traceback" not in stderr, stderr
+    assert "stopped during the figures at step 8" in stdout + stderr
+    meta = checkpoint.load(out / "last.npz").meta
+    assert (meta["epoch"], meta["batch"], meta["step"]) == (1, 0, 8)
+    kinds = [json.loads(line)["kind"] for line in open(out / "metrics.jsonl")]
+    assert kinds.count("epoch") == 1
+
+
+def test_sigterm_during_data_preparation_stops_at_once(real_data, tmp_path):
+    """SIGTERM while Tiny ImageNet is decoded into the cache (some 15 s in all): exit 130
+    within seconds, one line saying nothing was saved, and no half-written cache folder."""
+    cache, out = tmp_path / "cache", tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "tinyalex.train", "--data",
+                             str(real_data / "tiny-imagenet-100.zip"), "--cache", str(cache),
+                             "--arch", "alexnet-mini", "--out", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and not list(cache.rglob(".*.tmp-*")):
+        time.sleep(0.05)
+    time.sleep(1)                                   # well into the decoding
+    t0 = time.time()
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert time.time() - t0 < 5, "the stop waited for the preparation"
+    assert proc.returncode == 130 and "Traceback" not in stderr, stderr[-2000:]
+    assert "stopped before training began: nothing to save yet" in stdout + stderr
+    assert not list(cache.rglob(".*.tmp-*")) and not list(cache.rglob("meta.json"))

@@ -3,8 +3,9 @@
 ``to_torch(net)`` builds the matching ``torch.nn.Sequential`` (one module per tinyalex
 layer, same names, same weights); ``from_torch(model, arch, num_classes)`` builds the
 tinyalex net back from such a model; ``state_dict_from(net)`` / ``load_state_dict(net, sd)``
-move weights either way. PyTorch's layouts are tinyalex's (conv W (F, C/G, kh, kw), linear
-W (out, in)), so the transfer is a copy under the same names: "conv1.W" <-> "conv1.weight".
+move weights either way; ``net_from_checkpoint(path)`` reads a training checkpoint,
+checked. PyTorch's layouts are tinyalex's (conv W (F, C/G, kh, kw), linear W (out, in)),
+so the transfer is a copy under the same names: "conv1.W" <-> "conv1.weight".
 
 Training both in lockstep needs two more pieces: ``set_dropout_masks(net, model, masks)``
 gives both the same dropout masks, and ``paper_sgd(params, ...)`` is a torch optimizer with
@@ -134,6 +135,22 @@ def to_torch(net, dtype=None):
     model.to(dtype or getattr(torch, np.dtype(net.dtype).name))
     model.load_state_dict(state_dict_from(net))
     return model
+
+
+def net_from_checkpoint(path, net=None):
+    """The tinyalex net of a checkpoint of ``python -m tinyalex.train`` (then ``to_torch``
+    gives its twin): built from the checkpoint's meta, or ``net`` with its weights replaced
+    once the file is checked to hold exactly that net's names and shapes. Raises
+    checkpoint.CheckpointError (a ValueError, one line naming the file) when it is not a
+    tinyalex checkpoint, is damaged, or holds another architecture or class count."""
+    from .. import checkpoint
+
+    ckpt = checkpoint.check_training(checkpoint.load(path))
+    if net is None:
+        return checkpoint.build_net(ckpt)
+    checkpoint.check_params(ckpt, net)
+    net.load_params(ckpt.params)
+    return net
 
 
 def _torch_key(name: str) -> str:

@@ -28,21 +28,17 @@ from . import cli
 
 # --------------------------------------------------------------------------- loading
 def load_checkpoint(path) -> ckpt_mod.Checkpoint:
-    """checkpoint.load with its errors turned into one-line UserErrors."""
+    """checkpoint.load and check_training with their errors turned into one-line
+    UserErrors: no file, not a checkpoint, damaged, or missing what a trained net needs."""
     if isinstance(path, ckpt_mod.Checkpoint):
         return path
     try:
-        ckpt = ckpt_mod.load(path)
+        return ckpt_mod.check_training(ckpt_mod.load(path))
     except (FileNotFoundError, ValueError) as err:
         raise cli.UserError(str(err)) from None
-    except Exception as err:  # noqa: BLE001 - e.g. zipfile.BadZipFile from a truncated file
+    except Exception as err:  # noqa: BLE001 - anything else a broken file may raise
         raise cli.UserError(f"{path} is not a tinyalex checkpoint "
                             f"({type(err).__name__}: {err})") from None
-    missing = [k for k in ("net", "classes") if k not in ckpt.meta]
-    missing += [f"data/{k}" for k in ("mean", "pca_eigvals", "pca_eigvecs") if k not in ckpt.data]
-    if missing:
-        raise cli.UserError(f"{path} is not a training checkpoint (no {', '.join(missing)})")
-    return ckpt
 
 
 def load_net(ckpt: ckpt_mod.Checkpoint):
@@ -50,7 +46,8 @@ def load_net(ckpt: ckpt_mod.Checkpoint):
     try:
         return ckpt_mod.build_net(ckpt)
     except (KeyError, ValueError, TypeError) as err:
-        raise cli.UserError(f"{ckpt.path}: cannot rebuild the net ({err})") from None
+        raise cli.UserError(str(err) if isinstance(err, ckpt_mod.CheckpointError)
+                            else f"{ckpt.path}: cannot rebuild the net ({err})") from None
 
 
 def image_size(ckpt: ckpt_mod.Checkpoint) -> int:

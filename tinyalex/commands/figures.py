@@ -130,21 +130,30 @@ def _next_grouped(net, layer: str) -> str | None:
 
 
 # --------------------------------------------------------------------------- curves
-def read_metrics(metrics_path) -> list[dict]:
-    """The JSON objects of a metrics.jsonl (blank or broken lines, e.g. a line being
-    written when the file was read, are skipped)."""
-    rows = []
-    with open(metrics_path, encoding="utf-8") as fh:
+def read_metrics(metrics_path, log=None) -> list[dict]:
+    """The JSON objects of a metrics.jsonl. Blank lines are skipped; so are broken ones (a
+    torn last line, from a run stopped while appending it or a line being written when the
+    file was read), which ``log`` (default: print on stderr) is told of in one line."""
+    rows, broken, last_broken = [], 0, False
+    with open(metrics_path, encoding="utf-8", errors="replace") as fh:
         for line in fh:
             line = line.strip()
             if not line:
                 continue
             try:
                 obj = json.loads(line)
+                last_broken = False
             except json.JSONDecodeError:
+                broken += 1
+                last_broken = True
                 continue
             if isinstance(obj, dict):
                 rows.append(obj)
+    if broken:
+        (log or (lambda m: print(m, file=sys.stderr)))(
+            f"{metrics_path}: skipped " + ("a torn last line (a run stopped while writing it)"
+                                          if broken == 1 and last_broken else
+                                          f"{broken} unreadable lines"))
     return rows
 
 

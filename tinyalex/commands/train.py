@@ -25,7 +25,10 @@ recipe does not change with K, and a run resumes with any K.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import json
+import math
 import os
 import signal
 import sys
@@ -39,6 +42,7 @@ from ..loop import Diverged, evaluate, train_step
 from ..metrics import topk_correct
 from ..net import ARCHITECTURES, INITS, LRN_CONVENTIONS, build
 from ..optim import SGD, BudgetSchedule, PlateauSchedule, warmup_lr
+from ..runlock import RunFolderBusy, RunLock
 from . import cli
 
 DEFAULTS = dict(data=None, subset="100-class", arch=None, epochs=10, batch_size=128, lr=None,
@@ -181,16 +185,28 @@ class Log:
             return
         tqdm.write(message)
         if self.path is not None:
-            with open(self.path, "a") as fh:
-                fh.write(message + "\n")
+            try:
+                with open(self.path, "a") as fh:
+                    fh.write(message + "\n")
+            except OSError as err:   # a full disk: the message is printed all the same
+                tqdm.write(f"(not written to {self.path}: {err.strerror or err})")
+                self.path = None
+
+
+class Stopped(KeyboardInterrupt):
+    """A stop request honoured at once: raised by StopFlag inside ``at_once()`` sections
+    (data preparation, validation, figures), where nothing half-done can reach a checkpoint."""
 
 
 class StopFlag:
-    """Ctrl-C (SIGINT) or SIGTERM asks the loop to stop at the next step boundary, so
-    the checkpoint never holds a half-applied update; a second Ctrl-C stops at once."""
+    """Ctrl-C (SIGINT) or SIGTERM (what a scheduler sends before it preempts) asks the run
+    to stop. Between training steps it is a flag the loop reads at the next step boundary,
+    so the checkpoint never holds a half-applied update; inside ``at_once()`` (work that
+    changes no training state) it raises Stopped right away. A second Ctrl-C stops at once."""
 
     def __init__(self):
         self.requested = False
+        self.immediate = 0
         self._old = {}
 
     def __enter__(self):
@@ -199,9 +215,23 @@ class StopFlag:
         return self
 
     def _handle(self, signum, frame):
+        if self.immediate:
+            self.requested = True
+            raise Stopped
         if self.requested:
             raise KeyboardInterrupt
         self.requested = True
+
+    @contextlib.contextmanager
+    def at_once(self):
+        """Within: a stop request (or one already made) raises Stopped at once."""
+        if self.requested:
+            raise Stopped
+        self.immediate += 1
+        try:
+            yield
+        finally:
+            self.immediate -= 1
 
     def __exit__(self, *exc):
         for sig, handler in self._old.items():
@@ -209,42 +239,78 @@ class StopFlag:
 
 
 def latest_run(root: Path = Path("runs")) -> Path:
-    runs = [p for p in root.glob("*/last.npz")] if root.is_dir() else []
+    """The run folder under root whose last checkpoint (or the one kept before it) is newest."""
+    runs = [p for pattern in ("*/last.npz", "*/last.prev.npz")
+            for p in root.glob(pattern)] if root.is_dir() else []
     if not runs:
         raise cli.UserError(f"--resume: no run with a last.npz under {root}/; "
                             "give the run folder or checkpoint path")
-    return max(runs, key=lambda p: p.stat().st_mtime)
+    return max(runs, key=lambda p: p.stat().st_mtime).parent
 
 
-def resolve_resume(value: str) -> Path:
-    if value == "latest":
-        return latest_run()
-    path = Path(value)
+def resolve_resume(value: str) -> list[Path]:
+    """The checkpoints --resume may take, newest first: a run folder's last.npz and the
+    last.prev.npz kept beside it (a .npz given: it, then its .prev.npz)."""
+    path = latest_run() if value == "latest" else Path(value)
     if path.is_dir():
         path = path / "last.npz"
-    if not path.is_file():
+    candidates = [path]
+    if not path.stem.endswith(".prev"):
+        candidates.append(checkpoint.previous_path(path))
+    if not any(p.is_file() for p in candidates):
         raise cli.UserError(f"--resume: no checkpoint at {path}")
-    return path
+    return candidates   # a missing last.npz beside a last.prev.npz is said when skipped
+
+
+def load_for_resume(candidates: list[Path]) -> tuple:
+    """(Checkpoint, path, skipped) of the first candidate that reads and holds a training
+    state; skipped: a line for each one before it, with why. UserError when none does."""
+    why = []
+    for path in candidates:
+        try:
+            ckpt = checkpoint.check_training(checkpoint.load(path), resume=True)
+        except (FileNotFoundError, ValueError) as err:
+            why.append(str(err))
+            continue
+        return ckpt, path, [f"skipping a checkpoint that does not read: {r}" for r in why]
+    raise cli.UserError("--resume: no checkpoint of this run reads: " + "; ".join(why))
+
+
+def at_least(low):
+    return (lambda v: v >= low), f"at least {low}"
+
+
+#: Every numeric option's range: (config key, test, what it must be). A value of None (an
+#: option left to its default) is not tested.
+RANGES = (
+    ("epochs", *at_least(1)), ("batch_size", *at_least(1)), ("max_steps", *at_least(1)),
+    ("checkpoint_every", *at_least(1)), ("log_every", *at_least(1)),
+    ("max_per_class", *at_least(1)), ("val_max_images", *at_least(1)), ("size", *at_least(1)),
+    ("patience", *at_least(1)), ("seed", *at_least(0)),
+    ("warmup_steps", lambda v: v >= 0, "at least 0 (0: no warm-up)"),
+    ("diagnostics_every", lambda v: v >= 0, "at least 0 (0 turns it off)"),
+    ("lr", lambda v: math.isfinite(v) and v > 0, "positive (a finite number above 0)"),
+    ("momentum", lambda v: 0 <= v < 1, "in [0, 1) (§5: 0.9; 1 or more never forgets a "
+                                       "gradient and diverges)"),
+    ("weight_decay", lambda v: math.isfinite(v) and v >= 0, "a finite number, at least 0 "
+                                                             "(§5: 0.0005)"),
+    ("pca_std", lambda v: math.isfinite(v) and v >= 0, "a finite number, at least 0 (0 "
+                                                        "turns the PCA colour off)"),
+    ("hours", lambda v: math.isfinite(v) and v > 0, "positive (a finite number above 0)"),
+)
 
 
 def check_config(cfg: dict) -> None:
-    for key in ("epochs", "batch_size"):
-        if cfg[key] < 1:
-            raise cli.UserError(f"--{key.replace('_', '-')} must be at least 1")
-    for key in ("max_steps", "checkpoint_every", "log_every", "max_per_class",
-                "val_max_images", "size"):
-        if cfg.get(key) is not None and cfg[key] < 1:
-            raise cli.UserError(f"--{key.replace('_', '-')} must be at least 1")
-    if cfg.get("hours") is not None and not cfg["hours"] > 0:
-        raise cli.UserError("--hours must be positive")
+    """UserError (one line, exit 2) for the first option out of its range (RANGES) or a
+    combination that cannot run."""
+    for key, ok, must in RANGES:
+        value = cfg.get(key)
+        if value is not None and not ok(value):
+            raise cli.UserError(f"--{key.replace('_', '-')} must be {must}, not {value:g}"
+                                if isinstance(value, float) else
+                                f"--{key.replace('_', '-')} must be {must}, not {value}")
     if cfg.get("overlap") and cfg.get("ordered_reduction"):
         raise cli.UserError("--overlap and --ordered-reduction do not combine: choose one")
-    if (cfg.get("warmup_steps") or 0) < 0:
-        raise cli.UserError("--warmup-steps must be at least 0 (0: no warm-up)")
-    if cfg.get("diagnostics_every", 0) < 0:
-        raise cli.UserError("--diagnostics-every must be at least 0 (0 turns it off)")
-    if not cfg["lr"] > 0:
-        raise cli.UserError("--lr must be positive")
     if cfg["device"] == "gpu":
         from ..backend import gpu_available
 
@@ -271,20 +337,27 @@ def append_jsonl(path: Path, record: dict) -> None:
         fh.write(json.dumps(record) + "\n")
 
 
-def truncate_metrics(path: Path, step: int) -> None:
-    """Drop lines written after the checkpoint a run resumes from (they will be redone)."""
+def truncate_metrics(path: Path, step: int, log=None) -> None:
+    """Drop lines written after the checkpoint a run resumes from (they will be redone),
+    and a torn line (a run stopped while appending it), which ``log`` is told of."""
     if not path.is_file():
         return
-    keep = []
+    keep, torn = [], 0
     for line in path.read_text().splitlines():
         try:
             if json.loads(line).get("step", 0) <= step:
                 keep.append(line)
         except json.JSONDecodeError:
-            continue  # a line cut off by a crash
+            torn += 1
+    if torn and log is not None:
+        log(f"{path}: dropped {torn} torn line{'s' if torn > 1 else ''} (a run stopped "
+            "while writing it)")
     tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(line + "\n" for line in keep))
-    os.replace(tmp, path)
+    try:
+        tmp.write_text("".join(line + "\n" for line in keep))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)   # a full disk leaves the old file, not a temporary
 
 
 def net_kwargs(arch: str, crop: int, **extra) -> dict:
@@ -384,7 +457,15 @@ class Trainer:
         self.epoch, self.batch, self.step = 0, 0, 0
         self.best = None
         self.last_val = None
+        #: the last checkpoint this run stands behind (the divergence message names it)
+        self.saved, self.saved_step = None, None
+        #: this epoch's training loss sum, correct count, images and seconds so far
+        self.epoch_sums = [0.0, 0, 0, 0.0]
         if ckpt is not None:
+            try:
+                checkpoint.check_params(ckpt, self.net, f"the run's {arch}")
+            except checkpoint.CheckpointError as err:
+                raise cli.UserError(str(err)) from None
             self.net.load_params(ckpt.params)
             self.opt.load_state_dict({**{f"velocity/{k}": v for k, v in ckpt.velocity.items()},
                                       "lr": ckpt.meta["lr"]})
@@ -392,6 +473,9 @@ class Trainer:
                 self.schedule.load_state_dict(ckpt.meta["schedule"])
             self.epoch, self.batch, self.step = (ckpt.meta[k] for k in ("epoch", "batch", "step"))
             self.best = ckpt.meta.get("best_val_top1_err")
+            self.saved, self.saved_step = ckpt.path, self.step
+            if self.batch and ckpt.meta.get("epoch_sums"):
+                self.epoch_sums = list(ckpt.meta["epoch_sums"])
         self.comm.broadcast_params(self.net.params)   # every rank starts from rank 0's weights
         self.train_loader = train_loader(prepared, self.augmenter, batch_size=cfg["batch_size"],
                                          seed=cfg["seed"], ranks=ranks)
@@ -406,6 +490,7 @@ class Trainer:
         self.make_budget_schedule()
         self.metrics = out / "metrics.jsonl"
         self._diag_header_shown = False
+        self.phase = "the start"
 
     def make_budget_schedule(self) -> None:
         """--schedule cosine/linear: planned over --epochs' steps (the plan is the config's,
@@ -469,20 +554,67 @@ class Trainer:
                          "mean_mode": self.augmenter.mean_mode},
                 "config": self.cfg, "epoch": self.epoch, "batch": self.batch,
                 "step": self.step, "lr": self.opt.lr, "schedule": self.schedule.state_dict(),
-                "best_val_top1_err": self.best}
+                "best_val_top1_err": self.best, "epoch_sums": self.epoch_sums}
 
     def save(self, name: str = "last.npz") -> Path:
+        """The run's state as out/name (last.npz keeps the one before as last.prev.npz)."""
         if not self.comm.is_root:   # rank 0 writes; the others hold the same weights
             return self.out / name
         p = self.prepared
-        return checkpoint.save(self.out / name, self.net.params, self.meta(),
+        path = checkpoint.save(self.out / name, self.net.params, self.meta(),
                                velocity=self.opt.velocity,
                                data={"mean": p.mean, "pca_eigvals": p.pca_eigvals,
-                                     "pca_eigvecs": p.pca_eigvecs})
+                                     "pca_eigvecs": p.pca_eigvecs},
+                               keep_previous=name == "last.npz")
+        if name == "last.npz":
+            self.saved, self.saved_step = path, self.step
+        return path
+
+    def checkpoint_bytes(self) -> int:
+        """The size of one checkpoint file of this run (weights, momentum, statistics)."""
+        p = self.prepared
+        arrays = [*self.net.params.values(), *self.opt.velocity.values(), p.mean,
+                  p.pca_eigvals, p.pca_eigvecs]
+        return sum(int(a.nbytes) + 300 for a in arrays) + 64 * 1024   # headers, meta
+
+    def check_space(self) -> None:
+        """UserError before training when the run folder's disk cannot hold the run's
+        checkpoints: last.npz, last.prev.npz, best.npz and one being written, less what the
+        files already there will give back, and 16 MiB for logs and figures."""
+        if not self.comm.is_root:
+            return
+        size = self.checkpoint_bytes()
+        have = sum(f.stat().st_size for f in (self.out / n for n in
+                   ("last.npz", "last.prev.npz", "best.npz")) if f.is_file())
+        needed = 4 * size - have + 16 * 2**20
+        free = checkpoint.free_bytes(self.out)
+        if free < needed:
+            fb = checkpoint.format_bytes
+            raise cli.UserError(f"the run folder {self.out} has {fb(free)} free; the run needs "
+                                f"about {fb(needed)} more (last.npz, last.prev.npz, best.npz "
+                                f"and one being written, {fb(size)} each, and its logs): "
+                                "free some space or choose another --out")
 
     # -- the loop
     def run(self, stop: StopFlag) -> int:
+        """Train to the end of the plan (0), or until stopped (130): a stop request made
+        during training ends the step under way, one during a validation or the figures
+        ends it at once; either way last.npz holds a state a resumed run goes on from
+        exactly (a validation cut short is done again on resume)."""
+        try:
+            return self.train(stop)
+        except Stopped:
+            phase = self.phase
+            self.save()
+            self.log(f"stopped during {phase} at step {self.step}; saved "
+                     f"{self.out / 'last.npz'}"
+                     + (" (the validation is done again on resume)" if "validation" in phase
+                        and self.batch == len(self.train_loader) else "")
+                     + f". Continue with: python -m tinyalex.train --resume {self.out}")
+            return 130
 
+    def train(self, stop: StopFlag) -> int:
+        """The loop of run() (Stopped passes through)."""
         cfg, n_batches = self.cfg, len(self.train_loader)
         if cfg["max_steps"] is not None and self.step >= cfg["max_steps"]:
             self.log(f"this run has taken its --max-steps {cfg['max_steps']} steps; nothing "
@@ -521,7 +653,11 @@ class Trainer:
             bar = cli.progress_bar(n_batches, f"epoch {epoch + 1}/{cfg['epochs']}", "batch",
                                    initial=self.batch, enabled=self.comm.is_root)
             window_loss, window_correct, window_n, window_t = 0.0, 0, 0, time.perf_counter()
-            epoch_loss, epoch_correct, epoch_n, t_epoch = 0.0, 0, 0, time.perf_counter()
+            if self.batch == 0:
+                self.epoch_sums = [0.0, 0, 0, 0.0]
+            epoch_loss, epoch_correct, epoch_n, seconds_before = self.epoch_sums
+            t_epoch = time.perf_counter() - seconds_before
+            self.phase = f"epoch {epoch + 1}"
             with self.train_loader.iter_epoch(epoch, self.batch) as host_batches:
                 batches = host_batches
                 if cfg.get("device") == "gpu":
@@ -550,6 +686,8 @@ class Trainer:
                     epoch_loss += loss * n
                     epoch_correct += correct
                     epoch_n += n
+                    self.epoch_sums = [epoch_loss, epoch_correct, epoch_n,
+                                       time.perf_counter() - t_epoch]
                     bar.update(1)
                     if self.step % cfg["log_every"] == 0 or self.batch == n_batches:
                         seconds = time.perf_counter() - window_t
@@ -575,14 +713,21 @@ class Trainer:
                         bar.close()
                         self.save()
                         self.validate(epoch, epoch_loss, epoch_correct, epoch_n, t_epoch,
-                                      partial=True)
+                                      partial=True, stop=stop)
                         self.log(f"reached --max-steps {cfg['max_steps']}; saved "
                                  f"{self.out / 'last.npz'}")
                         return 0
             bar.close()
-            self.epoch, self.batch = epoch + 1, 0
-            self.validate(epoch, epoch_loss, epoch_correct, epoch_n, t_epoch)
-        self.figures(final=True)
+            self.epoch_sums = [epoch_loss, epoch_correct, epoch_n, time.perf_counter() - t_epoch]
+            if stop.requested:      # the epoch's steps are done; its validation is not
+                self.phase = f"the validation of epoch {epoch + 1}"
+                raise Stopped
+            self.validate(epoch, epoch_loss, epoch_correct, epoch_n, t_epoch, stop=stop)
+            if stop.requested:
+                self.log(f"stopped after epoch {epoch + 1}; saved {self.out / 'last.npz'}. "
+                         f"Continue with: python -m tinyalex.train --resume {self.out}")
+                return 130
+        self.figures(final=True, stop=stop)
         self.finish(time.perf_counter() - t_run)
         return 0
 
@@ -631,8 +776,15 @@ class Trainer:
                 self._diag_header_shown = True
             self.log(format_row(diag, self.step))
 
-    def validate(self, epoch, loss_sum, correct, n, t_epoch, partial=False) -> None:
-        val = evaluate(self.net, self.val_loader, comm=self.comm)  # the loader is cut
+    def validate(self, epoch, loss_sum, correct, n, t_epoch, partial=False,
+                 stop: StopFlag | None = None) -> None:
+        """Validation after epoch's steps (partial: after --max-steps, the state saved
+        already): the epoch line of metrics.jsonl, the schedule's step, last.npz (the run
+        then stands at the next epoch's start) and best.npz, the figures. A stop request
+        during the pass raises Stopped at once, with the run still before it."""
+        self.phase = f"the validation of epoch {epoch + 1}"
+        with stop.at_once() if stop is not None else contextlib.nullcontext():
+            val = evaluate(self.net, self.val_loader, comm=self.comm)  # the loader is cut
         self.last_val = val
         seconds = time.perf_counter() - t_epoch
         record = {"kind": "partial" if partial else "epoch", "epoch": epoch, "step": self.step,
@@ -653,16 +805,23 @@ class Trainer:
                 self.log(f"validation error stopped improving: lr {before:g} -> {new_lr:g}")
                 self.opt.lr = new_lr
             self.append(record)
+            self.epoch, self.batch = epoch + 1, 0
             self.save()
             if improved:
                 self.save("best.npz")
         else:
             self.append(record)
-        self.figures()
+        self.figures(stop=stop)
 
-    def figures(self, final: bool = False) -> None:
+    def figures(self, final: bool = False, stop: StopFlag | None = None) -> None:
+        """The run's PNGs; a stop request ends them at once (they change no state)."""
         if self.cfg["no_figures"] or not self.comm.is_root:
             return
+        self.phase = "the figures"
+        with stop.at_once() if stop is not None else contextlib.nullcontext():
+            self.draw_figures(final)
+
+    def draw_figures(self, final: bool) -> None:
         from . import figures
 
         figures.plot_curves(self.metrics, self.out / "curves.png")
@@ -679,16 +838,47 @@ def main(argv=None, comm=None) -> int:
     comm = comm if comm is not None else distributed.Local()
     args = build_parser().parse_args(argv)
     explicit = vars(build_parser(suppress_defaults=True).parse_args(argv))
-    ckpt = path = None
+    log = Log(quiet=not comm.is_root)
+    with StopFlag() as stop:
+        try:
+            return train_command(args, explicit, comm, log, stop)
+        except Stopped:
+            log("stopped before training began: nothing to save yet (a data preparation cut "
+                "short leaves no half-written cache); run the same command again")
+            return 130
+
+
+def lock_run_folder(folder: Path) -> RunLock:
+    """The run folder's lock (UserError naming the other process if it holds it)."""
+    try:
+        return RunLock(folder).acquire()
+    except RunFolderBusy as err:
+        raise cli.UserError(str(err)) from None
+
+
+def divergence_message(err: Diverged, trainer: Trainer) -> str:
+    """What the user reads when the loss became NaN: the checkpoint that exists, or that none
+    was written yet, and what to try."""
+    first = min(trainer.cfg["checkpoint_every"], len(trainer.train_loader))
+    where = (f"the last checkpoint, {trainer.saved} (step {trainer.saved_step}), holds "
+             "weights from before it"
+             if trainer.saved is not None and trainer.saved.is_file() else
+             f"no checkpoint was written yet (the first was due at step {first})")
+    return (f"{err} (epoch {trainer.epoch + 1}); stopping: {where}. Try a lower --lr (this "
+            f"run: {trainer.cfg['lr']:g}) or another --init, in a new run")
+
+
+def train_command(args, explicit: dict, comm, log: Log, stop: StopFlag) -> int:
+    """main's body: the run's config, its folder (locked), its data, the Trainer."""
+    ckpt = path = lock = None
+    skipped = []
     if "resume" in explicit:
         if comm.is_root:
             # --resume with no path and --out DIR: that run, not the latest under runs/
-            path = resolve_resume(explicit["out"] if explicit["resume"] == "latest"
-                                  and "out" in explicit else explicit["resume"])
-            try:
-                ckpt = checkpoint.load(path)
-            except ValueError as err:
-                raise cli.UserError(str(err)) from None
+            candidates = resolve_resume(explicit["out"] if explicit["resume"] == "latest"
+                                        and "out" in explicit else explicit["resume"])
+            lock = lock_run_folder(candidates[0].parent)
+            ckpt, path, skipped = load_for_resume(candidates)
         ckpt, path = comm.broadcast_object((ckpt, path))   # the run folder is rank 0's
         cfg = dict(ckpt.meta["config"])
         for key in RESUMABLE:
@@ -702,21 +892,23 @@ def main(argv=None, comm=None) -> int:
         if cfg["lr"] is None:
             cfg["lr"] = default_lr(cfg["schedule"])
     check_config(cfg)
+    if lock is None and cfg["out"] and comm.is_root:   # before the data: a clash ends at once
+        lock = lock_run_folder(Path(cfg["out"]))
     if comm.size > 1:
         comm.ordered = bool(cfg.get("ordered_reduction"))
         comm.overlap = bool(cfg.get("overlap"))
 
     from ..data.find import resolve_dataset
 
-    log = Log(quiet=not comm.is_root)
     if comm.size > 1:
         log(f"data parallel: {comm.describe()}")
     prepared = None
     for turn in ("root", "others"):   # rank 0 prepares (and caches) the data first
         if (turn == "root") == comm.is_root:
-            prepared = resolve_dataset(cfg["data"], subset=cfg["subset"], size=cfg["size"],
-                                       cache=cfg["cache"], max_per_class=cfg["max_per_class"],
-                                       log=log)
+            with stop.at_once():
+                prepared = resolve_dataset(cfg["data"], subset=cfg["subset"], size=cfg["size"],
+                                           cache=cfg["cache"],
+                                           max_per_class=cfg["max_per_class"], log=log)
         comm.barrier()
     if ckpt is None and prepared.meta.get("kind") == "synthetic":
         recipe = {k: v for k, v in SYNTHETIC_RECIPE.items() if k not in explicit}
@@ -736,26 +928,44 @@ def main(argv=None, comm=None) -> int:
         out = comm.broadcast_object(out)   # default_out's time stamp is rank 0's
     if comm.is_root:
         out.mkdir(parents=True, exist_ok=True)
+        if lock is None:
+            lock = lock_run_folder(out)
         log.path = out / "train.log"
-    if ckpt is not None:
-        log(f"resuming {path} at epoch {ckpt.meta['epoch'] + 1}, step {ckpt.meta['step']}"
-            + (f" (ignoring {', '.join(ignored)}: fixed by the run)" if ignored else ""))
+    try:
+        if ckpt is not None:
+            for line in skipped:   # said here, where train.log keeps it too
+                log(line)
+            log(f"resuming {path} at epoch {ckpt.meta['epoch'] + 1}, step {ckpt.meta['step']}"
+                + (f" (ignoring {', '.join(ignored)}: fixed by the run)" if ignored else ""))
+            if comm.is_root:
+                truncate_metrics(out / "metrics.jsonl", ckpt.meta["step"], log)
+        with stop.at_once():
+            trainer = Trainer(cfg, prepared, out, log, ckpt, comm=comm)
+            if ckpt is None and cfg.get("hours"):
+                trainer.plan_hours(cfg["hours"])
+        trainer.check_space()
         if comm.is_root:
-            truncate_metrics(out / "metrics.jsonl", ckpt.meta["step"])
-    trainer = Trainer(cfg, prepared, out, log, ckpt, comm=comm)
-    if ckpt is None and cfg.get("hours"):
-        trainer.plan_hours(cfg["hours"])
-    if comm.is_root:
-        (out / "config.json").write_text(json.dumps(cfg, indent=1))
-    with StopFlag() as stop:
+            (out / "config.json").write_text(json.dumps(cfg, indent=1))
         try:
             return trainer.run(stop)
         except Diverged as err:
             if comm.is_root:
-                print(f"error: {err} (epoch {trainer.epoch + 1}); stopping. The last good "
-                      f"checkpoint is {out / 'last.npz'}. Try a lower --lr or another --init.",
-                      file=sys.stderr)
+                print(f"error: {divergence_message(err, trainer)}", file=sys.stderr)
             return 1
+    except OSError as err:   # a full disk anywhere in the run folder: one line, exit 1
+        if err.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        if comm.is_root:
+            what = f"writing {Path(err.filename).name}" if err.filename else "writing the run's logs"
+            print(f"error: {err}" if isinstance(err, checkpoint.DiskFull) else
+                  f"error: no space left on the disk of {out}: {what}, "
+                  f"{checkpoint.format_bytes(checkpoint.free_bytes(out))} free; the checkpoints "
+                  "are kept as they were; free some space (or use another folder) and resume",
+                  file=sys.stderr)
+        return 1
+    finally:
+        if lock is not None:
+            lock.release()
 
 
 def run_command(argv=None) -> int:

@@ -87,3 +87,21 @@ def test_a_command_run_through_cli_is_tuned(tune):
                  f"cli.run(lambda argv: 0, [], tune={tune})")
     assert (seen["OMP_WAIT_POLICY"] == "PASSIVE") == tune
     assert (seen["kept_mb"] > 300) == tune, seen
+
+
+@pytest.mark.parametrize("argv, expected", [([], "4"), (["twin"], "None")])
+def test_command_line_tunes_before_the_command_loads_numpy(tmp_path, argv, expected):
+    """tuning.command_line (python -m tinyalex.X, the tinyalex-X scripts) tunes first, so
+    the OpenBLAS timeout is set when the command's imports load numpy; a subcommand named
+    untuned (the bench's twin) is left alone."""
+    (tmp_path / "probe_command.py").write_text(
+        "import os\nimport numpy\n\ndef run_command(argv=None):\n"
+        "    print(os.environ.get('OPENBLAS_THREAD_TIMEOUT'))\n    return 0\n")
+    code = ("from tinyalex.tuning import command_line; "
+            f"raise SystemExit(command_line('probe_command', untuned=('twin',))({argv!r}))")
+    environ = {k: v for k, v in os.environ.items() if k not in POLICY}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            cwd=ROOT, timeout=120,
+                            env={**environ, "PYTHONPATH": f"{tmp_path}:{ROOT}"})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == [expected]

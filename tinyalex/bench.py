@@ -1,10 +1,10 @@
 """``python -m tinyalex.bench`` and the ``tinyalex-bench`` script: the command is
-tinyalex/checks/bench.py (``main(argv)``; ``run_command`` adds the exit status of a user
-error)."""
+tinyalex/checks/bench.py, run in a process tuned first (the twin untuned: it runs PyTorch
+beside tinyalex) (tuning.command_line)."""
 
-from .checks.bench import main, run_command
+from .tuning import command_line
 
-__all__ = ["main", "run_command"]
+run_command = command_line("tinyalex.checks.bench", untuned=("twin",))
 
 if __name__ == "__main__":
     raise SystemExit(run_command())

@@ -1,10 +1,9 @@
 """``python -m tinyalex.evaluate`` and the ``tinyalex-evaluate`` script: the command is
-tinyalex/commands/evaluate.py (``main(argv)``; ``run_command`` adds the exit status of a user
-error)."""
+tinyalex/commands/evaluate.py, run in a process tuned first (tuning.command_line)."""
 
-from .commands.evaluate import main, run_command
+from .tuning import command_line
 
-__all__ = ["main", "run_command"]
+run_command = command_line("tinyalex.commands.evaluate")
 
 if __name__ == "__main__":
     raise SystemExit(run_command())

@@ -1,10 +1,9 @@
 """``python -m tinyalex.experiments`` and the ``tinyalex-experiments`` script: the command is
-tinyalex/learning/experiments.py (``main(argv)``; ``run_command`` adds the exit status of a user
-error)."""
+tinyalex/learning/experiments.py, run in a process tuned first (tuning.command_line)."""
 
-from .learning.experiments import main, run_command
+from .tuning import command_line
 
-__all__ = ["main", "run_command"]
+run_command = command_line("tinyalex.learning.experiments")
 
 if __name__ == "__main__":
     raise SystemExit(run_command())

@@ -1,10 +1,9 @@
 """``python -m tinyalex.export`` and the ``tinyalex-export`` script: the command is
-tinyalex/commands/export.py (``main(argv)``; ``run_command`` adds the exit status of a user
-error)."""
+tinyalex/commands/export.py, run in a process tuned first (tuning.command_line)."""
 
-from .commands.export import main, run_command
+from .tuning import command_line
 
-__all__ = ["main", "run_command"]
+run_command = command_line("tinyalex.commands.export")
 
 if __name__ == "__main__":
     raise SystemExit(run_command())

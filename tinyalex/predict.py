@@ -1,10 +1,9 @@
 """``python -m tinyalex.predict`` and the ``tinyalex-predict`` script: the command is
-tinyalex/commands/predict.py (``main(argv)``; ``run_command`` adds the exit status of a user
-error)."""
+tinyalex/commands/predict.py, run in a process tuned first (tuning.command_line)."""
 
-from .commands.predict import main, run_command
+from .tuning import command_line
 
-__all__ = ["main", "run_command"]
+run_command = command_line("tinyalex.commands.predict")
 
 if __name__ == "__main__":
     raise SystemExit(run_command())

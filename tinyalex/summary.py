@@ -1,10 +1,9 @@
 """``python -m tinyalex.summary`` and the ``tinyalex-summary`` script: the command is
-tinyalex/commands/summary.py (``main(argv)``; ``run_command`` adds the exit status of a user
-error)."""
+tinyalex/commands/summary.py, run in a process tuned first (tuning.command_line)."""
 
-from .commands.summary import main, run_command
+from .tuning import command_line
 
-__all__ = ["main", "run_command"]
+run_command = command_line("tinyalex.commands.summary")
 
 if __name__ == "__main__":
     raise SystemExit(run_command())

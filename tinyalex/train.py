@@ -1,10 +1,9 @@
 """``python -m tinyalex.train`` and the ``tinyalex-train`` script: the command is
-tinyalex/commands/train.py (``main(argv)``; ``run_command`` adds the exit status of a user
-error and runs each rank of an mpiexec job)."""
+tinyalex/commands/train.py, run in a process tuned first (tuning.command_line)."""
 
-from .commands.train import main, run_command
+from .tuning import command_line
 
-__all__ = ["main", "run_command"]
+run_command = command_line("tinyalex.commands.train")
 
 if __name__ == "__main__":
     raise SystemExit(run_command())

@@ -20,6 +20,7 @@ TINYALEX_NO_TUNING=1 makes ``tune()`` leave the process alone. This module impor
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 
@@ -44,6 +45,22 @@ def tune() -> dict:
         if os.environ.get(name) == value:
             applied[name] = value
     return applied
+
+
+def command_line(module: str, untuned: tuple = ()):
+    """run_command(argv=None) -> exit status for the command of ``module`` (its own
+    run_command), with the process tuned first, before the command's imports load numpy
+    (OpenBLAS reads its thread timeout then): what ``python -m tinyalex.X`` and the
+    ``tinyalex-X`` scripts run. ``untuned``: subcommands left untuned (the bench's twin,
+    which runs PyTorch in the same process)."""
+    def run_command(argv=None) -> int:
+        words = sys.argv[1:] if argv is None else list(argv)
+        if words[:1] not in [[name] for name in untuned]:
+            tune()
+        return importlib.import_module(module).run_command(argv)
+
+    run_command.__doc__ = f"{module}'s command line, in a tuned process."
+    return run_command
 
 
 def reuse_freed_memory() -> bool:

@@ -1,10 +1,9 @@
 """``python -m tinyalex.weights`` and the ``tinyalex-weights`` script: the command is
-tinyalex/commands/weights.py (``main(argv)``; ``run_command`` adds the exit status of a user
-error)."""
+tinyalex/commands/weights.py, run in a process tuned first (tuning.command_line)."""
 
-from .commands.weights import main, run_command
+from .tuning import command_line
 
-__all__ = ["main", "run_command"]
+run_command = command_line("tinyalex.commands.weights")
 
 if __name__ == "__main__":
     raise SystemExit(run_command())

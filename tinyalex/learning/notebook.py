@@ -94,9 +94,7 @@ def run(command: str, budget: str, smoke: str = "") -> int:
     extra = shlex.split(smoke) if budget == "ci" else []
     print("$ " + command + (f"   # + {smoke} at the CI budget" if extra else ""), flush=True)
     module = importlib.import_module(words[2])
-    from ..commands import cli
-
-    code = cli.run(module.main, argv + extra)
+    code = module.run_command(argv + extra)
     if code:
         raise RuntimeError(f"{words[2]} stopped with exit status {code}")
     return code

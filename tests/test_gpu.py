@@ -461,3 +461,16 @@ def test_bench_on_gpu_runs():
     r = command(["bench", "--device", "gpu", "--arch", "alexnet-mini", "--batch-size", "8",
                  "--num-classes", "10", "--steps", "1"], gpu=True)
     assert "tinyalex (CuPy)" in r.stdout and "img/s" in r.stdout
+
+
+def test_device_gpu_is_refused_until_it_has_run_on_a_gpu(runs):
+    """The gate stays until the path has run on a GPU: with a GPU (or the stand-in) found,
+    train and evaluate --device gpu refuse in one line unless TINYALEX_UNVERIFIED_GPU=1."""
+    env = {k: v for k, v in os.environ.items() if k != "TINYALEX_UNVERIFIED_GPU"}
+    env = stand_in.environ(env) if ON_STAND_IN else env
+    for args in (["train", "--resume", runs / "gpu", "--device", "gpu"],
+                 ["evaluate", runs / "gpu" / "last.npz", "--device", "gpu"]):
+        r = subprocess.run([sys.executable, "-m", "tinyalex." + args[0], *map(str, args[1:])],
+                           capture_output=True, text=True, timeout=120, env=env)
+        assert r.returncode == 2, r.stderr
+        assert "TINYALEX_UNVERIFIED_GPU=1" in r.stderr and "Traceback" not in r.stderr

@@ -158,9 +158,12 @@ LAYERS = [
 ]
 
 
+@pytest.mark.parametrize("fast", [True, False], ids=["kernels", "readable"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
 @pytest.mark.parametrize("make", LAYERS, ids=["conv-g2", "conv-s2", "lrn", "pool", "relu"])
-def test_layer_on_gpu_equals_cpu(make, dtype, cp):
+def test_layer_on_gpu_equals_cpu(make, dtype, fast, cp):
+    """Each layer on the GPU against the CPU, through the CuPy kernels, and with the fast
+    paths off (TINYALEX_NO_NUMBA: the readable NumPy bodies run on CuPy arrays)."""
     rng = np.random.default_rng(4)
     shape = (3, 6, 11, 11) if make is LAYERS[0] else (3, 3, 11, 11)
     x = rng.standard_normal(shape).astype(dtype)
@@ -169,8 +172,9 @@ def test_layer_on_gpu_equals_cpu(make, dtype, cp):
     y = cpu_layer.forward(x)
     dout = rng.standard_normal(y.shape).astype(dtype)
     dx = cpu_layer.backward(dout)
-    yg = gpu_layer.forward(cp.asarray(x))
-    dxg = gpu_layer.backward(cp.asarray(dout))
+    with dispatch.settings(fast=fast):
+        yg = gpu_layer.forward(cp.asarray(x))
+        dxg = gpu_layer.backward(cp.asarray(dout))
     assert isinstance(yg, cp.ndarray) and yg.dtype == dtype
     assert err(yg, y) < TOL[dtype] and err(dxg, dx) < TOL[dtype]
     for name, grad in cpu_layer.grads.items():

@@ -323,8 +323,6 @@ def asarray(a, dtype=None, order=None):
     return out
 
 
-array = asarray
-
 
 def asnumpy(a, stream=None, order="C", out=None):
     return a.get(stream=stream) if isinstance(a, ndarray) else _np.asarray(a, order=order)

@@ -239,6 +239,18 @@ def test_cli_prints_the_table(trained, capsys):
     assert out.count("%") == 2 and "2 images" in out
 
 
+def test_cli_device_gpu_without_a_gpu_is_one_line(trained, capsys, monkeypatch):
+    """--device gpu where CuPy sees no GPU (CI), and on a GPU while the path is unverified:
+    one line, exit 2, before any data is read (tests/test_gpu.py runs it on the stand-in)."""
+    from tinyalex.backend import gpu_available
+
+    monkeypatch.delenv("TINYALEX_UNVERIFIED_GPU", raising=False)
+    assert cli.run(main, [str(trained["ckpt"]), "--device", "gpu"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --device gpu") and "\n" not in err
+    assert ("TINYALEX_UNVERIFIED_GPU=1" in err) == gpu_available()[0]
+
+
 def test_cli_bad_checkpoints_exit_2(trained, tmp_path, capsys):
     """A missing file, a corrupt file, a text file, a checkpoint cut short and an .npz that
     is no checkpoint: one line that says which, exit 2."""

@@ -58,7 +58,10 @@ def prefetch_to_gpu(batches):
     from page-locked memory on its own stream while step k runs on the default stream.
 
     Two page-locked buffers take turns, and a buffer is refilled only after its copy has
-    finished (its event), so no batch is overwritten while it is in flight."""
+    finished (its event), so no batch is overwritten while it is in flight. Each copy waits
+    for the work already issued on the default stream: CuPy's memory pool may give the
+    batch a block that this work still reads (the pool orders its reuse within one stream
+    only). That work is the step before the one the copy overlaps."""
     cp = gpu_module()
     stream = cp.cuda.Stream(non_blocking=True)
     buffers = [None, None]
@@ -73,6 +76,7 @@ def prefetch_to_gpu(batches):
             buffers[k % 2] = slot
         host = np.frombuffer(slot["memory"], dtype=x.dtype, count=x.size).reshape(x.shape)
         host[...] = x
+        stream.wait_event(cp.cuda.get_current_stream().record())   # the pool's reuse, above
         device = cp.empty(x.shape, dtype=x.dtype)
         device.set(host, stream=stream)
         with stream:

@@ -46,7 +46,7 @@ def numerical_gradient(f, x: np.ndarray, h: float = STEP) -> np.ndarray:
     # Index x itself (not x.reshape(-1), which is a copy for a non-C-contiguous x such as a
     # transposed parameter: the perturbation would never reach f).
     for i in np.ndindex(x.shape):
-        old = x[i]
+        old = x[i].copy()   # CuPy's x[i] is a 0-d view, which the next line would change
         x[i] = old + h
         plus = f()
         x[i] = old - h

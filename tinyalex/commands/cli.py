@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .. import tuning
+from .. import flags, tuning
 from ..data.errors import DataError
 
 
@@ -28,6 +28,23 @@ def run(main, argv=None, tune: bool = True) -> int:
     except (UserError, DataError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+
+
+def require_gpu():
+    """The cupy module for ``--device gpu``. UserError (one line) when CuPy sees no usable
+    GPU, and while the CuPy path has not run on a GPU unless TINYALEX_UNVERIFIED_GPU is set."""
+    from ..backend import gpu_available, gpu_module
+
+    ok, why = gpu_available()
+    if not ok:
+        raise UserError(f"--device gpu: {why}")
+    if not flags.boolean("TINYALEX_UNVERIFIED_GPU"):
+        # CI runs the path under a CuPy stand-in (tests/test_gpu.py) but it has not yet run
+        # on a GPU; until it has, say so rather than fail halfway.
+        raise UserError("--device gpu has not been verified on a GPU yet in this version; to "
+                        "try it anyway set TINYALEX_UNVERIFIED_GPU=1 (and run python -m pytest "
+                        "tests/test_gpu.py), or use --device cpu")
+    return gpu_module()
 
 
 def command(main, tune: bool = True):

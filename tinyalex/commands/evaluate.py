@@ -125,16 +125,19 @@ def subsample(prepared: Prepared, split: str, max_images: int | None) -> Prepare
 def evaluate_checkpoint(ckpt_path, data=None, ten_crop: bool = False, batch_size: int = 128,
                         split: str = "val", max_images: int | None = None,
                         subset: str | None = None, progress: bool = True,
-                        log=print) -> dict:
+                        log=print, device: str = "cpu") -> dict:
     """Top-1/top-5 error and mean loss of a checkpoint on a dataset split.
 
     ckpt_path: a checkpoint file (or a loaded ``Checkpoint``). data: as ``--data``.
+    device: "cpu", or "gpu" (the net's forward passes on CuPy; cli.require_gpu's checks).
     Returns {"checkpoint", "data", "split", "n", "centre": {"top1_err", "top5_err", "loss",
     "n"}} plus "ten_crop": {...} (the same keys) when ten_crop is true.
     Raises cli.UserError for a missing/corrupt checkpoint or a dataset that does not fit.
     """
     from ..data.loader import eval_loader
 
+    if device not in ("cpu", "gpu"):
+        raise cli.UserError(f"--device must be cpu or gpu, not {device!r}")
     if split not in ("val", "train"):
         raise cli.UserError(f"--split must be val or train, not {split!r}")
     if batch_size < 1:
@@ -148,6 +151,8 @@ def evaluate_checkpoint(ckpt_path, data=None, ten_crop: bool = False, batch_size
     if n == 0:
         raise cli.UserError(f"the dataset at {prepared.path} has no {split} images")
     net = load_net(ckpt)
+    if device == "gpu":   # the batches follow the weights there (Sequential.forward)
+        net.to(cli.require_gpu())
     aug = pretrained.augmenter(ckpt)
     result = {"checkpoint": str(ckpt.path), "data": str(prepared.path), "split": split, "n": n}
     modes = [("centre", False)] + ([("ten_crop", True)] if ten_crop else [])
@@ -197,13 +202,18 @@ def main(argv=None) -> int:
                    help="which part of the dataset to score")
     p.add_argument("--max-images", type=int, default=None,
                    help="evaluate at most N images, evenly spaced over the split")
+    p.add_argument("--device", choices=["cpu", "gpu"], default="cpu",
+                   help="gpu: the forward passes on CuPy (needs CuPy and an NVIDIA GPU)")
     args = p.parse_args(argv)
+    if args.device == "gpu":
+        cli.require_gpu()   # before any data is read
     ckpt = load_checkpoint(args.checkpoint)
     log = lambda msg: print(msg, file=sys.stderr)  # noqa: E731 - the table alone on stdout
     log(describe(ckpt))
     result = evaluate_checkpoint(ckpt, data=args.data, ten_crop=args.ten_crop,
                                  batch_size=args.batch_size, split=args.split,
-                                 max_images=args.max_images, subset=args.subset, log=log)
+                                 max_images=args.max_images, subset=args.subset, log=log,
+                                 device=args.device)
     print(f"{result['split']}: {result['n']} images of {result['data']}")
     print(format_table(result))
     return 0

@@ -35,7 +35,7 @@ import sys
 import time
 from pathlib import Path
 
-from .. import checkpoint, distributed, flags
+from .. import checkpoint, distributed
 from ..backend import to_numpy
 from ..layers import SoftmaxCrossEntropy
 from ..loop import Diverged, evaluate, train_step
@@ -312,17 +312,7 @@ def check_config(cfg: dict) -> None:
     if cfg.get("overlap") and cfg.get("ordered_reduction"):
         raise cli.UserError("--overlap and --ordered-reduction do not combine: choose one")
     if cfg["device"] == "gpu":
-        from ..backend import gpu_available
-
-        ok, why = gpu_available()
-        if not ok:
-            raise cli.UserError(f"--device gpu: {why}")
-        if not flags.boolean("TINYALEX_UNVERIFIED_GPU"):
-            # The CuPy kernels, the prefetch and tests/test_gpu.py are written but have not
-            # yet run on a GPU; until they have, say so rather than fail halfway.
-            raise cli.UserError("--device gpu has not been verified on a GPU yet in this "
-                                "version; to try it anyway set TINYALEX_UNVERIFIED_GPU=1 (and "
-                                "run python -m pytest tests/test_gpu.py), or use --device cpu")
+        cli.require_gpu()   # evaluate --device gpu asks the same
 
 
 def default_lr(schedule: str) -> float:

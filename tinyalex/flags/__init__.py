@@ -57,9 +57,8 @@ _TABLE = [
          "OPENBLAS_THREAD_TIMEOUT=4 and OMP_WAIT_POLICY=PASSIVE",
          "tinyalex.tune() leaves malloc, OpenBLAS's thread timeout and OpenMP's wait policy "
          "alone", "tuning.py"),
-    Flag("TINYALEX_UNVERIFIED_GPU", "switch", "off: train --device gpu refuses",
-         "allow train --device gpu before the CuPy path is verified on a GPU",
-         "commands/train.py"),
+    Flag("TINYALEX_UNVERIFIED_GPU", "switch", "off: train and evaluate --device gpu refuse",
+         "allow --device gpu before the CuPy path has run on a GPU", "commands/cli.py"),
     Flag("TINYALEX_DATA", "value", "./data", "where to look for data when --data is not given",
          "data/find.py"),
     Flag("TINYALEX_CACHE", "value", "~/.cache/tinyalex", "where prepared data is kept",

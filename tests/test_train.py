@@ -521,14 +521,11 @@ sys.exit(train.run_command(sys.argv[2:]))
 """
 
 
-def test_sigterm_during_validation_stops_at_once(tiny_prepared, straight_run, tmp_path):
-    """SIGTERM during epoch 1's validation (2 batches of 4 s each here) ends the run within
-    seconds, not after the validation: exit 130, last.npz at the end of epoch 1's steps,
-    no epoch line yet. The resumed run validates first and ends bit-identical to the
-    uninterrupted one, with one epoch line per epoch."""
-    out, marker = tmp_path / "run", tmp_path / "validating"
-    cmd = train_cmd(tiny_prepared, out, *BOUNDARY_ARGS)
-    proc = subprocess.Popen([sys.executable, "-c", SLOW_VALIDATION, str(marker), *cmd[3:]],
+def sigterm_when(marker, script: str, cmd: list):
+    """Run the train command ``cmd`` through ``script`` (which makes a stage slow and writes
+    ``marker`` as it starts), SIGTERM it once the marker appears; returns (process, stdout,
+    stderr, seconds from the signal to its end)."""
+    proc = subprocess.Popen([sys.executable, "-c", script, str(marker), *cmd[3:]],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 300
     while time.time() < deadline and not marker.is_file():
@@ -536,7 +533,18 @@ def test_sigterm_during_validation_stops_at_once(tiny_prepared, straight_run, tm
     t0 = time.time()
     proc.send_signal(signal.SIGTERM)
     stdout, stderr = proc.communicate(timeout=120)
-    assert time.time() - t0 < 3.5, "the stop waited for the validation (8 s)"
+    return proc, stdout, stderr, time.time() - t0
+
+
+def test_sigterm_during_validation_stops_at_once(tiny_prepared, straight_run, tmp_path):
+    """SIGTERM during epoch 1's validation (2 batches of 4 s each here) ends the run within
+    seconds, not after the validation: exit 130, last.npz at the end of epoch 1's steps,
+    no epoch line yet. The resumed run validates first and ends bit-identical to the
+    uninterrupted one, with one epoch line per epoch."""
+    out, marker = tmp_path / "run", tmp_path / "validating"
+    cmd = train_cmd(tiny_prepared, out, *BOUNDARY_ARGS)
+    proc, stdout, stderr, seconds = sigterm_when(marker, SLOW_VALIDATION, cmd)
+    assert seconds < 3.5, "the stop waited for the validation (8 s)"
     assert proc.returncode == 130, stderr
     assert "Traceback" not in stderr
     assert "stopped during the validation of epoch 1 at step 8" in stdout + stderr
@@ -685,15 +693,8 @@ def test_sigterm_during_the_figures_stops_at_once(tiny_prepared, tmp_path):
     seconds; last.npz is the validated end of epoch 1 and its epoch line is written."""
     out, marker = tmp_path / "run", tmp_path / "drawing"
     cmd = [c for c in train_cmd(tiny_prepared, out, *BOUNDARY_ARGS) if c != "--no-figures"]
-    proc = subprocess.Popen([sys.executable, "-c", SLOW_FIGURES, str(marker), *cmd[3:]],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 300
-    while time.time() < deadline and not marker.is_file():
-        time.sleep(0.02)
-    t0 = time.time()
-    proc.send_signal(signal.SIGTERM)
-    stdout, stderr = proc.communicate(timeout=120)
-    assert time.time() - t0 < 5, "the stop waited for the figures"
+    proc, stdout, stderr, seconds = sigterm_when(marker, SLOW_FIGURES, cmd)
+    assert seconds < 5, "the stop waited for the figures"
     assert proc.returncode == 130 and "Traceback" not in stderr, stderr
     assert "stopped during the figures at step 8" in stdout + stderr
     meta = checkpoint.load(out / "last.npz").meta

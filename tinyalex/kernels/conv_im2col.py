@@ -24,11 +24,6 @@ def _columns_to_images(y, out, b):
                 out[n, f, p] = y[f, n * P + p] + b[f]
 
 
-# reassoc lets LLVM keep several float64 partial sums in vector lanes: one add chain of
-# 4-cycle latency per element made db 30-45% of the small net's conv1 backward (one task
-# of 8 images of 96 x 28 x 28: 465 -> 45 us). The order is fixed when the loop compiles,
-
-
 @numba.njit(nogil=True, cache=True)
 def _images_to_columns(d, d_cols):
     """d_cols[f, n*P + p] = d[n, f, p]: n NCHW gradients as one (F, n*P) GEMM operand."""
@@ -37,7 +32,6 @@ def _images_to_columns(d, d_cols):
         for f in range(F):
             for p in range(P):
                 d_cols[f, n * P + p] = d[n, f, p]
-
 
 
 def conv_forward(x, W, b, stride, pad, groups):

@@ -7,7 +7,8 @@ explicit call that tunes the process, which the commands make.
   bigger), sets OMP_WAIT_POLICY=PASSIVE and, before numpy is imported,
   OPENBLAS_THREAD_TIMEOUT=4; it keeps a user's own values, says what it applied, and does
   nothing under TINYALEX_NO_TUNING=1.
-- A command run through ``cli.run`` is tuned.
+- A command run through its entry point (tuning.command_line) is tuned; ``cli.run`` alone
+  is not.
 Each case runs in a fresh interpreter: tuning is for the whole process.
 """
 
@@ -82,9 +83,12 @@ def test_tune_keeps_a_users_values_and_no_tuning_leaves_all_alone():
 
 
 @pytest.mark.parametrize("tune", [True, False])
-def test_a_command_run_through_cli_is_tuned(tune):
-    seen = probe("from tinyalex.commands import cli; "
-                 f"cli.run(lambda argv: 0, [], tune={tune})")
+def test_a_command_run_through_its_entry_point_is_tuned(tune):
+    """tinyalex.X.run_command (python -m tinyalex.X, the scripts) tunes the process; cli.run,
+    the commands' error handling, leaves it alone."""
+    first = ("import tinyalex.summary; tinyalex.summary.run_command(['--arch', 'alexnet-mini'])"
+             if tune else "from tinyalex.commands import cli; cli.run(lambda argv: 0, [])")
+    seen = probe(first)
     assert (seen["OMP_WAIT_POLICY"] == "PASSIVE") == tune
     assert (seen["kept_mb"] > 300) == tune, seen
 

@@ -21,7 +21,6 @@ import time
 
 import numpy as np
 
-from .. import tuning
 from ..commands import cli
 from ..layers import SoftmaxCrossEntropy
 from ..loop import forward_backward
@@ -619,8 +618,6 @@ def main(argv=None) -> int:
     if not argv or (argv[0] not in SUBCOMMANDS and argv[0] not in ("-h", "--help")):
         argv = ["step", *argv]  # no subcommand: the step, as python -m tinyalex.bench always did
     args = build_parser().parse_args(argv)
-    if args.what != "twin":  # the twin runs PyTorch beside tinyalex: its process as it is
-        tuning.tune()
     return args.run(args)
 
 
@@ -750,7 +747,7 @@ def argparse_hidden():
     return argparse.SUPPRESS
 
 
-run_command = cli.command(main, tune=False)  # python -m, and the script's entry  # main tunes, but for the twin
+run_command = cli.command(main)  # python -m, and the script's entry (tinyalex/bench.py tunes)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .. import flags, tuning
+from .. import flags
 from ..data.errors import DataError
 
 
@@ -14,12 +14,9 @@ class UserError(Exception):
     """A mistake the user can fix (bad path, bad option): printed as one line, exit 2."""
 
 
-def run(main, argv=None, tune: bool = True) -> int:
+def run(main, argv=None) -> int:
     """Call main(argv); turn a UserError or a DataError into one line on stderr and exit 2.
-    ``tune``: tune the process for speed first (tinyalex.tune(); a command that runs
-    PyTorch beside tinyalex in one process leaves it alone)."""
-    if tune:
-        tuning.tune()
+    (The process is tuned by the entry point, tuning.command_line, not here.)"""
     try:
         return main(argv) or 0
     except KeyboardInterrupt:
@@ -47,11 +44,12 @@ def require_gpu():
     return gpu_module()
 
 
-def command(main, tune: bool = True):
-    """The command line of ``main`` (for ``python -m`` and the ``[project.scripts]`` entry):
-    run_command(argv=None) -> exit status, through ``run`` (a user error as one line, exit 2)."""
+def command(main):
+    """The command line of ``main`` (what tuning.command_line runs for ``python -m`` and the
+    ``[project.scripts]`` entry): run_command(argv=None) -> exit status, through ``run``
+    (a user error as one line, exit 2)."""
     def run_command(argv=None) -> int:
-        return run(main, argv, tune=tune)
+        return run(main, argv)
 
     run_command.__doc__ = f"{main.__module__}'s command line: main through cli.run."
     return run_command

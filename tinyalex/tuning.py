@@ -38,11 +38,11 @@ def tune() -> dict:
     if flags.boolean("TINYALEX_NO_TUNING"):
         return applied
     applied["reuse_freed_memory"] = reuse_freed_memory()
-    too_late = {"OPENBLAS_THREAD_TIMEOUT": "numpy" in sys.modules}
     for name, value in THREAD_POLICY.items():
-        if name not in os.environ and not too_late.get(name, False):
+        # OpenBLAS reads its timeout when numpy loads it: past that, setting it would lie
+        too_late = name == "OPENBLAS_THREAD_TIMEOUT" and "numpy" in sys.modules
+        if name not in os.environ and not too_late:
             os.environ[name] = value
-        if os.environ.get(name) == value:
             applied[name] = value
     return applied
 
@@ -55,7 +55,7 @@ def command_line(module: str, untuned: tuple = ()):
     which runs PyTorch in the same process)."""
     def run_command(argv=None) -> int:
         words = sys.argv[1:] if argv is None else list(argv)
-        if words[:1] not in [[name] for name in untuned]:
+        if not (words and words[0] in untuned):
             tune()
         return importlib.import_module(module).run_command(argv)
 
